@@ -1,0 +1,41 @@
+"""Build of shoal's one compiled extension: the object store's C core
+(csrc/*.c) and its Cython binding.
+
+Environment switches:
+  SHOAL_DEBUG=1     -O0 -g with C asserts on
+  SHOAL_SANITIZE=1  AddressSanitizer and UndefinedBehaviorSanitizer (set
+                    LD_PRELOAD to libasan when running Python)
+"""
+
+import glob
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+debug = os.environ.get("SHOAL_DEBUG") == "1"
+sanitize = os.environ.get("SHOAL_SANITIZE") == "1"
+
+cflags = ["-std=gnu11", "-Wall", "-Wno-unused-function"]
+cflags += ["-O0", "-g", "-UNDEBUG"] if debug else ["-O2"]
+ldflags = []
+if sanitize:
+    cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    ldflags += ["-fsanitize=address,undefined"]
+
+core = Extension(
+    "shoal._store._core",
+    sources=["src/shoal/_store/_core.pyx", *sorted(glob.glob("csrc/*.c"))],
+    include_dirs=["csrc"],
+    extra_compile_args=cflags,
+    extra_link_args=ldflags,
+    libraries=["pthread"],
+)
+
+setup(
+    ext_modules=cythonize(
+        [core],
+        compiler_directives={"language_level": "3"},
+        include_path=["src"],
+    ),
+)

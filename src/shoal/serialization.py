@@ -1,0 +1,195 @@
+"""Python values <-> the byte layout of a stored object.
+
+Pickle protocol 5 with cloudpickle (functions, lambdas, closures and classes
+defined in ``__main__`` travel by value). Large contiguous buffers (numpy
+arrays of any non-object dtype, pyarrow buffers, arrays and tables,
+PickleBuffer) are taken out of band and written straight into the object:
+one copy on put, none on get. Layout of an object's data::
+
+    offset 0   header: magic b"SHL1", buffer count n (u32), in-band size (u64)
+    16         n x (offset u64, size u64) of each out-of-band buffer
+    16 + 16n   the in-band pickle stream
+    ...        each buffer, starting on a 64-byte boundary
+
+This layer never touches shared memory: it turns a value into
+(metadata, size, parts to copy) and a buffer back into a value. Values
+rebuilt from a read-only buffer are read-only views of it (numpy:
+``flags.writeable`` is False) and keep the buffer alive.
+
+Hook for the runtime: reducers of objects that must be tracked (ObjectRef)
+call ``record_nested(obj)``; ``serialize`` returns what was recorded in
+``Serialized.nested``.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import sys
+import threading
+from typing import Any, NamedTuple
+
+import cloudpickle
+
+#: Metadata tags (the store keeps them beside the data).
+PICKLE = b"P"  # a pickled value
+ERROR = b"E"  # a pickled exception, raised by whoever reads the object
+
+ALIGNMENT = 64
+MAGIC = b"SHL1"
+_header = struct.Struct("<4sIQ")
+_entry = struct.Struct("<QQ")
+
+# Exact types whose pickle can hold no function, class or buffer: the C
+# pickler handles them without cloudpickle's per-call setup.
+_PLAIN = frozenset({int, float, str, bool, type(None), complex})
+
+
+class Serialized(NamedTuple):
+    """A value ready to be written: total data size, (offset, buffer) parts
+    to copy in, metadata tag, and the objects recorded by record_nested."""
+
+    size: int
+    parts: list
+    metadata: bytes
+    nested: list
+
+
+class SerializationError(TypeError):
+    """A value could not be pickled (its message names the value's type)."""
+
+
+_local = threading.local()
+
+
+def record_nested(obj: Any) -> None:
+    """Called by a reducer: note `obj` as nested in the value being
+    serialized in this thread (no-op outside serialize)."""
+    stack = getattr(_local, "stack", None)
+    if stack:
+        stack[-1].append(obj)
+
+
+def _align(n: int) -> int:
+    return (n + ALIGNMENT - 1) & ~(ALIGNMENT - 1)
+
+
+def _rebuild_ndarray(buf: Any, dtype: Any, shape: tuple, order: str, cls: type | None) -> Any:
+    import numpy as np
+
+    arr = np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+    return arr if cls is None else arr.view(cls)
+
+
+def _reduce_ndarray(np: Any, arr: Any) -> Any:
+    """Out-of-band reduction for numpy arrays of any dtype but object
+    (numpy's own keeps datetime64 and timedelta64 arrays in band)."""
+    cls = type(arr)
+    if cls is not np.ndarray and cls is not np.recarray and cls is not np.memmap:
+        return NotImplemented
+    dtype = arr.dtype
+    if dtype.hasobject or dtype.itemsize == 0:
+        return NotImplemented
+    if arr.flags.c_contiguous:
+        order = "C"
+    elif arr.flags.f_contiguous:
+        order = "F"
+    else:
+        return NotImplemented  # a strided view: numpy copies it in band
+    flat = arr.view(np.ndarray).ravel(order="K").view(np.uint8)
+    keep = np.recarray if cls is np.recarray else None
+    return _rebuild_ndarray, (pickle.PickleBuffer(flat), dtype, arr.shape, order, keep)
+
+
+class _Pickler(cloudpickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        np = sys.modules.get("numpy")  # no array can exist before numpy is imported
+        if np is not None and isinstance(obj, np.ndarray):
+            reduced = _reduce_ndarray(np, obj)
+            if reduced is not NotImplemented:
+                return reduced
+        return super().reducer_override(obj)
+
+
+def _pickle(value: Any, buffers: list) -> bytes:
+    if type(value) in _PLAIN:
+        return pickle.dumps(value, protocol=5)
+    f = io.BytesIO()
+    _Pickler(f, protocol=5, buffer_callback=buffers.append).dump(value)
+    return f.getvalue()
+
+
+def serialize(value: Any, metadata: bytes = PICKLE) -> Serialized:
+    """Lay out `value` for the store. Raises SerializationError (a TypeError)
+    if it cannot be pickled."""
+    buffers: list = []
+    nested: list = []
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(nested)
+    try:
+        inband = _pickle(value, buffers)
+    except Exception as e:
+        raise SerializationError(
+            f"cannot serialize a value of type {type(value).__qualname__}: {e}. Objects "
+            f"holding locks, sockets, open files or C resources cannot be sent to other "
+            f"processes; create them inside the task or actor instead."
+        ) from e
+    finally:
+        stack.pop()
+    if not buffers:
+        head = _header.pack(MAGIC, 0, len(inband))
+        return Serialized(len(head) + len(inband), [(0, head + inband)], metadata, nested)
+    raws = []
+    for b in buffers:
+        try:
+            raws.append(b.raw())
+        except BufferError:  # not contiguous: copy it into a contiguous one
+            raws.append(memoryview(bytes(b)))
+    table_end = _header.size + _entry.size * len(raws)
+    offset = _align(table_end + len(inband))
+    head = bytearray(_header.pack(MAGIC, len(raws), len(inband)))
+    parts = []
+    for raw in raws:
+        head += _entry.pack(offset, raw.nbytes)
+        parts.append((offset, raw))
+        offset = _align(offset + raw.nbytes)
+    head += inband
+    parts.insert(0, (0, head))
+    return Serialized(offset, parts, metadata, nested)
+
+
+def deserialize(data: Any, metadata: bytes = PICKLE) -> Any:
+    """Rebuild a value from an object's data (any buffer; zero copy: the
+    value's arrays are views of `data`). An ERROR object comes back as the
+    exception instance; raising it is the caller's choice."""
+    view = memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    magic, nbuf, inband_size = _header.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise ValueError("not a shoal object: bad header")
+    start = _header.size + _entry.size * nbuf
+    inband = view[start : start + inband_size]
+    if nbuf == 0:
+        return pickle.loads(inband)
+    buffers = []
+    for k in range(nbuf):
+        off, size = _entry.unpack_from(view, _header.size + _entry.size * k)
+        buffers.append(view[off : off + size])
+    return pickle.loads(inband, buffers=buffers)
+
+
+def dumps(value: Any) -> bytes:
+    """The object layout of `value` as one bytes string (for inline
+    transport of small values)."""
+    s = serialize(value)
+    if len(s.parts) == 1:
+        return bytes(s.parts[0][1])
+    out = bytearray(s.size)
+    for off, part in s.parts:
+        mv = memoryview(part).cast("B")
+        out[off : off + mv.nbytes] = mv
+    return bytes(out)

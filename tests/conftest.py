@@ -1,0 +1,64 @@
+"""Fixtures shared by every test, and the leak checks that run after each.
+
+After every test: no child process is left (zombies included), nothing named
+shoal is in /dev/shm, and this process holds no more store segments than
+before (a store handle that was never closed or collected).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import psutil
+import pytest
+
+
+def shm_entries() -> set[str]:
+    try:
+        return {n for n in os.listdir("/dev/shm") if "shoal" in n.lower()}
+    except FileNotFoundError:
+        return set()
+
+
+def store_fds() -> int:
+    """Descriptors of this process that are store segments (memfds)."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:shoal-store"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    shm_before = shm_entries()
+    fds_before = store_fds()
+    yield
+    gc.collect()
+    me = psutil.Process()
+    children = me.children(recursive=True)
+    if children:
+        # Children that are exiting get a short grace period, then count.
+        _, alive = psutil.wait_procs(children, timeout=5)
+        assert not alive, "child processes left behind: " + ", ".join(
+            f"{p.pid} {p.status()} {' '.join(p.cmdline()[:4])}" for p in alive
+        )
+    leaked = shm_entries() - shm_before
+    assert not leaked, f"/dev/shm entries left behind: {sorted(leaked)}"
+    assert store_fds() <= fds_before, "a store handle was left open"
+
+
+@pytest.fixture
+def store():
+    """A small store (64 MiB), closed after the test."""
+    from shoal.store import ObjectStore
+
+    s = ObjectStore.open(64 << 20, max_objects=4096)
+    try:
+        yield s
+    finally:
+        s.close()
