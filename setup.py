@@ -1,5 +1,6 @@
-"""Build of shoal's one compiled extension: the object store's C core
-(csrc/*.c) and its Cython binding.
+"""Build of shoal's compiled extensions: the object store's C core and its
+Cython binding (shoal._store._core), and the message rings between processes
+(shoal._channel).
 
 Environment switches:
   SHOAL_DEBUG=1     -O0 -g with C asserts on
@@ -23,18 +24,26 @@ if sanitize:
     cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     ldflags += ["-fsanitize=address,undefined"]
 
+store_sources = sorted(set(glob.glob("csrc/*.c")) - {"csrc/channel.c"})
 core = Extension(
     "shoal._store._core",
-    sources=["src/shoal/_store/_core.pyx", *sorted(glob.glob("csrc/*.c"))],
+    sources=["src/shoal/_store/_core.pyx", *store_sources],
     include_dirs=["csrc"],
     extra_compile_args=cflags,
     extra_link_args=ldflags,
     libraries=["pthread"],
 )
+channel = Extension(
+    "shoal._channel",
+    sources=["src/shoal/_channel.pyx", "csrc/channel.c"],
+    include_dirs=["csrc"],
+    extra_compile_args=cflags,
+    extra_link_args=ldflags,
+)
 
 setup(
     ext_modules=cythonize(
-        [core],
+        [core, channel],
         compiler_directives={"language_level": "3"},
         include_path=["src"],
     ),

@@ -53,6 +53,23 @@ def no_leaks():
 
 
 @pytest.fixture
+def ray():
+    """A runtime with 2 CPUs and a 256 MiB store, invariants checked after
+    every step; shut down after the test."""
+    import shoal
+
+    os.environ["SHOAL_VALIDATE"] = "1"
+    try:
+        shoal.init(num_cpus=2, object_store_memory=256 << 20)
+    finally:
+        os.environ.pop("SHOAL_VALIDATE", None)
+    try:
+        yield shoal
+    finally:
+        shoal.shutdown()
+
+
+@pytest.fixture
 def store():
     """A small store (64 MiB), closed after the test."""
     from shoal.store import ObjectStore

@@ -1,3 +1,26 @@
-"""shoal: Ray's API for one machine, over a shared-memory object store."""
+"""shoal: Ray's API for one machine, over a shared-memory object store.
+
+    import shoal as ray
+    ray.init()
+
+    @ray.remote
+    def f(x):
+        return x * 2
+
+    ray.get([f.remote(i) for i in range(4)])   # [0, 2, 4, 6]
+"""
+
+from shoal import exceptions
+from shoal.api import (
+    available_resources, cancel, cluster_resources, get, get_gpu_ids, init, is_initialized, nodes,
+    put, remote, shutdown, wait,
+)
+from shoal.objectref import ObjectRef, ObjectRefGenerator
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ObjectRef", "ObjectRefGenerator", "available_resources", "cancel", "cluster_resources",
+    "exceptions", "get", "get_gpu_ids", "init", "is_initialized", "nodes", "put", "remote",
+    "shutdown", "wait",
+]

@@ -150,3 +150,173 @@ class RaySystemError(RayError):
 
 class RuntimeClosedError(RayError):
     """The runtime was shut down, or a call needs a runtime that is not there."""
+
+
+class RayTaskError(RayError):
+    """User code raised in a task or actor method.
+
+    ``get`` raises an instance of a class derived from both this class and
+    the user's exception type (see ``as_instanceof_cause``), so both
+    ``except ValueError`` and ``except RayTaskError`` catch it. Its text is
+    the remote traceback, with the function name and the worker's pid.
+
+    Attributes: ``function_name``, ``traceback_str``, ``cause`` (the user's
+    exception), ``pid``, ``actor_repr``.
+    """
+
+    def __init__(self, function_name: str, traceback_str: str, cause: BaseException | None = None,
+                 pid: int | None = None, actor_repr: str | None = None):
+        RayError.__init__(self, function_name, traceback_str, cause, pid, actor_repr)
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.pid = pid
+        self.actor_repr = actor_repr
+
+    def __str__(self) -> str:
+        where = f"shoal::{self.function_name}() (pid={self.pid})"
+        if self.actor_repr:
+            where += f", actor {self.actor_repr}"
+        return f"{where}\n{self.traceback_str.rstrip()}"
+
+    def __reduce__(self):
+        return (_rebuild_task_error, (self.function_name, self.traceback_str, portable(self.cause),
+                                      self.pid, self.actor_repr, type(self) is not RayTaskError))
+
+    def as_instanceof_cause(self) -> "RayTaskError":
+        """This error as an instance of a class derived from RayTaskError and
+        the cause's own class (or itself, where no such class can exist)."""
+        cause = self.cause
+        if cause is None or isinstance(cause, RayTaskError):
+            return self
+        cls = _dual_class(type(cause))
+        if cls is None:
+            return self
+        try:
+            err = cls.__new__(cls)
+            RayTaskError.__init__(err, self.function_name, self.traceback_str, cause, self.pid,
+                                  self.actor_repr)
+            err.args = cause.args
+            err.__dict__.update({k: v for k, v in vars(cause).items() if k not in err.__dict__})
+        except Exception:  # an exotic constructor or layout: keep the plain form
+            return self
+        return err
+
+
+TaskError = RayTaskError
+
+_dual_classes: dict = {}
+
+
+def _dual_class(cause_cls: type):
+    cls = _dual_classes.get(cause_cls)
+    if cls is None and cause_cls not in _dual_classes:
+        try:
+            cls = type(f"RayTaskError({cause_cls.__name__})", (RayTaskError, cause_cls),
+                       {"__module__": cause_cls.__module__, "__str__": RayTaskError.__str__,
+                        "__reduce__": RayTaskError.__reduce__, "__init__": RayTaskError.__init__})
+        except TypeError:  # e.g. an incompatible C layout: no dual class
+            cls = None
+        _dual_classes[cause_cls] = cls
+    return cls
+
+
+def rebuild_exception(cls: type, args: tuple, state: dict | None) -> BaseException:
+    """An exception instance made without calling its __init__ (which may
+    take other arguments than its args), attributes included."""
+    e = cls.__new__(cls, *args)
+    e.args = args
+    if state:
+        e.__dict__.update(state)
+    return e
+
+
+class _Portable:
+    """Pickles an exception whose class keeps BaseException's __reduce__
+    (which calls cls(*args), and fails when __init__ wants other arguments)."""
+
+    def __init__(self, e: BaseException):
+        self.e = e
+
+    def __reduce__(self):
+        e = self.e
+        return (rebuild_exception, (type(e), e.args, e.__dict__ or None))
+
+
+def portable(e):
+    """e, or a wrapper that pickles it safely (see rebuild_exception)."""
+    if isinstance(e, BaseException):
+        cls = type(e)
+        if cls.__reduce__ is BaseException.__reduce__ and cls.__module__ != "builtins":
+            return _Portable(e)
+    return e
+
+
+def _rebuild_task_error(function_name, traceback_str, cause, pid, actor_repr, dual):
+    err = RayTaskError(function_name, traceback_str, cause, pid, actor_repr)
+    return err.as_instanceof_cause() if dual else err
+
+
+class WorkerCrashedError(RayError):
+    """The worker process running the task died (a crash, os._exit, a signal
+    such as the kernel's OOM killer's SIGKILL), after every retry."""
+
+
+class TaskCancelledError(RayError):
+    """The task was cancelled with cancel() before it produced its result."""
+
+
+class ObjectLostError(RayError):
+    """The object's value is gone (its store entry vanished) and cannot be
+    recomputed."""
+
+
+class ObjectFreedError(ObjectLostError):
+    """The object was freed explicitly."""
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process that owned the object died."""
+
+
+class TaskUnschedulableError(RayError):
+    """The task asks for resources that do not exist."""
+
+
+class RayActorError(RayError):
+    """The actor died or cannot run the call.
+
+    Attributes: ``actor_id`` (hex), ``error_msg``.
+    """
+
+    def __init__(self, error_msg: str = "The actor died unexpectedly.", actor_id: str | None = None):
+        RayError.__init__(self, error_msg, actor_id)
+        self.error_msg = error_msg
+        self.actor_id = actor_id
+
+    def __str__(self) -> str:
+        return self.error_msg
+
+
+class ActorDiedError(RayActorError):
+    """The actor's process died, or its constructor raised; calls fail."""
+
+
+class ActorUnavailableError(RayActorError):
+    """The actor is restarting; the call may be retried."""
+
+
+class ActorAlreadyExistsError(RayError, ValueError):
+    """An actor with this name already exists in the namespace."""
+
+
+class PendingCallsLimitExceeded(RayError):
+    """An actor has more pending calls than max_pending_calls."""
+
+
+class AsyncioActorExit(RayError):
+    """Raised inside an async actor to exit it."""
+
+
+class ObjectRefStreamEndOfStreamError(RayError, StopIteration):
+    """A streaming generator has no more items."""

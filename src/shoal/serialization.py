@@ -28,9 +28,12 @@ import pickle
 import struct
 import sys
 import threading
+import types
 from typing import Any, NamedTuple
 
 import cloudpickle
+
+from shoal import exceptions as exc
 
 #: Metadata tags (the store keeps them beside the data).
 PICKLE = b"P"  # a pickled value
@@ -44,6 +47,7 @@ _entry = struct.Struct("<QQ")
 # Exact types whose pickle can hold no function, class or buffer: the C
 # pickler handles them without cloudpickle's per-call setup.
 _PLAIN = frozenset({int, float, str, bool, type(None), complex})
+_DYNAMIC = "<dynamic-code>"
 
 
 class Serialized(NamedTuple):
@@ -102,6 +106,12 @@ def _reduce_ndarray(np: Any, arr: Any) -> Any:
     return _rebuild_ndarray, (pickle.PickleBuffer(flat), dtype, arr.shape, order, keep)
 
 
+def _restore_filename(code: types.CodeType, filename: str) -> types.CodeType:
+    return code.replace(co_filename=filename)
+
+
+
+
 class _Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         np = sys.modules.get("numpy")  # no array can exist before numpy is imported
@@ -109,6 +119,17 @@ class _Pickler(cloudpickle.Pickler):
             reduced = _reduce_ndarray(np, obj)
             if reduced is not NotImplemented:
                 return reduced
+        elif isinstance(obj, BaseException):
+            cls = type(obj)
+            if cls.__reduce__ is BaseException.__reduce__ and cls.__module__ != "builtins":
+                # Default exception pickling calls cls(*args), which fails for
+                # classes whose __init__ takes other arguments; rebuild the
+                # instance without calling __init__, attributes included.
+                return exc.rebuild_exception, (cls, obj.args, obj.__dict__ or None)
+        elif type(obj) is types.CodeType and obj.co_filename != _DYNAMIC:
+            # cloudpickle blanks the file name of code it ships; keep it, so
+            # that tracebacks from workers name the user's file and line.
+            return _restore_filename, (obj.replace(co_filename=_DYNAMIC), obj.co_filename)
         return super().reducer_override(obj)
 
 

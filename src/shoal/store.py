@@ -22,6 +22,7 @@ import dataclasses
 from typing import Any
 
 from shoal import config, ids, serialization
+from shoal import exceptions as exc
 from shoal._store._core import ID_SIZE, ObjectBuffer, Store, WritableBuffer
 
 __all__ = ["ID_SIZE", "ObjectBuffer", "ObjectStore", "StoreStatistics", "WritableBuffer"]
@@ -138,6 +139,16 @@ class ObjectStore:
         # Views in the value keep the buffer (and its pin) alive; without
         # any, dropping our reference releases the pin now.
         return serialization.deserialize(buf, buf.metadata)
+
+    def put_error(self, object_ids: list[bytes], error: BaseException) -> None:
+        """Seal `error` as the value of each object that does not exist yet
+        (readers of an ERROR object get the exception)."""
+        s = serialization.serialize(error, serialization.ERROR)
+        for oid in object_ids:
+            try:
+                self.put_serialized(oid, s)
+            except (exc.ObjectExistsError, exc.StoreClosedError):
+                pass
 
     # Raw objects ---------------------------------------------------------
 

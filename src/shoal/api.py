@@ -1,0 +1,237 @@
+"""The public API, with Ray's names, signatures and semantics.
+
+Functions that need a runtime start one if there is none (as Ray does);
+``init`` starts one explicitly. In a worker process, the same functions act
+on the runtime of the driver that started it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+from shoal import exceptions as exc
+from shoal import objectref, runtime
+from shoal.objectref import ObjectRef, ObjectRefGenerator
+from shoal.options import warn_once
+from shoal.remote_function import RemoteFunction
+
+#: Ray's init keywords that shoal accepts without implementing them.
+_IGNORED_INIT = {
+    "include_dashboard", "dashboard_host", "dashboard_port", "job_config", "configure_logging",
+    "logging_level", "logging_format", "logging_config", "runtime_env", "labels",
+    "enable_resource_isolation", "cgroup_path", "system_reserved_cpu", "system_reserved_memory",
+    "proxy_server_url", "_system_config", "_temp_dir", "_plasma_directory", "object_spilling_directory",
+    "_node_ip_address", "_redis_password", "_memory", "_metrics_export_port", "_enable_object_reconstruction",
+    "_tracing_startup_hook", "_node_name", "_driver_object_store_memory", "_disable_object_store_spilling",
+    "storage", "runtime_env_setup_hook",
+}
+
+
+class RayContext(dict):
+    """What init() returns: information about the runtime (and, used as a
+    context manager, shuts it down at the end of the block)."""
+
+    def __init__(self, info: dict):
+        super().__init__(info)
+        self.address_info = info
+        self.dashboard_url = None
+        self.python_version = info.get("python_version")
+
+    def __enter__(self) -> "RayContext":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        shutdown()
+
+    def disconnect(self) -> None:
+        shutdown()
+
+
+def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+         resources: dict | None = None, object_store_memory: int | None = None, local_mode: bool = False,
+         ignore_reinit_error: bool = False, log_to_driver: bool = True, namespace: str | None = None,
+         **kwargs: Any) -> RayContext:
+    """Start shoal in this process (the driver).
+
+    Args:
+        address: None, "local" or "auto" (a new runtime on this machine);
+            connecting to another runtime is not supported.
+        num_cpus: logical CPUs (default: the machine's); also the number of
+            worker processes kept running.
+        num_gpus: logical GPUs (default: those CUDA_VISIBLE_DEVICES lists).
+        resources: custom logical resources, {name: amount}.
+        object_store_memory: store size in bytes (default: 30% of memory, at
+            most what /dev/shm has free).
+        local_mode: run every task in this process, in order, when it is
+            submitted (for pdb and print debugging).
+        ignore_reinit_error: a second init() returns instead of raising.
+        log_to_driver: forward what workers print, prefixed with the task.
+        namespace: the namespace of named actors.
+    Raises:
+        RuntimeError: already initialized (and not ignore_reinit_error).
+    """
+    if objectref.current() is not None:
+        if ignore_reinit_error:
+            return RayContext(_info())
+        raise RuntimeError(
+            "Maybe you called ray.init twice by accident? This error can be suppressed by "
+            "passing in 'ignore_reinit_error=True' or by calling 'ray.shutdown()' prior to "
+            "'ray.init()'.")
+    if address not in (None, "local", "auto") and not str(address).startswith("local"):
+        warn_once("init:address", f"shoal runs on this machine only: address={address!r} is ignored")
+    for key in kwargs:
+        if key not in _IGNORED_INIT:
+            raise TypeError(f"init() got an unexpected keyword argument {key!r}")
+        warn_once(f"init:{key}", f"shoal does not implement init({key}=...); it is ignored")
+    runtime.start(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                  object_store_memory=object_store_memory, log_to_driver=log_to_driver,
+                  namespace=namespace, local_mode=local_mode)
+    return RayContext(_info())
+
+
+def _info() -> dict:
+    import sys
+
+    rt = objectref.current()
+    return {
+        "node_ip_address": "127.0.0.1",
+        "session_name": getattr(rt, "session", ""),
+        "namespace": getattr(rt, "namespace", None),
+        "python_version": ".".join(map(str, sys.version_info[:3])),
+        "node_id": getattr(rt, "node_id", ""),
+    }
+
+
+def shutdown(_exiting_interpreter: bool = False) -> None:
+    """Stop the runtime: its worker processes end and its objects are freed.
+    Calls on refs of the old runtime raise RuntimeClosedError."""
+    runtime.stop()
+
+
+def is_initialized() -> bool:
+    """True if a runtime is running in (or for) this process."""
+    return objectref.current() is not None
+
+
+def _ctx():
+    ctx = objectref.current()
+    if ctx is None:
+        init()
+        ctx = objectref.current()
+    return ctx
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
+    """The value of a ref, or the values of a list of refs (same order).
+
+    Waits for each object until `timeout` seconds in all (None: forever;
+    0: only what is ready now). Raises the task's error (an instance of
+    RayTaskError and of the task's own exception type), GetTimeoutError,
+    WorkerCrashedError, TaskCancelledError.
+    """
+    ctx = _ctx()
+    if isinstance(object_refs, ObjectRef):
+        return ctx.get([object_refs], timeout)[0]
+    if isinstance(object_refs, ObjectRefGenerator):
+        raise TypeError("get() of a generator: iterate it and get() each ref it yields")
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError(
+            f"get() expects an ObjectRef or a list of ObjectRefs, not {type(object_refs).__name__}")
+    for r in object_refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"get() expects a list of ObjectRefs; it holds a {type(r).__name__}")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be None or >= 0 seconds, not {timeout!r}")
+    return ctx.get(list(object_refs), timeout)
+
+
+def put(value: Any, *, _owner: Any = None) -> ObjectRef:
+    """Store `value` (immutable from now on) and return a ref to it."""
+    return _ctx().put(value)
+
+
+def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True) -> tuple[list, list]:
+    """Wait until `num_returns` of the refs are ready or `timeout` seconds
+    pass (None: no limit). Returns (ready, not_ready), each in input order."""
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() expects a list of ObjectRefs, not {type(object_refs).__name__}")
+    refs = list(object_refs)
+    for r in refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"wait() expects a list of ObjectRefs; it holds a {type(r).__name__}")
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() requires a list of unique ObjectRefs")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
+        raise ValueError(f"num_returns must be an int >= 1, not {num_returns!r}")
+    if num_returns > len(refs):
+        raise ValueError(
+            f"num_returns ({num_returns}) cannot be larger than the number of refs ({len(refs)})")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be None or >= 0 seconds, not {timeout!r}")
+    if not refs:
+        return [], []
+    return _ctx().wait(refs, num_returns, timeout)
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that returns `object_ref`: dropped if not started;
+    interrupted with KeyboardInterrupt if running (force: its worker is
+    killed). get() then raises TaskCancelledError."""
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, not {type(object_ref).__name__}")
+    _ctx().cancel(object_ref, force, recursive)
+
+
+def remote(*args: Any, **kwargs: Any) -> Any:
+    """Make a function a task, or a class an actor: ``@remote``,
+    ``@remote(num_cpus=2, ...)`` or ``remote(f)``."""
+    if len(args) == 1 and not kwargs and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("remote() takes a function or class, or only keyword options")
+    return lambda fn: _make_remote(fn, kwargs)
+
+
+def _make_remote(target: Any, options: dict) -> Any:
+    if inspect.isclass(target):
+        from shoal.actor import ActorClass
+
+        return ActorClass(target, options)
+    return RemoteFunction(target, options)
+
+
+def cluster_resources() -> dict:
+    """Total logical resources of the runtime."""
+    ctx = _ctx()
+    if not hasattr(ctx, "cluster_resources"):
+        raise exc.RaySystemError("cluster_resources() is only available in the driver")
+    return ctx.cluster_resources()
+
+
+def available_resources() -> dict:
+    """Logical resources not held by running tasks now."""
+    ctx = _ctx()
+    if not hasattr(ctx, "available_resources"):
+        raise exc.RaySystemError("available_resources() is only available in the driver")
+    return ctx.available_resources()
+
+
+def nodes() -> list[dict]:
+    """The one node of this runtime, in Ray's format."""
+    ctx = _ctx()
+    res = ctx.cluster_resources() if hasattr(ctx, "cluster_resources") else {}
+    return [{
+        "NodeID": getattr(ctx, "node_id", ""), "Alive": True, "NodeManagerAddress": "127.0.0.1",
+        "NodeManagerHostname": os.uname().nodename, "Resources": res,
+    }]
+
+
+def get_gpu_ids() -> list:
+    """GPU ids assigned to the current task (all visible ones in the driver)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not visible:
+        return []
+    return [int(d) if d.strip().isdigit() else d.strip() for d in visible.split(",") if d.strip()]

@@ -1,0 +1,400 @@
+"""ObjectRef, the process's runtime context, and per-process ref counting.
+
+Every process of a runtime (the driver and each worker) has one *context*:
+the object that submits tasks, puts and gets objects, and counts this
+process's ObjectRefs. ``ObjectRef`` talks to the context of the runtime it
+was made in, so refs that outlive a runtime are inert.
+
+Reference counting is two-level: each process counts its own refs
+(LocalRefs) and tells the runtime only when it takes its first ref to an
+object and when it drops its last (see scheduler/refs.py). ``__del__`` may
+run in any thread at any time, so it only queues the drop; the context
+applies queued drops at its next synchronisation point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import threading
+import time
+from typing import Any
+
+from shoal import exceptions as exc
+from shoal import ids, serialization
+
+_current: "Context | None" = None
+
+
+def current() -> "Context | None":
+    """This process's context, or None outside a runtime."""
+    return _current
+
+
+def set_current(ctx: "Context | None") -> None:
+    global _current
+    _current = ctx
+
+
+class LocalRefs:
+    """This process's count of ObjectRefs per object."""
+
+    def __init__(self) -> None:
+        self.counts: dict[bytes, int] = {}
+        self.lock = threading.Lock()
+        self.firsts: list[bytes] = []
+        self.dropped: collections.deque[bytes] = collections.deque()
+
+    def incref(self, oid: bytes) -> None:
+        with self.lock:
+            n = self.counts.get(oid)
+            if n:
+                self.counts[oid] = n + 1
+            else:
+                self.counts[oid] = 1
+                self.firsts.append(oid)
+
+    def decref(self, oid: bytes) -> None:
+        self.dropped.append(oid)  # atomic: safe in __del__, from any thread
+
+    def drain(self) -> tuple[list[bytes], list[bytes]]:
+        """Objects this process started to hold, and stopped holding, since
+        the last drain (firsts apply before lasts)."""
+        with self.lock:
+            firsts, self.firsts = self.firsts, []
+            lasts = []
+            dropped, counts = self.dropped, self.counts
+            while dropped:
+                oid = dropped.popleft()
+                n = counts.get(oid, 0) - 1
+                if n > 0:
+                    counts[oid] = n
+                else:
+                    counts.pop(oid, None)
+                    lasts.append(oid)
+        return firsts, lasts
+
+    def pending(self) -> bool:
+        return bool(self.firsts or self.dropped)
+
+
+class ObjectRef:
+    """A reference to an object in the store: the future result of a task,
+    or a value that was put. Hashable and compared by ID; pickles by ID
+    (the receiving process then holds the object too); ``await ref`` and
+    ``ref.future()`` wait for the value."""
+
+    __slots__ = ("_id", "_ctx", "__weakref__")
+
+    def __init__(self, object_id: bytes, ctx: "Context | None" = None):
+        if type(object_id) is not bytes or len(object_id) != ids.ID_SIZE:
+            raise ValueError(f"an object ID is {ids.ID_SIZE} bytes, not {object_id!r}")
+        self._id = object_id
+        self._ctx = ctx
+        if ctx is not None:
+            ctx.refs.incref(object_id)
+
+    def __del__(self) -> None:
+        ctx = self._ctx
+        if ctx is not None:
+            ctx.refs.decref(self._id)
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def task_id(self) -> bytes | None:
+        """The task that returns this object (None for put objects)."""
+        return ids.task_of(self._id)
+
+    @classmethod
+    def from_binary(cls, object_id: bytes) -> "ObjectRef":
+        return cls(object_id, _current)
+
+    @classmethod
+    def from_hex(cls, text: str) -> "ObjectRef":
+        return cls(bytes.fromhex(text), _current)
+
+    @classmethod
+    def nil(cls) -> "ObjectRef":
+        return cls(ids.nil_id(), None)
+
+    def is_nil(self) -> bool:
+        return self._id == ids.nil_id()
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id.hex()})"
+
+    def __reduce__(self):
+        serialization.record_nested(self)
+        return (_rebuild_ref, (self._id,))
+
+    # Futures ----------------------------------------------------------------
+
+    def future(self) -> concurrent.futures.Future:
+        """A concurrent.futures.Future that resolves to the value (or the
+        task's exception)."""
+        ctx = self._require_ctx()
+        return ctx.future_for(self)
+
+    def as_future(self) -> asyncio.Future:
+        """An asyncio future for the value, bound to the running loop."""
+        return asyncio.wrap_future(self.future())
+
+    def __await__(self):
+        return self.as_future().__await__()
+
+    def _require_ctx(self) -> "Context":
+        ctx = self._ctx
+        if ctx is None or ctx.closed:
+            raise exc.RuntimeClosedError(
+                f"{self!r} belongs to a runtime that was shut down; its value is gone")
+        return ctx
+
+
+def _rebuild_ref(object_id: bytes) -> ObjectRef:
+    return ObjectRef(object_id, _current)
+
+
+class ObjectRefGenerator:
+    """The refs a generator task yields, each as soon as the worker seals it
+    (``num_returns="streaming"``, the default for generator functions).
+    Iterate it (``for ref in gen``, or ``async for``); ``completed()`` is a
+    ref that resolves when the generator has finished (or raises its
+    error)."""
+
+    def __init__(self, task_id: bytes, ctx: "Context"):
+        self._task_id = task_id
+        self._ctx = ctx
+        self._index = 1
+        self._end = ObjectRef(ids.return_id(task_id, 0), ctx)
+        self._done = False
+
+    def __iter__(self) -> "ObjectRefGenerator":
+        return self
+
+    def __next__(self) -> ObjectRef:
+        return self._next(None)
+
+    def next(self, timeout: float | None = None) -> ObjectRef:
+        return self._next(timeout)
+
+    def _next(self, timeout: float | None) -> ObjectRef:
+        if self._done:
+            raise StopIteration
+        ctx = self._ctx
+        ctx.check_open()
+        store = ctx.store.raw
+        item = ids.return_id(self._task_id, self._index)
+        end = self._end._id
+        deadline = None if timeout is None else time.monotonic() + timeout
+        blocked = False
+        try:
+            while True:
+                seq = store.seal_sequence()
+                have_item, have_end = store.sealed_mask([item, end])
+                if have_item:
+                    self._index += 1
+                    return ObjectRef(item, ctx)
+                if have_end:
+                    self._done = True
+                    buf = store.get(end, 0)
+                    if buf.metadata == serialization.ERROR:
+                        return ObjectRef(end, ctx)  # get() of it raises the generator's error
+                    raise StopIteration
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise exc.GetTimeoutError(f"no item of the generator within {timeout} s")
+                if not blocked:
+                    blocked = ctx.before_wait([item, end])
+                store.wait_seal_after(seq, left)
+        finally:
+            if blocked:
+                ctx.after_wait()
+
+    def __aiter__(self) -> "ObjectRefGenerator":
+        return self
+
+    async def __anext__(self) -> ObjectRef:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, self._next, None)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def completed(self) -> ObjectRef:
+        """A ref that resolves (to the number of items) when the generator ends."""
+        return self._end
+
+    def is_finished(self) -> bool:
+        return self._done or self._ctx.store.raw.contains(self._end._id)
+
+    def __repr__(self) -> str:
+        return f"ObjectRefGenerator({self._task_id.hex()})"
+
+
+class Context:
+    """What every process of a runtime can do. Subclasses (the driver's
+    runtime, the worker's context) provide submission and the hooks that
+    tell the runtime about blocking and references."""
+
+    #: the holder id of this process in the runtime's reference table
+    holder: int = 0
+    #: serialized arguments up to this size travel in the task message
+    inline_limit: int = 100 * 1024
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.refs = LocalRefs()
+        self.closed = False
+        self._futures: dict[bytes, list[concurrent.futures.Future]] = {}
+        self._future_thread: threading.Thread | None = None
+        self._futures_lock = threading.Lock()
+
+    # Hooks -------------------------------------------------------------------
+
+    def before_wait(self, object_ids: list[bytes]) -> bool:
+        """Called before blocking on unsealed objects; returns True if
+        after_wait must be called (a worker gives back its CPU)."""
+        return False
+
+    def after_wait(self) -> None:
+        pass
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise exc.RuntimeClosedError("the runtime was shut down; call init() again")
+
+    # Objects -----------------------------------------------------------------
+
+    def get(self, refs: list, timeout: float | None) -> list:
+        """Values of refs, in order (see api.get)."""
+        self.check_open()
+        store = self.store.raw
+        values = []
+        blocked = False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for ref in refs:
+                oid = ref._id
+                try:
+                    buf = store.get(oid, 0.0)
+                except (exc.ObjectNotFoundError, exc.GetTimeoutError):
+                    if not blocked and timeout != 0:
+                        blocked = self.before_wait([r._id for r in refs])
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    try:
+                        buf = store.get(oid, left)
+                    except (exc.ObjectNotFoundError, exc.GetTimeoutError):
+                        raise exc.GetTimeoutError(
+                            f"get timed out after {timeout} s: {ref!r} is not ready (its task is "
+                            f"still queued or running)") from None
+                values.append(self._value(buf))
+        finally:
+            if blocked:
+                self.after_wait()
+        return values
+
+    def _value(self, buf) -> Any:
+        value = serialization.deserialize(buf, buf.metadata)
+        if buf.metadata == serialization.ERROR:
+            if isinstance(value, exc.RayTaskError):
+                raise value.as_instanceof_cause()
+            raise value
+        return value
+
+    def wait(self, refs: list, num_returns: int, timeout: float | None) -> tuple[list, list]:
+        """(ready, not_ready) in input order (see api.wait)."""
+        self.check_open()
+        store = self.store.raw
+        oids = [r._id for r in refs]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        blocked = False
+        try:
+            while True:
+                seq = store.seal_sequence()
+                mask = store.sealed_mask(oids)
+                if mask.count(1) >= num_returns:
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                if not blocked:
+                    blocked = self.before_wait(oids)
+                store.wait_seal_after(seq, left)
+        finally:
+            if blocked:
+                self.after_wait()
+        ready, not_ready = [], []
+        for ref, flag in zip(refs, mask):
+            (ready if flag and len(ready) < num_returns else not_ready).append(ref)
+        return ready, not_ready
+
+    def put(self, value: Any) -> ObjectRef:
+        """Store value and return a ref this process holds."""
+        self.check_open()
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "put() of an ObjectRef is not allowed: pass the ref itself, or put a list "
+                "containing it")
+        oid = ids.new_put_id()
+        s = serialization.serialize(value)
+        ref = ObjectRef(oid, self)
+        self.store.put_serialized(oid, s)
+        self.on_put(oid, s.nested)
+        return ref
+
+    def on_put(self, oid: bytes, nested: list) -> None:
+        """The process stored `oid`, which contains refs `nested`."""
+
+    # Futures -------------------------------------------------------------------
+
+    def future_for(self, ref: ObjectRef) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        if self.store.raw.contains(ref._id):
+            self._complete(fut, ref)
+            return fut
+        fut._shoal_ref = ref  # keeps the object alive until the future resolves
+        with self._futures_lock:
+            self._futures.setdefault(ref._id, []).append(fut)
+            if self._future_thread is None:
+                self._future_thread = threading.Thread(
+                    target=self._resolve_futures, name="shoal-futures", daemon=True)
+                self._future_thread.start()
+        return fut
+
+    def _complete(self, fut: concurrent.futures.Future, ref: ObjectRef) -> None:
+        try:
+            fut.set_result(self.get([ref], None)[0])
+        except BaseException as e:  # the task's error, delivered to the future
+            fut.set_exception(e)
+
+    def _resolve_futures(self) -> None:
+        """Thread: completes futures as their objects are sealed."""
+        store = self.store.raw
+        while not self.closed:
+            seq = store.seal_sequence()
+            with self._futures_lock:
+                pending = list(self._futures)
+                if not pending:
+                    self._future_thread = None
+                    return
+            mask = store.sealed_mask(pending)
+            for oid, flag in zip(pending, mask):
+                if flag:
+                    with self._futures_lock:
+                        futs = self._futures.pop(oid, [])
+                    for fut in futs:
+                        ref, fut._shoal_ref = fut._shoal_ref, None
+                        self._complete(fut, ref)
+            if 1 not in mask:
+                store.wait_seal_after(seq, 1.0)

@@ -1,0 +1,154 @@
+"""Options of remote functions and actors, with Ray's names and defaults.
+
+Options shoal implements are validated and compiled once (per decorator or
+``.options()`` call) into what submission needs. Ray options that make no
+difference on one machine (scheduling strategies, placement hints) are
+accepted silently; those shoal does not implement are accepted with a
+warning, once per process. Unknown names are a ValueError, as in Ray.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from typing import Any
+
+import cloudpickle
+
+from shoal.scheduler import protocol as P
+from shoal.scheduler.state import make_shape
+
+TASK_DEFAULTS = {
+    "num_cpus": 1,
+    "num_gpus": 0,
+    "resources": None,
+    "memory": None,
+    "num_returns": None,  # 1, or "streaming" for generator functions
+    "max_retries": 3,
+    "retry_exceptions": False,
+    "name": None,
+}
+
+ACTOR_DEFAULTS = {
+    "num_cpus": None,  # 1 to schedule, 0 while alive (as Ray)
+    "num_gpus": 0,
+    "resources": None,
+    "memory": None,
+    "name": None,
+    "namespace": None,
+    "lifetime": None,
+    "get_if_exists": False,
+    "max_restarts": 0,
+    "max_task_retries": 0,
+    "max_concurrency": None,
+    "max_pending_calls": -1,
+}
+
+#: Ray options that change nothing on a single machine.
+SILENT = {
+    "scheduling_strategy", "placement_group", "placement_group_bundle_index",
+    "placement_group_capture_child_tasks", "label_selector", "fallback_strategy", "_labels",
+    "enable_task_events", "_metadata", "accelerator_type", "object_store_memory",
+    "_generator_backpressure_num_objects", "concurrency_group",
+}
+
+#: Ray options shoal accepts but does not implement (a warning says so).
+UNIMPLEMENTED_TASK = {"max_calls", "runtime_env"}
+UNIMPLEMENTED_ACTOR = {"runtime_env", "concurrency_groups", "allow_out_of_order_execution", "_max_pending_calls"}
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, text: str) -> None:
+    """A UserWarning, the first time `key` comes up in this process."""
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(text, UserWarning, stacklevel=4)
+
+
+def _check_number(name: str, value: Any, minimum: float = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ValueError(f"option {name} must be a number >= {minimum}, not {value!r}")
+
+
+def _check_resources(value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"option resources must be a dict of name -> amount, not {value!r}")
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise ValueError(f"resource names must be str, not {k!r}")
+        if k in ("CPU", "GPU"):
+            raise ValueError(f"use num_{k.lower()}s=..., not resources={{'{k}': ...}}")
+        _check_number(f"resources[{k!r}]", v)
+    return dict(value)
+
+
+def validate(options: dict, kind: str) -> dict:
+    """Check option names and values; returns them merged with defaults'
+    keys only for those given (the caller merges with its defaults)."""
+    known = TASK_DEFAULTS if kind == "task" else ACTOR_DEFAULTS
+    unimplemented = UNIMPLEMENTED_TASK if kind == "task" else UNIMPLEMENTED_ACTOR
+    for key, value in options.items():
+        if key in known:
+            continue
+        if key in SILENT:
+            continue
+        if key in unimplemented:
+            warn_once(f"{kind}:{key}", f"shoal does not implement the {kind} option {key}; it is ignored")
+            continue
+        raise ValueError(f"invalid option keyword {key!r} for {'remote functions' if kind == 'task' else 'actors'}")
+    if options.get("num_cpus") is not None:
+        _check_number("num_cpus", options["num_cpus"])
+    if options.get("num_gpus") is not None:
+        _check_number("num_gpus", options["num_gpus"])
+    if options.get("memory") is not None:
+        _check_number("memory", options["memory"])
+    _check_resources(options.get("resources"))
+    if "max_retries" in options:
+        mr = options["max_retries"]
+        if isinstance(mr, bool) or not isinstance(mr, int) or mr < -1:
+            raise ValueError(f"max_retries must be an int >= -1 (-1: retry forever), not {mr!r}")
+    if "num_returns" in options:
+        n = options["num_returns"]
+        if n not in (None, "streaming", "dynamic") and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ValueError(f"num_returns must be an int >= 0 or 'streaming', not {n!r}")
+        if n == "dynamic":
+            raise ValueError("num_returns='dynamic' is deprecated in Ray; use num_returns='streaming'")
+    if "retry_exceptions" in options:
+        rule = options["retry_exceptions"]
+        if not isinstance(rule, bool):
+            if not isinstance(rule, (list, tuple)) or not all(
+                    isinstance(t, type) and issubclass(t, BaseException) for t in rule):
+                raise ValueError("retry_exceptions must be a bool or a list of exception types")
+    if options.get("name") is not None and not isinstance(options["name"], str):
+        raise ValueError(f"option name must be a str, not {options['name']!r}")
+    return options
+
+
+class TaskOptions:
+    """Compiled options of a remote function, as submission uses them."""
+
+    __slots__ = ("options", "shape", "num_returns", "max_retries", "retry_exceptions", "name")
+
+    def __init__(self, options: dict, default_name: str, is_generator: bool):
+        opts = {**TASK_DEFAULTS, **options}
+        self.options = options
+        res = _check_resources(opts["resources"])
+        shape_spec = {"CPU": opts["num_cpus"], "GPU": opts["num_gpus"], **res}
+        if opts.get("memory"):
+            shape_spec["memory"] = opts["memory"]
+        self.shape = make_shape(shape_spec)
+        n = opts["num_returns"]
+        if n is None:
+            n = "streaming" if is_generator else 1
+        self.num_returns = P.STREAMING if n == "streaming" else n
+        self.max_retries = opts["max_retries"]
+        rule = opts["retry_exceptions"]
+        self.retry_exceptions = rule if isinstance(rule, bool) else cloudpickle.dumps(tuple(rule))
+        self.name = opts["name"] or default_name
+
+
+def loads_exception_types(data: bytes) -> tuple:
+    return tuple(pickle.loads(data))

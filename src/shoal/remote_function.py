@@ -1,0 +1,119 @@
+"""@remote for functions: RemoteFunction and its .options()."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+from shoal import ids, objectref
+from shoal.objectref import ObjectRef
+from shoal.options import TaskOptions, validate
+from shoal.scheduler import protocol as P
+from shoal.worker import arguments
+
+
+def _context():
+    ctx = objectref.current()
+    if ctx is None:
+        from shoal import api
+
+        api.init()
+        ctx = objectref.current()
+    return ctx
+
+
+class RemoteFunction:
+    """A function turned into a task by @remote: call ``f.remote(...)`` to
+    run it in a worker process; it returns ObjectRef(s) at once."""
+
+    def __init__(self, function: Any, options: dict):
+        if not callable(function):
+            raise TypeError(f"@remote needs a function or a class, not {function!r}")
+        self._function = function
+        self._is_generator = inspect.isgeneratorfunction(function)
+        self._default_name = getattr(function, "__qualname__", getattr(function, "__name__", "task"))
+        self._options = validate(dict(options), "task")
+        self._compiled = TaskOptions(self._options, self._default_name, self._is_generator)
+        self._function_ids: dict[int, bytes] = {}  # id(context) -> function object in its store
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Remote functions cannot be called directly. Instead of running "
+            f"'{self._function.__module__}.{self._default_name}()', try "
+            f"'{self._function.__module__}.{self._default_name}.remote()'.")
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function as a task; returns an ObjectRef (a list of them
+        for num_returns > 1, a generator of them for generator functions)."""
+        return self._submit(args, kwargs, self._compiled)
+
+    def options(self, **options: Any) -> "_Bound":
+        """The function with these options changed for the calls made
+        through the returned object (``f.options(num_cpus=2).remote()``)."""
+        validate(options, "task")
+        merged = {**self._options, **options}
+        return _Bound(self, TaskOptions(merged, self._default_name, self._is_generator))
+
+    def _function_id(self, ctx) -> bytes:
+        fid = self._function_ids.get(id(ctx))
+        if fid is None:
+            fid = ids.new_put_id()
+            ctx.store.put(self._function, fid)
+            self._function_ids = {id(ctx): fid}  # one runtime at a time
+        return fid
+
+    def _submit(self, args: tuple, kwargs: dict, opts: TaskOptions) -> Any:
+        ctx = _context()
+        ctx.check_open()
+        if getattr(ctx, "local", False):
+            return ctx.run_task(self._function, opts.name, args, kwargs, opts.num_returns)
+        fid = self._function_id(ctx)
+        task_id = ids.new_task_id()
+        enc = arguments.encode(args, kwargs, ctx.inline_limit)
+        held = enc.held
+        args_id = None
+        if enc.large is not None:
+            args_id = ids.new_put_id()
+            ctx.store.put_serialized(args_id, enc.large)
+            held = held + [args_id]
+        n = opts.num_returns
+        spec = P.TaskSpec(task_id, fid, opts.name, enc.blob, args_id, n, opts.max_retries,
+                          opts.retry_exceptions, 0, {})
+        if n == P.STREAMING:
+            result: Any = objectref.ObjectRefGenerator(task_id, ctx)
+        elif n == 1:
+            result = ObjectRef(ids.return_id(task_id, 0), ctx)
+        else:
+            result = [ObjectRef(ids.return_id(task_id, i), ctx) for i in range(n)] if n else None
+        ctx.submit(spec, opts.shape, enc.deps, held)
+        return result
+
+    def __reduce__(self):
+        return (_rebuild, (self._function, self._options))
+
+    def __repr__(self) -> str:
+        return f"RemoteFunction({self._function.__module__}.{self._default_name})"
+
+
+def _rebuild(function: Any, options: dict) -> RemoteFunction:
+    return RemoteFunction(function, options)
+
+
+class _Bound:
+    """A remote function with options set by .options()."""
+
+    __slots__ = ("_rf", "_opts")
+
+    def __init__(self, rf: RemoteFunction, opts: TaskOptions):
+        self._rf = rf
+        self._opts = opts
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._rf._submit(args, kwargs, self._opts)
+
+    def options(self, **options: Any) -> "_Bound":
+        validate(options, "task")
+        merged = {**self._opts.options, **options}
+        return _Bound(self._rf, TaskOptions(merged, self._rf._default_name, self._rf._is_generator))

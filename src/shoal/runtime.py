@@ -1,0 +1,179 @@
+"""The driver's runtime: the object store it owns, the scheduler shell, and
+the driver's side of every API call.
+
+    Runtime (this process's Context)
+      +-- ObjectStore (owner)               puts, gets, waits: direct calls
+      +-- Shell                             scheduler + reference table + I/O thread
+            +-- WorkerPool -> fork server -> worker processes
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+
+from shoal import config as cfg
+from shoal import exceptions as exc
+from shoal import ids, objectref
+from shoal.objectref import Context, ObjectRef
+from shoal.scheduler import protocol as P
+from shoal.scheduler.refs import DRIVER
+from shoal.scheduler.shell import Shell
+from shoal.store import ObjectStore
+
+#: A worker spins this long for its next task before sleeping (when there
+#: is more than one core): a sync round trip then costs no wake-up.
+WORKER_SPIN_S = 50e-6
+
+
+def detect_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len([d for d in os.listdir("/proc/driver/nvidia/gpus")])
+    except OSError:
+        return 0
+
+
+class Runtime(Context):
+    """A running shoal instance, owned by the driver process."""
+
+    holder = DRIVER
+
+    def __init__(self, *, num_cpus: int | float | None = None, num_gpus: int | float | None = None,
+                 resources: dict | None = None, object_store_memory: int | None = None,
+                 log_to_driver: bool = True, namespace: str | None = None):
+        self.started_at = time.time()
+        config = cfg.Config.from_env()
+        cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
+        gpus = detect_gpus() if num_gpus is None else num_gpus
+        for name, value in (("num_cpus", cpus), ("num_gpus", gpus)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, not {value!r}")
+        custom = dict(resources or {})
+        for key in ("CPU", "GPU"):
+            if key in custom:
+                raise ValueError(f"use num_{key.lower()}s=..., not resources={{'{key}': ...}}")
+        store = ObjectStore.open(object_store_memory)
+        super().__init__(store)
+        self.session = os.urandom(4).hex()
+        self.namespace = namespace or f"anonymous-{self.session}"
+        self.config = config
+        self.node_id = os.urandom(28).hex()
+        total = {"CPU": float(cpus), **({"GPU": float(gpus)} if gpus else {}), **custom}
+        self.resources_total = {
+            **total,
+            "memory": float(int(cfg.total_memory_bytes() * 0.7)),
+            "object_store_memory": float(store.statistics().capacity_bytes),
+        }
+        preload = ("numpy",) if "numpy" in sys.modules else ()
+        spin = WORKER_SPIN_S if (os.cpu_count() or 1) > 1 else 0.0
+        schedulable = {k: v for k, v in self.resources_total.items() if k != "object_store_memory"}
+        self.shell = Shell(store, self.refs, schedulable, max(0, int(cpus)), self.session, spin=spin,
+                           log_to_driver=log_to_driver, validate=config.validate)
+        try:
+            self.shell.start()
+        except BaseException:
+            store.close()
+            raise
+        if preload:
+            self.shell.pool.preload(list(preload))
+        self._lock = threading.Lock()
+
+    # -- submission ------------------------------------------------------------
+
+    def submit(self, spec: P.TaskSpec, shape: tuple, deps: list, held: list) -> None:
+        self.check_open()
+        self.shell.submit(spec, shape, deps, held)
+
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        task_id = ids.task_of(ref._id)
+        if task_id is None:
+            raise ValueError(f"{ref!r} is not the result of a task (it was put): it cannot be cancelled")
+        self.shell.cancel(task_id, force)
+
+    # -- hooks -----------------------------------------------------------------
+
+    def put(self, value):
+        ref = super().put(value)
+        if self.refs.pending():
+            self.shell.flush_refs()  # frees what was dropped, so memory stays flat
+        return ref
+
+    def on_put(self, oid: bytes, nested: list) -> None:
+        if nested:
+            with self.shell.lock:
+                self.shell.refs.add_contained(oid, [r._id for r in nested if hasattr(r, "_id")])
+                self.shell.shared.update(r._id for r in nested if hasattr(r, "_id"))
+
+    def before_wait(self, object_ids: list[bytes]) -> bool:
+        if self.refs.pending():
+            self.shell.flush_refs()
+        return False
+
+    # -- information -------------------------------------------------------------
+
+    def cluster_resources(self) -> dict:
+        return dict(self.resources_total)
+
+    def available_resources(self) -> dict:
+        with self.shell.lock:
+            avail = self.shell.sched.available_resources()
+        for key in ("memory", "object_store_memory"):
+            avail[key] = self.resources_total[key]
+        return avail
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.shell.shutdown()
+        finally:
+            self.store.close()
+            with self._futures_lock:
+                futures = [f for fs in self._futures.values() for f in fs]
+                self._futures.clear()
+            for f in futures:
+                if not f.done():
+                    f.set_exception(exc.RuntimeClosedError("the runtime was shut down"))
+
+
+_runtime_lock = threading.Lock()
+
+
+def start(**kwargs) -> Context:
+    """Start a runtime in this process and make it current."""
+    local_mode = kwargs.pop("local_mode", False)
+    if local_mode:
+        from shoal.local_mode import LocalRuntime
+
+        rt: Context = LocalRuntime(**kwargs)
+    else:
+        rt = Runtime(**kwargs)
+    objectref.set_current(rt)
+    atexit.register(_shutdown_at_exit)
+    return rt
+
+
+def stop() -> None:
+    """Shut down the current runtime (no-op if none)."""
+    rt = objectref.current()
+    if rt is None or not hasattr(rt, "close"):
+        return  # nothing to stop, or a worker (whose runtime is the driver's)
+    objectref.set_current(None)
+    atexit.unregister(_shutdown_at_exit)
+    rt.close()
+
+
+def _shutdown_at_exit() -> None:
+    try:
+        stop()
+    except Exception:
+        pass

@@ -1,0 +1,142 @@
+"""Worker processes, seen from the driver: the fork server that starts them,
+the channel to each, and what each prints.
+
+Each worker gets one memfd holding two rings (tasks to it, messages from
+it), an eventfd it sleeps on, and the driver's eventfd to wake the driver.
+Its stdout and stderr are pipes that the driver reads and prefixes.
+"""
+
+from __future__ import annotations
+
+import collections
+import mmap
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from shoal._channel import Ring, footprint
+from shoal.scheduler import protocol
+
+RING_CAPACITY = 1 << 20
+
+
+def describe_exit(code: int | None) -> str:
+    """Words for a process's exit code (negative: killed by that signal)."""
+    if code is None:
+        return "its exit status is unknown"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        text = f"it was killed by {name}"
+        if -code == signal.SIGKILL:
+            text += " (the kernel's out-of-memory killer sends SIGKILL when memory runs out)"
+        elif -code == signal.SIGSEGV:
+            text += " (a segmentation fault, in native code)"
+        return text
+    return f"it exited with code {code}"
+
+
+class WorkerHandle:
+    """The driver's end of one worker."""
+
+    def __init__(self, wid: int, capacity: int):
+        self.wid = wid
+        self.pid: int | None = None
+        size = 2 * footprint(capacity)
+        self.channel_fd = os.memfd_create(f"shoal-channel-{wid}", os.MFD_CLOEXEC)
+        os.ftruncate(self.channel_fd, size)
+        self.mem = mmap.mmap(self.channel_fd, size)
+        self.to_worker = Ring(self.mem, 0, capacity, init=True)
+        self.to_driver = Ring(self.mem, footprint(capacity), capacity, init=True)
+        self.ring_offset = footprint(capacity)
+        self.size = size
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.outbox: collections.deque[bytes] = collections.deque()
+        self.out_fds: list[int] = []
+        self.ready = False
+        self.exit_code: int | None = None
+
+    def send(self, data: bytes) -> None:
+        """Queue a message for the worker (kept here while its ring is full)."""
+        if self.outbox or not self.to_worker.send(data, self.wake_fd):
+            self.outbox.append(data)
+
+    def flush(self) -> None:
+        outbox = self.outbox
+        while outbox and self.to_worker.send(outbox[0], self.wake_fd):
+            outbox.popleft()
+
+    def close(self) -> None:
+        for fd in (self.channel_fd, self.wake_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.channel_fd = self.wake_fd = -1
+        self.to_worker = self.to_driver = None
+        try:
+            self.mem.close()
+        except BufferError:  # a Ring still has a view: freed with it
+            pass
+
+
+class WorkerPool:
+    """Starts workers through a fork server; must be created by a thread
+    that lives as long as the pool (the fork server dies with it)."""
+
+    def __init__(self, store_fd: int, driver_fd: int, session: str, spin: float,
+                 preload: list[str], ring_capacity: int = RING_CAPACITY):
+        self.driver_fd = driver_fd
+        self.session = session
+        self.spin = spin
+        self.ring_capacity = ring_capacity
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = ours
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal.worker.forkserver", str(theirs.fileno()), str(store_fd), *preload],
+            pass_fds=(theirs.fileno(), store_fd),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # the terminal's Ctrl-C goes to the driver alone
+        )
+        theirs.close()
+        self.server_pid: int | None = None
+
+    def start(self, wid: int) -> WorkerHandle:
+        """Ask for a worker; it reports READY over its ring when it runs."""
+        h = WorkerHandle(wid, self.ring_capacity)
+        cfg = {
+            "wid": wid,
+            "session": self.session,
+            "channel_size": h.size,
+            "ring_offset": h.ring_offset,
+            "spin": self.spin,
+        }
+        protocol.send_with_fds(self.sock, ("spawn", cfg), [h.channel_fd, h.wake_fd, self.driver_fd])
+        os.close(h.channel_fd)  # the mapping stays; the worker has its own copy
+        h.channel_fd = -1
+        return h
+
+    def preload(self, modules: list[str]) -> None:
+        protocol.send_with_fds(self.sock, ("preload", modules))
+
+    def receive(self) -> tuple[object, list[int]]:
+        """The fork server's next report: ("ready", pid), ("spawned", wid,
+        pid) with the worker's [stdout, stderr] read ends, ("exited", wid,
+        pid, code); (None, []) if the fork server is gone."""
+        try:
+            return protocol.recv_with_fds(self.sock)
+        except (ConnectionError, OSError):
+            return None, []
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the fork server, which kills every worker it started."""
+        try:
+            self.sock.close()
+        finally:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,0 +1,457 @@
+"""The scheduler's I/O shell: it feeds the state machine (state.py) and the
+reference table (refs.py) with events, and carries out their actions.
+
+    submitting thread --submit()--+
+                                  v
+    workers --rings--> I/O thread --> Scheduler / ReferenceTable --> actions:
+    fork server -------^    ^            dispatch to a ring, start a worker,
+    worker pipes -----------+            seal errors, delete objects, cancel
+
+Everything runs under one lock, in whichever thread holds it: the thread
+that submits a task dispatches it itself (no hop to another thread), and
+the I/O thread handles what workers send. The I/O thread sleeps in a
+selector on the driver's eventfd (which workers ring when they see it
+asleep), the fork server's socket and the workers' output pipes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import selectors
+import sys
+import threading
+import warnings
+
+from shoal import exceptions as exc
+from shoal import ids
+from shoal.scheduler import protocol as P
+from shoal.scheduler.output import OutputRouter
+from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
+from shoal.scheduler.refs import DRIVER, ReferenceTable
+from shoal.scheduler.state import (
+    CancelQueued, CancelRunning, Dispatch, FailTask, Scheduler, StartWorker, Task, Warn,
+)
+
+#: Workers that die before saying READY this many times in a row stop the
+#: pool from starting more (something in the environment is broken).
+MAX_START_FAILURES = 3
+
+
+class Shell:
+    """Args:
+        store: the driver's ObjectStore.
+        local_refs: the driver's LocalRefs (its ObjectRef counts).
+        resources: total logical resources.
+        num_workers: workers kept running.
+        spin: seconds a worker spins for its next task before sleeping.
+        log_to_driver: forward worker output.
+        preload: modules the fork server imports before forking.
+        validate: check every invariant after each step (tests).
+    """
+
+    def __init__(self, store, local_refs, resources: dict, num_workers: int, session: str, *,
+                 spin: float = 0.0, log_to_driver: bool = True, preload: tuple = (), validate: bool = False):
+        self.store = store
+        self.local_refs = local_refs
+        self.session = session
+        self.spin = spin
+        self.preload = list(preload)
+        self.validate = validate
+        self.lock = threading.RLock()
+        self.sched = Scheduler(resources, target_workers=num_workers)
+        self.refs = ReferenceTable()
+        self.shared: set[bytes] = set()  # objects another process may refer to
+        self.drop_when_sealed: set[bytes] = set()
+        self.by_task_id: dict[bytes, int] = {}
+        self.workers: dict[int, WorkerHandle] = {}
+        self.exit_codes: dict[int, int] = {}
+        self.output = OutputRouter(log_to_driver)
+        self.doorbell = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.sel = selectors.DefaultSelector()
+        self.pool: WorkerPool | None = None
+        self.closed = False
+        self.broken: BaseException | None = None  # set when the runtime cannot go on
+        self._seq = itertools.count(1)
+        self._start_failures = 0
+        self._dying: tuple[int, int | None] | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="shoal-io", daemon=True)
+
+    # -- life -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the I/O thread, which starts the fork server (so that the
+        fork server's parent thread lives as long as the runtime)."""
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            self.pool = WorkerPool(self.store.fd, self.doorbell, self.session, self.spin, self.preload)
+            self.sel.register(self.doorbell, selectors.EVENT_READ, "doorbell")
+            self.sel.register(self.pool.sock, selectors.EVENT_READ, "pool")
+            with self.lock:
+                self._execute(self.sched.start())
+        except BaseException as e:
+            self._error = e
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            self._loop()
+        except BaseException:
+            if not self.closed:
+                import traceback
+
+                sys.stderr.write("shoal: the runtime's I/O thread failed; this is a bug:\n")
+                traceback.print_exc()
+                self._fail_everything(exc.RaySystemError("the runtime's I/O thread failed (a bug in shoal)"))
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Fail what is unfinished, stop the I/O thread and the workers."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._fail_everything(exc.RuntimeClosedError("the runtime was shut down before this task finished"))
+        self.wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        if self.pool is not None:
+            self.pool.close(timeout)
+        self.output.close()
+        for h in self.workers.values():
+            h.close()
+        self.workers.clear()
+        self.sel.close()
+        os.close(self.doorbell)
+        self.doorbell = -1
+
+    def wake(self) -> None:
+        """Make the I/O thread look again."""
+        try:
+            os.eventfd_write(self.doorbell, 1)
+        except OSError:
+            pass
+
+    # -- the I/O loop -------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self.closed:
+            with self.lock:
+                if self.closed:
+                    return
+                if self._drain():
+                    continue
+                ready = any(h.to_driver.prepare_sleep() for h in self.workers.values() if h.to_driver)
+                if ready or self.local_refs.pending():
+                    self._end_sleep()
+                    continue
+            events = self.sel.select()
+            with self.lock:
+                self._end_sleep()
+                if self.closed:
+                    return
+                for key, _ in events:
+                    what = key.data
+                    if what == "doorbell":
+                        try:
+                            os.eventfd_read(self.doorbell)
+                        except BlockingIOError:
+                            pass
+                    elif what == "pool":
+                        self._on_pool_message()
+                    elif key.fd in self.output.streams and self.output.read(key.fd) is False:
+                        self.sel.unregister(key.fd)  # (a pipe may have closed earlier in this batch)
+
+    def _end_sleep(self) -> None:
+        for h in self.workers.values():
+            if h.to_driver is not None:
+                h.to_driver.end_sleep()
+
+    def _drain(self) -> bool:
+        """Handle every message workers have queued; True if there were any."""
+        got = self._read_rings()
+        self._apply_driver_refs()
+        if self.refs.candidates:
+            self._collect()
+        if self.validate:
+            self.check()
+        return got
+
+    def _read_rings(self) -> bool:
+        got = False
+        for h in list(self.workers.values()):
+            ring = h.to_driver
+            if ring is None:
+                continue
+            msgs = ring.recv_many(h.wake_fd)
+            if msgs:
+                got = True
+                for data in msgs:
+                    self._on_message(h, P.decode(data))
+            if h.outbox:
+                h.flush()
+        return got
+
+    # -- submission ----------------------------------------------------------------
+
+    def submit(self, spec: P.TaskSpec, shape: tuple, deps: list, held: list) -> int:
+        """Schedule a task (from any thread). Returns its sequence number."""
+        with self.lock:
+            if self.closed:
+                raise exc.RuntimeClosedError("the runtime was shut down")
+            if self.broken is not None:
+                raise self.broken
+            self._apply_driver_refs()
+            return self._submit(spec, shape, deps, held)
+
+    def _submit(self, spec: P.TaskSpec, shape: tuple, deps: list, held: list) -> int:
+        seq = next(self._seq)
+        task = Task(seq, spec.task_id, spec.function_id, shape, spec.max_retries, spec, spec.name)
+        self.by_task_id[spec.task_id] = seq
+        if held:
+            self.refs.hold_for_task(seq, held)
+            self.shared.update(held)
+        unsealed = []
+        if deps:
+            mask = self.store.raw.sealed_mask(deps)
+            unsealed = [d for d, ok in zip(deps, mask) if not ok]
+        self._execute(self.sched.submit(task, unsealed))
+        return seq
+
+    def cancel(self, task_id: bytes, force: bool) -> None:
+        with self.lock:
+            seq = self.by_task_id.get(task_id)
+            if seq is not None:
+                self._execute(self.sched.cancel(seq, force))
+
+    def flush_refs(self) -> None:
+        """Apply the driver's reference changes now (frees what it dropped)."""
+        with self.lock:
+            if not self.closed:
+                self._apply_driver_refs()
+                if self.refs.candidates:
+                    self._collect()
+
+    # -- messages from workers ---------------------------------------------------------
+
+    def _on_message(self, h: WorkerHandle, msg: tuple) -> None:
+        kind = msg[0]
+        wid = h.wid
+        if kind == P.DONE:
+            self._on_done(h, msg)
+        elif kind == P.REFS:
+            refs, shared = self.refs, self.shared
+            for oid in msg[1]:
+                refs.add_holder(wid, oid)
+                shared.add(oid)
+            for oid in msg[2]:
+                refs.remove_holder(wid, oid)
+        elif kind == P.SUBMIT:
+            self._submit(msg[1], msg[2], msg[3], msg[4])
+        elif kind == P.PUT:
+            self.refs.add_contained(msg[1], msg[2])
+            self.shared.update(msg[2])
+            self.shared.add(msg[1])
+        elif kind == P.READY:
+            h.ready = True
+            self._start_failures = 0
+            self._execute(self.sched.worker_started(wid))
+        elif kind == P.BLOCKED:
+            self._execute(self.sched.worker_blocked(wid, msg[1]))
+        elif kind == P.UNBLOCKED:
+            self._execute(self.sched.worker_unblocked(wid))
+        else:
+            raise exc.RaySystemError(f"unknown message {kind} from worker {wid}")
+
+    def _on_done(self, h: WorkerHandle, msg: tuple) -> None:
+        _, seq, status, duration, contained = msg
+        task = self.sched.tasks.get(seq)
+        for rid, inner in contained.items():
+            self.refs.add_contained(rid, inner)
+            self.shared.update(inner)
+        retry = status == P.RETRY
+        actions = self.sched.task_finished(h.wid, seq, duration, retry)
+        if not retry and task is not None:
+            self._task_ended(task)
+        self._execute(actions)
+
+    def _task_ended(self, task: Task) -> None:
+        """A task's results (or errors) are sealed: release what it held and
+        wake what waited for them."""
+        self.refs.release_task(task.seq)
+        self.by_task_id.pop(task.task_id, None)
+        for rid in P.return_ids(task.payload):
+            self._execute(self.sched.object_sealed(rid))
+            if rid in self.drop_when_sealed:
+                self.drop_when_sealed.discard(rid)
+                self._delete(rid)
+
+    def _on_pool_message(self) -> None:
+        msg, fds = self.pool.receive()
+        if msg is None:
+            if not self.closed:
+                self.broken = exc.RaySystemError(
+                    "the process that starts workers (the fork server) died; the runtime cannot "
+                    "continue: call shutdown() and init() again")
+                self._fail_everything(self.broken)
+                self.sel.unregister(self.pool.sock)
+            return
+        kind = msg[0]
+        if kind == "spawned":
+            _, wid, pid = msg
+            h = self.workers.get(wid)
+            if h is not None:
+                h.pid = pid
+            for fd, err in zip(fds, (False, True)):
+                self.output.add(fd, wid, pid, err)
+                self.sel.register(fd, selectors.EVENT_READ, "output")
+        elif kind == "exited":
+            self._on_worker_exit(msg[1], msg[3])
+        elif kind == "ready":
+            self.pool.server_pid = msg[1]
+
+    def _on_worker_exit(self, wid: int, code: int | None) -> None:
+        h = self.workers.get(wid)
+        if h is None:
+            return
+        if h.to_driver is not None:  # what it said before dying counts
+            for data in h.to_driver.recv_many():
+                self._on_message(h, P.decode(data))
+        for fd in self.output.read_worker(wid):
+            self.sel.unregister(fd)
+        self.exit_codes[wid] = code
+        w = self.sched.workers.get(wid)
+        started = bool(w and w.queue and w.queue[0].seq == h.to_worker.user_word)
+        if not h.ready:
+            self._start_failures += 1
+        self._dying = (wid, code)
+        try:
+            if self._start_failures >= MAX_START_FAILURES:
+                self.sched.target_workers = 0
+                tail = self.output.tail(wid)
+                self.broken = exc.RaySystemError(
+                    f"{self._start_failures} workers in a row died while starting; the last one: "
+                    f"{describe_exit(code)}. Last lines of its stderr:\n{tail}")
+                self._fail_everything(self.broken)
+                self.sched.workers.pop(wid, None)
+            else:
+                self._execute(self.sched.worker_died(wid, started))
+        finally:
+            self._dying = None
+        self.refs.holder_gone(wid)
+        del self.workers[wid]
+        h.close()
+        try:
+            self.store.raw.reap_dead_clients()
+        except exc.StoreClosedError:
+            pass
+
+    # -- actions -------------------------------------------------------------------------
+
+    def _execute(self, actions: list) -> None:
+        for a in actions:
+            t = type(a)
+            if t is Dispatch:
+                task = a.task
+                spec = task.payload if not task.attempts else task.payload._replace(attempt=task.attempts)
+                self.workers[a.worker].send(P.encode((P.TASK, task.seq, spec)))
+            elif t is StartWorker:
+                h = self.workers[a.worker] = self.pool.start(a.worker)
+                h.to_driver.prepare_sleep()  # its first message rings the doorbell
+            elif t is FailTask:
+                self._fail(a.task, a.kind, a.detail)
+            elif t is CancelRunning:
+                self._cancel_running(a)
+            elif t is CancelQueued:
+                h = self.workers.get(a.worker)
+                if h is not None:
+                    h.send(P.encode((P.CANCEL, a.seq, False)))
+            elif t is Warn:
+                warnings.warn(a.text, RuntimeWarning, stacklevel=4)
+
+    def _fail(self, task: Task, kind: str, detail: str) -> None:
+        spec = task.payload
+        if kind == "cancelled":
+            err: BaseException = exc.TaskCancelledError(f"task {spec.name} was cancelled ({detail})")
+        else:
+            how = describe_exit(self._dying[1]) if self._dying else "it exited"
+            err = exc.WorkerCrashedError(
+                f"the worker process running task {spec.name} died: {how}. The task was tried "
+                f"{detail} (max_retries={spec.max_retries}). Check the worker's output above, and "
+                f"the machine's memory if it was killed.")
+        self.store.put_error(P.return_ids(spec), err)
+        self._task_ended(task)
+
+    def _cancel_running(self, a: CancelRunning) -> None:
+        h = self.workers.get(a.worker)
+        if h is None or h.pid is None:
+            return
+        import signal
+
+        if a.force:
+            os.kill(h.pid, signal.SIGKILL)
+        else:
+            h.to_driver.user_word = a.seq  # the worker checks it is still that task
+            os.kill(h.pid, signal.SIGINT)
+
+    def _fail_everything(self, error: BaseException) -> None:
+        """Seal `error` for every unfinished task (its waiters wake)."""
+        for task in list(self.sched.tasks.values()):
+            self.store.put_error(P.return_ids(task.payload), error)
+        self.sched.tasks.clear()
+        for q in self.sched.ready.values():
+            q.clear()
+
+    # -- references -------------------------------------------------------------------------
+
+    def _apply_driver_refs(self) -> None:
+        if self.local_refs.pending():
+            firsts, lasts = self.local_refs.drain()
+            refs = self.refs
+            for oid in firsts:
+                refs.add_holder(DRIVER, oid)
+            for oid in lasts:
+                refs.remove_holder(DRIVER, oid)
+
+    def _collect(self) -> None:
+        """Delete what nothing refers to any more. For an object another
+        process might know of, first read every message already sent: any
+        reference taken before our last release is among them."""
+        while True:
+            candidates = self.refs.take_candidates()
+            if not candidates:
+                return
+            if not candidates.isdisjoint(self.shared):
+                self._read_rings()
+                self._apply_driver_refs()
+            for oid in candidates:
+                if self.refs.collect(oid):
+                    self.shared.discard(oid)
+                    self._delete(oid)
+
+    def _delete(self, oid: bytes) -> None:
+        try:
+            self.store.delete(oid)
+        except (exc.ObjectNotFoundError, exc.ObjectStateError):
+            task = ids.task_of(oid)
+            if task is not None and task in self.by_task_id:
+                self.drop_when_sealed.add(oid)  # its task has not sealed it yet
+        except exc.StoreClosedError:
+            pass
+
+    # -- queries and checks -------------------------------------------------------------------
+
+    def check(self) -> None:
+        self.sched.check()
+        self.refs.check()
+        self.store.raw.validate()
+
+    def worker_pids(self) -> list[int]:
+        with self.lock:
+            return [h.pid for h in self.workers.values() if h.pid is not None]

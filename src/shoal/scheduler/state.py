@@ -1,0 +1,476 @@
+"""The scheduler's decisions, as a pure state machine: events in, actions out.
+
+No processes, sockets, clocks or threads here; the shell (shell.py) feeds
+events and carries out the actions, and the tests drive it directly.
+
+    submit(task) ------> waiting (a dependency unsealed) --> ready --> assigned --> done
+                                                    object_sealed     |  dispatch    task_finished
+                                                                      +--> (retry) ready
+
+Resources are logical, in 1/10000 units: a task's shape (its CPU, GPU and
+custom resource needs) is acquired when it is assigned to an idle worker and
+released when that worker runs out of work of the same shape. A busy worker
+may be handed more tasks of its shape ahead of time (prefetch) when the
+function is known to be short: this hides the round trip per task without
+letting a long task hold others back. A worker whose task blocks in get()
+gives back its resources and its unstarted tasks, so nested tasks cannot
+deadlock; the pool grows to run them.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, NamedTuple
+
+UNIT = 10_000  #: resource amounts are stored in 1/UNIT
+
+# Prefetch: queue up to this much expected work (seconds) on a busy worker,
+# only for functions whose average run is below PREFETCH_MAX_TASK.
+PREFETCH_BUDGET = 0.002
+PREFETCH_MAX_TASK = 0.0005
+PREFETCH_MAX = 256
+
+Shape = tuple  # ((resource name, amount in units), ...), sorted by name
+
+
+def make_shape(resources: dict[str, float]) -> Shape:
+    """A shape from {name: amount}; zero amounts are dropped."""
+    return tuple(sorted((k, round(v * UNIT)) for k, v in resources.items() if v))
+
+
+# ---------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------
+
+
+class Dispatch(NamedTuple):
+    """Send task to worker."""
+
+    worker: int
+    task: "Task"
+
+
+class StartWorker(NamedTuple):
+    """Start a worker process, known from now on as `worker`."""
+
+    worker: int
+
+
+class FailTask(NamedTuple):
+    """Seal an error for each return of task: kind is 'crashed' (its worker
+    died max_retries + 1 times) or 'cancelled'."""
+
+    task: "Task"
+    kind: str
+    detail: str
+
+
+class CancelRunning(NamedTuple):
+    """Interrupt task seq, which runs on worker (force: kill the worker)."""
+
+    worker: int
+    seq: int
+    force: bool
+
+
+class CancelQueued(NamedTuple):
+    """Tell worker to drop task seq, queued there and not started."""
+
+    worker: int
+    seq: int
+
+
+class Warn(NamedTuple):
+    text: str
+
+
+# ---------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------
+
+
+class Task:
+    """A task as the scheduler sees it; `payload` is opaque (the shell's)."""
+
+    __slots__ = (
+        "seq", "task_id", "function_id", "shape", "max_retries", "payload", "name",
+        "state", "missing", "worker", "attempts", "cancelled",
+    )
+
+    def __init__(self, seq: int, task_id: bytes, function_id: bytes, shape: Shape,
+                 max_retries: int = 3, payload: Any = None, name: str = ""):
+        self.seq = seq
+        self.task_id = task_id
+        self.function_id = function_id
+        self.shape = shape
+        self.max_retries = max_retries
+        self.payload = payload
+        self.name = name
+        self.state = "new"  # waiting | ready | assigned | done
+        self.missing: set[bytes] = set()
+        self.worker: int | None = None
+        self.attempts = 0
+        self.cancelled = False
+
+    def __repr__(self) -> str:
+        return f"Task({self.name}#{self.seq} {self.state})"
+
+
+class Worker:
+    __slots__ = ("wid", "state", "shape", "queue")
+
+    def __init__(self, wid: int):
+        self.wid = wid
+        self.state = "starting"  # idle | busy | blocked | dead
+        self.shape: Shape | None = None  # the lease it holds while busy
+        self.queue: collections.deque[Task] = collections.deque()  # head: running
+
+
+class _Stats:
+    __slots__ = ("avg", "n")
+
+    def __init__(self) -> None:
+        self.avg = 0.0
+        self.n = 0
+
+
+# ---------------------------------------------------------------------------
+# The state machine
+# ---------------------------------------------------------------------------
+
+
+class Scheduler:
+    """Decides which task runs where and when.
+
+    Args:
+        resources: total logical resources, e.g. {"CPU": 2, "GPU": 0}.
+        target_workers: workers kept running (normally the CPU count).
+        max_workers: the pool never grows beyond this (blocked tasks make
+            it grow above target_workers).
+    """
+
+    def __init__(self, resources: dict[str, float], target_workers: int, max_workers: int = 1024):
+        self.total = dict(make_shape(resources))
+        self.available = dict(self.total)
+        self.target_workers = target_workers
+        self.max_workers = max_workers
+        self.tasks: dict[int, Task] = {}
+        self.workers: dict[int, Worker] = {}
+        self.ready: dict[Shape, collections.deque[Task]] = {}
+        self.waiting_on: dict[bytes, list[Task]] = {}
+        self.sealed: set[bytes] = set()  # recently sealed ids a waiter may still ask about
+        self.stats: dict[bytes, _Stats] = {}
+        self._next_wid = 1  # 0 is the driver's holder id in the reference table
+        self._warned: set[Shape] = set()
+
+    # -- queries -----------------------------------------------------------
+
+    def available_resources(self) -> dict[str, float]:
+        return {k: v / UNIT for k, v in self.available.items() if v > 0}
+
+    def total_resources(self) -> dict[str, float]:
+        return {k: v / UNIT for k, v in self.total.items()}
+
+    def idle_workers(self) -> list[int]:
+        return [w.wid for w in self.workers.values() if w.state == "idle"]
+
+    def running_on(self, wid: int) -> list[Task]:
+        return list(self.workers[wid].queue)
+
+    # -- events --------------------------------------------------------------
+
+    def submit(self, task: Task, unsealed: list[bytes] = ()) -> list:
+        """A new task whose dependencies `unsealed` are not sealed yet."""
+        self.tasks[task.seq] = task
+        actions: list = []
+        if not self._fits_ever(task.shape) and task.shape not in self._warned:
+            self._warned.add(task.shape)
+            actions.append(Warn(
+                f"task {task.name} needs {self._describe(task.shape)} but this machine has "
+                f"{self._describe(tuple(sorted(self.total.items())))} in total: it will wait "
+                f"until such resources exist (it never will in this session)."))
+        for oid in unsealed:
+            task.missing.add(oid)
+            self.waiting_on.setdefault(oid, []).append(task)
+        if task.missing:
+            task.state = "waiting"
+            return actions
+        self._make_ready(task, actions)
+        return actions
+
+    def object_sealed(self, object_id: bytes) -> list:
+        """An object some task may wait for is now sealed."""
+        waiters = self.waiting_on.pop(object_id, None)
+        if not waiters:
+            return []
+        actions: list = []
+        for t in waiters:
+            t.missing.discard(object_id)
+            if not t.missing and t.state == "waiting":
+                self._make_ready(t, actions)
+        return actions
+
+    def start(self) -> list:
+        """The runtime starts: bring the pool to its target size."""
+        actions: list = []
+        self._maybe_grow(actions)
+        return actions
+
+    def worker_started(self, wid: int) -> list:
+        w = self.workers[wid]
+        w.state = "idle"
+        actions: list = []
+        self._fill_idle(w, actions)
+        return actions
+
+    def task_finished(self, wid: int, seq: int, duration: float, retry: bool = False) -> list:
+        """Task seq ended on worker wid (retry: it raised an exception that
+        its options retry; nothing was sealed)."""
+        w = self.workers[wid]
+        t = w.queue.popleft()
+        if t.seq != seq:
+            raise AssertionError(f"worker {wid} finished task {seq} but was running {t.seq}")
+        self._record(t.function_id, duration)
+        actions: list = []
+        if retry and not t.cancelled:
+            t.attempts += 1
+            t.state = "ready"
+            t.worker = None
+            self._queue_ready(t, front=True)
+        else:
+            t.state = "done"
+            self.tasks.pop(seq, None)
+        self._after_progress(w, actions)
+        return actions
+
+    def worker_blocked(self, wid: int, returned: list[int]) -> list:
+        """The worker's running task waits in get(): its resources go back,
+        and so do the queued tasks it handed back (seqs in `returned`)."""
+        w = self.workers[wid]
+        if w.state != "busy":
+            return []
+        actions: list = []
+        for seq in returned:
+            self._requeue_unstarted(w, seq)
+        self._release(w)
+        w.state = "blocked"
+        self._schedule_all(actions)
+        return actions
+
+    def worker_unblocked(self, wid: int) -> list:
+        """The wait is over: the task takes its resources back, even if that
+        oversubscribes them for a while (as Ray does)."""
+        w = self.workers[wid]
+        if w.state != "blocked":
+            return []
+        w.state = "busy"
+        shape = w.queue[0].shape if w.queue else ()
+        w.shape = shape
+        for k, v in shape:
+            self.available[k] = self.available.get(k, 0) - v
+        return []
+
+    def worker_died(self, wid: int, started: bool = True) -> list:
+        """Worker wid is gone. Its running task (if `started`) failed once;
+        its unstarted ones go back to the queue."""
+        w = self.workers.pop(wid)
+        actions: list = []
+        if w.state == "busy":
+            self._release(w)
+        running = w.queue.popleft() if w.queue and started else None
+        for t in reversed(w.queue):  # unstarted: back to the front, in order
+            t.state, t.worker = "ready", None
+            self._queue_ready(t, front=True)
+        w.queue.clear()
+        w.state = "dead"
+        if running is not None:
+            running.worker = None
+            running.attempts += 1
+            if running.cancelled:
+                running.state = "done"
+                self.tasks.pop(running.seq, None)
+                actions.append(FailTask(running, "cancelled", "cancelled with force=True"))
+            elif running.max_retries < 0 or running.attempts <= running.max_retries:
+                running.state = "ready"
+                self._queue_ready(running, front=True)
+            else:
+                running.state = "done"
+                self.tasks.pop(running.seq, None)
+                actions.append(FailTask(running, "crashed", f"{running.attempts} time(s)"))
+        self._maybe_grow(actions)
+        self._schedule_all(actions)
+        return actions
+
+    def cancel(self, seq: int, force: bool = False) -> list:
+        """Cancel a task: dropped if not started, interrupted if running."""
+        t = self.tasks.get(seq)
+        if t is None or t.state == "done" or t.cancelled:
+            return []
+        t.cancelled = True
+        if t.state in ("waiting", "ready", "new"):
+            self._forget(t)
+            return [FailTask(t, "cancelled", "cancelled before it ran")]
+        w = self.workers.get(t.worker)
+        if w is not None and w.queue and w.queue[0] is t:
+            return [CancelRunning(w.wid, t.seq, force)]
+        # Queued on a worker, not started: the worker drops it when it comes up.
+        return [CancelQueued(t.worker, t.seq)]
+
+    # -- internals -----------------------------------------------------------
+
+    def _describe(self, shape: Shape) -> str:
+        return ", ".join(f"{v / UNIT:g} {k}" for k, v in shape) or "nothing"
+
+    def _fits_ever(self, shape: Shape) -> bool:
+        return all(self.total.get(k, 0) >= v for k, v in shape)
+
+    def _fits_now(self, shape: Shape) -> bool:
+        avail = self.available
+        for k, v in shape:
+            if avail.get(k, 0) < v:
+                return False
+        return True
+
+    def _acquire(self, w: Worker, shape: Shape) -> None:
+        for k, v in shape:
+            self.available[k] -= v
+        w.shape = shape
+
+    def _release(self, w: Worker) -> None:
+        if w.shape is not None:
+            for k, v in w.shape:
+                self.available[k] = self.available.get(k, 0) + v
+            w.shape = None
+
+    def _record(self, function_id: bytes, duration: float) -> None:
+        s = self.stats.get(function_id)
+        if s is None:
+            s = self.stats[function_id] = _Stats()
+        s.n += 1
+        s.avg += (duration - s.avg) * (0.2 if s.n > 5 else 1.0 / s.n)
+
+    def _prefetch_limit(self, function_id: bytes) -> int:
+        s = self.stats.get(function_id)
+        if s is None or s.avg > PREFETCH_MAX_TASK:
+            return 1  # unknown or long: only the task it runs
+        return min(PREFETCH_MAX, 1 + int(PREFETCH_BUDGET / max(s.avg, 1e-6)))
+
+    def _queue_ready(self, t: Task, front: bool = False) -> None:
+        q = self.ready.get(t.shape)
+        if q is None:
+            q = self.ready[t.shape] = collections.deque()
+        q.appendleft(t) if front else q.append(t)
+
+    def _make_ready(self, t: Task, actions: list) -> None:
+        t.state = "ready"
+        # An idle worker, if the resources allow.
+        if self._fits_now(t.shape):
+            for w in self.workers.values():
+                if w.state == "idle":
+                    self._acquire(w, t.shape)
+                    w.state = "busy"
+                    self._assign(w, t, actions)
+                    return
+        # A busy worker of the same shape with room in its prefetch window.
+        if not self.ready.get(t.shape):
+            limit = self._prefetch_limit(t.function_id)
+            if limit > 1:
+                for w in self.workers.values():
+                    if w.state == "busy" and w.shape == t.shape and len(w.queue) < limit:
+                        self._assign(w, t, actions)
+                        return
+        self._queue_ready(t)
+        self._maybe_grow(actions)
+
+    def _assign(self, w: Worker, t: Task, actions: list) -> None:
+        t.state = "assigned"
+        t.worker = w.wid
+        w.queue.append(t)
+        actions.append(Dispatch(w.wid, t))
+
+    def _maybe_grow(self, actions: list) -> None:
+        """Start workers up to the target size, and one more whenever work
+        could run (its resources are free) but no worker is idle."""
+        alive = len(self.workers)
+        spare = sum(1 for w in self.workers.values() if w.state in ("idle", "starting"))
+        need = max(0, self.target_workers - alive)
+        if need == 0 and spare == 0:
+            if any(q and self._fits_now(shape) for shape, q in self.ready.items()):
+                need = 1
+        for _ in range(min(need, self.max_workers - alive)):
+            wid = self._next_wid
+            self._next_wid += 1
+            self.workers[wid] = Worker(wid)
+            actions.append(StartWorker(wid))
+
+    def _after_progress(self, w: Worker, actions: list) -> None:
+        """Worker w finished a task: keep it fed with work of its shape, or
+        let its lease go and give it other work."""
+        if w.state == "blocked":
+            return
+        shape = w.shape
+        q = self.ready.get(shape) if shape is not None else None
+        if q:
+            limit = self._prefetch_limit(q[0].function_id)
+            while q and len(w.queue) < limit:
+                self._assign(w, q.popleft(), actions)
+        if not w.queue:
+            self._release(w)
+            w.state = "idle"
+            self._fill_idle(w, actions)
+
+    def _fill_idle(self, w: Worker, actions: list) -> None:
+        for shape, q in self.ready.items():
+            if q and self._fits_now(shape):
+                self._acquire(w, shape)
+                w.state = "busy"
+                limit = self._prefetch_limit(q[0].function_id)
+                while q and len(w.queue) < limit:
+                    self._assign(w, q.popleft(), actions)
+                return
+
+    def _schedule_all(self, actions: list) -> None:
+        for w in list(self.workers.values()):
+            if w.state == "idle":
+                self._fill_idle(w, actions)
+        self._maybe_grow(actions)
+
+    def _requeue_unstarted(self, w: Worker, seq: int) -> None:
+        for i, t in enumerate(w.queue):
+            if t.seq == seq and i > 0:
+                del w.queue[i]
+                t.state, t.worker = "ready", None
+                if not t.cancelled:
+                    self._queue_ready(t, front=True)
+                return
+
+    def _forget(self, t: Task) -> None:
+        self.tasks.pop(t.seq, None)
+        for oid in t.missing:
+            waiters = self.waiting_on.get(oid)
+            if waiters and t in waiters:
+                waiters.remove(t)
+        q = self.ready.get(t.shape)
+        if q and t in q:
+            q.remove(t)
+        t.state = "done"
+
+    def check(self) -> None:
+        """Assert the invariants (tests and validate mode)."""
+        used: dict[str, int] = collections.defaultdict(int)
+        for w in self.workers.values():
+            if w.state == "busy":
+                assert w.shape is not None, w.wid
+                for k, v in w.shape:
+                    used[k] += v
+                assert w.queue, f"busy worker {w.wid} has no task"
+                assert all(t.shape == w.shape for t in w.queue)
+            if w.state == "idle":
+                assert not w.queue and w.shape is None
+            for t in w.queue:
+                assert t.state == "assigned" and t.worker == w.wid
+        for k, total in self.total.items():
+            assert self.available.get(k, 0) + used[k] == total, (k, self.available, used)
+        for shape, q in self.ready.items():
+            for t in q:
+                assert t.state == "ready" and t.shape == shape

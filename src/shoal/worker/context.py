@@ -1,0 +1,103 @@
+"""The runtime context of a worker process: its channel to the driver, and
+what user code running in it can do (submit nested tasks, get, put, wait).
+
+Ordering rule: before any message, and before sealing a task's results,
+the worker sends the reference changes it has queued (REFS), so the driver
+always learns that this process holds an object before learning anything
+that could lead another process to release it.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+from shoal import exceptions as exc
+from shoal.objectref import Context
+from shoal.scheduler import protocol as P
+
+
+class WorkerContext(Context):
+    def __init__(self, store, wid: int, to_worker, to_driver, own_fd: int, driver_fd: int, session: str):
+        super().__init__(store)
+        self.holder = wid
+        self.wid = wid
+        self.session = session
+        self.to_worker = to_worker
+        self.to_driver = to_driver
+        self.own_fd = own_fd
+        self.driver_fd = driver_fd
+        self.pending: collections.deque = collections.deque()  # (seq, spec) read, not started
+        self.cancelled: set[int] = set()
+        self.exit_requested = False
+        self.current_seq = 0
+        self.current_name = ""
+        self._send_lock = threading.Lock()
+
+    # Channel -------------------------------------------------------------------
+
+    def send(self, message: tuple) -> None:
+        data = P.encode(message)
+        with self._send_lock:
+            self._flush_refs_locked()
+            self._send_locked(data)
+
+    def _send_locked(self, data: bytes) -> None:
+        if not self.to_driver.send(data, self.driver_fd):
+            self.to_driver.send_wait(data, self.driver_fd, self.own_fd)
+
+    def flush_refs(self) -> None:
+        if self.refs.pending():
+            with self._send_lock:
+                self._flush_refs_locked()
+
+    def _flush_refs_locked(self) -> None:
+        if self.refs.pending():
+            firsts, lasts = self.refs.drain()
+            if firsts or lasts:
+                self._send_locked(P.encode((P.REFS, firsts, lasts)))
+
+    def read_ring(self) -> None:
+        """Take every message the driver queued for this worker."""
+        for data in self.to_worker.recv_many():
+            msg = P.decode(data)
+            kind = msg[0]
+            if kind == P.TASK:
+                self.pending.append((msg[1], msg[2]))
+            elif kind == P.CANCEL:
+                self.cancelled.add(msg[1])
+            elif kind == P.EXIT:
+                self.exit_requested = True
+
+    def started(self, seq: int, name: str) -> None:
+        self.current_seq = seq
+        self.current_name = name
+        self.to_worker.user_word = seq  # the driver reads it if this process dies
+
+    def cancel_requested(self) -> bool:
+        return self.to_driver.user_word == self.current_seq
+
+    # Context hooks ---------------------------------------------------------------
+
+    def before_wait(self, object_ids: list[bytes]) -> bool:
+        """The running task is about to wait: hand back the tasks queued
+        here (another worker will run them) and the CPU."""
+        self.read_ring()
+        returned = [seq for seq, _ in self.pending]
+        self.pending.clear()
+        self.send((P.BLOCKED, returned))
+        return True
+
+    def after_wait(self) -> None:
+        self.send((P.UNBLOCKED,))
+
+    def submit(self, spec: P.TaskSpec, shape: tuple, deps: list, held: list) -> None:
+        self.check_open()
+        self.send((P.SUBMIT, spec, shape, deps, held))
+
+    def on_put(self, oid: bytes, nested: list) -> None:
+        if nested:
+            self.send((P.PUT, oid, [r._id for r in nested if hasattr(r, "_id")]))
+
+    def cancel(self, ref, force: bool, recursive: bool) -> None:
+        raise exc.RaySystemError("cancel() from inside a task is not supported; call it from the driver")

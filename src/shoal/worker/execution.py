@@ -1,0 +1,165 @@
+"""Running one task inside a worker: resolve arguments, call the function,
+store results (or the error) in the object store.
+
+Every path ends with each of the task's return objects sealed, as a value or
+as an error, except RETRY (the scheduler will run the task again) and a
+crash of the process (the scheduler seals the errors then).
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import traceback
+from typing import Any, Callable
+
+from shoal import exceptions as exc
+from shoal import ids, serialization
+from shoal.scheduler import protocol as P
+from shoal.worker import arguments
+
+
+class TaskCancelled(BaseException):
+    """Raised in the worker's main thread when the running task is
+    cancelled (so that `except Exception` in user code does not catch it)."""
+
+
+def describe_exception(name: str, e: BaseException, pid: int, actor_repr: str | None = None) -> exc.RayTaskError:
+    """A picklable RayTaskError for exception e raised by user code."""
+    if isinstance(e, exc.RayTaskError):
+        return e  # a dependency's error, passed on unchanged
+    tb = traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
+    text = "".join(tb)
+    cause: BaseException | None = e
+    try:
+        serialization.deserialize(serialization.dumps(e))
+    except Exception as why:
+        note = (f"the exception {type(e).__qualname__} could not be pickled to send it to the "
+                f"caller ({why}); it is reported as RaySystemError")
+        cause = exc.RaySystemError(note)
+        text += note + "\n"
+    err = exc.RayTaskError(name, text, cause, pid, actor_repr)
+    err.__traceback__ = None
+    return err
+
+
+def seal_error(store, object_ids: list[bytes], error: BaseException) -> None:
+    store.put_error(object_ids, error)
+
+
+return_ids = P.return_ids
+
+
+class Executor:
+    """Runs tasks for one worker process."""
+
+    def __init__(self, ctx, pid: int):
+        self.ctx = ctx
+        self.store = ctx.store
+        self.pid = pid
+        self.functions: dict[bytes, Callable] = {}
+        self.retry_types: dict[bytes, Any] = {}
+
+    def function(self, function_id: bytes) -> Callable:
+        fn = self.functions.get(function_id)
+        if fn is None:
+            fn = self.functions[function_id] = self.store.get(function_id, timeout=0)
+        return fn
+
+    def run(self, spec: P.TaskSpec) -> tuple[int, dict]:
+        """Run the task; returns (status, {result id: [contained ids]})."""
+        store = self.store
+        try:
+            fn = self.function(spec.function_id)
+            data = spec.args if spec.args is not None else (
+                store.raw.get(spec.args_id, 0) if spec.args_id is not None else None)
+            if data is None:
+                args, kwargs = (), {}
+            else:
+                args, kwargs = arguments.decode(data, lambda refs: self.ctx.get(refs, None))
+                del data
+        except exc.RayError as e:  # a dependency failed: its error is ours
+            seal_error(store, return_ids(spec), e)
+            return P.FAILED, {}
+        except TaskCancelled:
+            seal_error(store, return_ids(spec), exc.TaskCancelledError(f"task {spec.name} was cancelled"))
+            return P.CANCELLED, {}
+        except BaseException as e:
+            seal_error(store, return_ids(spec), describe_exception(spec.name, e, self.pid))
+            return P.FAILED, {}
+        try:
+            if spec.num_returns == P.STREAMING:
+                return self._stream(spec, fn(*args, **kwargs))
+            result = fn(*args, **kwargs)
+            del args, kwargs
+            return P.OK, self._store_results(spec, result)
+        except TaskCancelled:
+            seal_error(store, return_ids(spec), exc.TaskCancelledError(f"task {spec.name} was cancelled"))
+            return P.CANCELLED, {}
+        except Exception as e:
+            if self._retryable(spec, e):
+                return P.RETRY, {}
+            seal_error(store, return_ids(spec), describe_exception(spec.name, e, self.pid))
+            return P.FAILED, {}
+
+    def _retryable(self, spec: P.TaskSpec, e: Exception) -> bool:
+        rule = spec.retry_exceptions
+        if not rule or (spec.max_retries >= 0 and spec.attempt >= spec.max_retries):
+            return False
+        if rule is True:
+            return True
+        types = self.retry_types.get(rule)
+        if types is None:
+            types = self.retry_types[rule] = tuple(pickle.loads(rule))
+        return isinstance(e, types)
+
+    def _store_results(self, spec: P.TaskSpec, result: Any) -> dict:
+        n = spec.num_returns
+        if n == 1:
+            values = (result,)
+        else:
+            if not isinstance(result, (tuple, list)) or len(result) != n:
+                raise ValueError(
+                    f"task {spec.name} declares num_returns={n} but returned "
+                    f"{type(result).__name__}"
+                    + (f" of length {len(result)}" if hasattr(result, "__len__") else "")
+                    + f"; return a tuple of {n} values")
+            values = tuple(result)
+        contained = {}
+        for i, value in enumerate(values):
+            rid = ids.return_id(spec.task_id, i)
+            s = serialization.serialize(value)
+            self.store.put_serialized(rid, s)
+            if s.nested:
+                contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
+        return contained
+
+    def _stream(self, spec: P.TaskSpec, gen: Any) -> tuple[int, dict]:
+        """A generator task: item k (1, 2, ...) is sealed as soon as it is
+        yielded; the record at index 0 is sealed last, holding the count (or
+        the error that ended the generator). The items live as long as that
+        record."""
+        if not inspect.isgenerator(gen) and not hasattr(gen, "__next__"):
+            gen = iter([gen])
+        end = ids.return_id(spec.task_id, 0)
+        contained: dict = {}
+        items: list = []
+        status = P.OK
+        try:
+            for item in gen:
+                rid = ids.return_id(spec.task_id, len(items) + 1)
+                s = serialization.serialize(item)
+                self.store.put_serialized(rid, s)
+                items.append(rid)
+                if s.nested:
+                    contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
+            self.store.put(len(items), end)
+        except TaskCancelled:
+            seal_error(self.store, [end], exc.TaskCancelledError(f"task {spec.name} was cancelled"))
+            status = P.CANCELLED
+        except Exception as e:
+            seal_error(self.store, [end], describe_exception(spec.name, e, self.pid))
+            status = P.FAILED
+        if items:
+            contained[end] = items
+        return status, contained

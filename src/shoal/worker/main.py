@@ -1,0 +1,97 @@
+"""A worker process: attach to the store and the channel, then run the tasks
+the driver sends, one at a time, until told to exit or orphaned.
+
+    driver ring --TASK--> pending --> Executor.run --> results sealed --> DONE
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import sys
+import time
+
+from shoal import objectref
+from shoal._channel import Ring
+from shoal.scheduler import protocol as P
+from shoal.store import ObjectStore
+from shoal.worker.context import WorkerContext
+from shoal.worker.execution import Executor, TaskCancelled, seal_error, return_ids
+from shoal import exceptions as exc
+
+#: Output marker: a line "\0shoal:<name>\n" tells the driver which task
+#: prints the lines that follow (it is never shown).
+MARKER = b"\x00shoal:"
+
+
+def connect(cfg: dict) -> WorkerContext:
+    """Map the store and the channel described by the fork server."""
+    store = ObjectStore.attach(cfg["store_fd"])
+    os.close(cfg["store_fd"]) if cfg.get("close_store_fd") else None
+    size = cfg["channel_size"]
+    mem = mmap.mmap(cfg["channel_fd"], size)
+    os.close(cfg["channel_fd"])
+    to_worker = Ring(mem, 0)
+    to_driver = Ring(mem, cfg["ring_offset"])
+    return WorkerContext(store, cfg["wid"], to_worker, to_driver, cfg["own_fd"], cfg["driver_fd"], cfg["session"])
+
+
+def serve(ctx: WorkerContext, spin: float) -> None:
+    executor = Executor(ctx, os.getpid())
+    ring = ctx.to_worker
+    last_name = None
+    stdout, stderr = sys.stdout, sys.stderr
+    clock = time.perf_counter
+    while True:
+        if not ctx.pending:
+            ctx.read_ring()
+            if ctx.pending:
+                continue
+            if ctx.exit_requested:
+                return
+            ctx.flush_refs()
+            ring.wait_readable(ctx.own_fd, spin)
+            continue
+        seq, spec = ctx.pending.popleft()
+        if seq in ctx.cancelled:
+            ctx.cancelled.discard(seq)
+            seal_error(ctx.store, return_ids(spec), exc.TaskCancelledError(f"task {spec.name} was cancelled"))
+            ctx.send((P.DONE, seq, P.CANCELLED, 0.0, {}))
+            continue
+        if spec.name != last_name:
+            last_name = spec.name
+            marker = MARKER + spec.name.encode(errors="replace") + b"\n"
+            os.write(1, marker)
+            os.write(2, marker)
+        ctx.started(seq, spec.name)
+        t = clock()
+        status, contained = executor.run(spec)
+        duration = clock() - t
+        ctx.current_seq = 0
+        if stdout is not None:
+            stdout.flush()
+        if stderr is not None:
+            stderr.flush()
+        ctx.send((P.DONE, seq, status, duration, contained))
+
+
+def run(cfg: dict) -> None:
+    """Entry point of a worker (called in the child of the fork server)."""
+    ctx = connect(cfg)
+    objectref.set_current(ctx)
+
+    def on_sigint(signum, frame):
+        if ctx.current_seq and ctx.cancel_requested():
+            raise TaskCancelled()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+        sys.stderr.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):
+        pass
+    ctx.send((P.READY, os.getpid()))
+    serve(ctx, cfg.get("spin", 0.0))
+    ctx.flush_refs()

@@ -1,0 +1,200 @@
+"""Failures: errors raised by tasks, their propagation, retries, crashed
+workers, cancellation."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+
+import pytest
+
+import shoal
+from shoal import exceptions as exc
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class MyError(Exception):
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+def test_task_error_is_both_types_with_remote_traceback(ray):
+    @ray.remote
+    def fails(x):
+        raise MyError(f"bad input {x}", 42)
+
+    with pytest.raises(MyError) as info:
+        ray.get(fails.remote(7), timeout=30)
+    e = info.value
+    assert isinstance(e, exc.RayTaskError) and isinstance(e, shoal.exceptions.TaskError)
+    assert e.code == 42 and e.args == ("bad input 7",)
+    text = str(e)
+    assert "fails" in text and "pid=" in text and "bad input 7" in text
+    assert "test_api_errors.py" in text and "raise MyError" in text  # the remote traceback
+    back = pickle.loads(pickle.dumps(e))
+    assert isinstance(back, MyError) and isinstance(back, exc.RayTaskError)
+
+
+def test_error_propagates_to_dependents(ray):
+    @ray.remote
+    def fails():
+        raise ValueError("root cause")
+
+    @ray.remote
+    def add_one(x):
+        return x + 1
+
+    @ray.remote
+    def never_runs(x):
+        raise AssertionError("must not run")
+
+    root = fails.remote()
+    chain = add_one.remote(add_one.remote(root))
+    for ref in (chain, never_runs.remote(root)):
+        with pytest.raises(ValueError, match="root cause"):
+            ray.get(ref, timeout=30)
+
+
+def test_get_of_list_raises_the_first_error(ray):
+    @ray.remote
+    def maybe(i):
+        if i == 2:
+            raise KeyError(i)
+        return i
+
+    with pytest.raises(KeyError):
+        ray.get([maybe.remote(i) for i in range(4)], timeout=30)
+
+
+def test_unpicklable_exception_is_reported(ray):
+    import threading
+
+    class Holder(Exception):
+        def __init__(self):
+            super().__init__("holds a lock")
+            self.lock = threading.Lock()
+
+    @ray.remote
+    def fails():
+        raise Holder()
+
+    with pytest.raises(exc.RayTaskError, match="could not be pickled"):
+        ray.get(fails.remote(), timeout=30)
+
+
+def test_worker_crash_is_retried_then_reported(ray, tmp_path):
+    marker = tmp_path / "attempts"
+
+    @ray.remote(max_retries=2)
+    def crash():
+        with open(marker, "a") as f:
+            f.write("x")
+        os._exit(3)
+
+    with pytest.raises(exc.WorkerCrashedError, match="exited with code 3") as info:
+        ray.get(crash.remote(), timeout=60)
+    assert marker.read_text() == "xxx"  # first run + 2 retries
+    assert "max_retries=2" in str(info.value)
+
+    @ray.remote
+    def fine():
+        return "runtime still works"
+
+    assert ray.get(fine.remote(), timeout=30) == "runtime still works"
+
+
+def test_crash_recovered_by_retry(ray, tmp_path):
+    marker = tmp_path / "crashed-once"
+
+    @ray.remote(max_retries=1)
+    def flaky():
+        if not marker.exists():
+            marker.write_text("1")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return "second attempt"
+
+    assert ray.get(flaky.remote(), timeout=60) == "second attempt"
+
+
+def test_killed_worker_message_names_the_signal(ray):
+    @ray.remote(max_retries=0)
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(exc.WorkerCrashedError, match="SIGKILL"):
+        ray.get(die.remote(), timeout=60)
+
+
+def test_retry_exceptions(ray, tmp_path):
+    counter = tmp_path / "n"
+    counter.write_text("0")
+
+    @ray.remote(max_retries=3, retry_exceptions=[ConnectionError])
+    def flaky():
+        n = int(counter.read_text()) + 1
+        counter.write_text(str(n))
+        if n < 3:
+            raise ConnectionError("transient")
+        return n
+
+    assert ray.get(flaky.remote(), timeout=30) == 3
+
+    @ray.remote(max_retries=3, retry_exceptions=[ConnectionError])
+    def other():
+        counter.write_text(str(int(counter.read_text()) + 1))
+        raise ValueError("not retried")
+
+    counter.write_text("0")
+    with pytest.raises(ValueError):
+        ray.get(other.remote(), timeout=30)
+    assert counter.read_text() == "1"
+
+    @ray.remote(max_retries=2, retry_exceptions=True)
+    def always():
+        counter.write_text(str(int(counter.read_text()) + 1))
+        raise RuntimeError("always")
+
+    counter.write_text("0")
+    with pytest.raises(RuntimeError):
+        ray.get(always.remote(), timeout=30)
+    assert counter.read_text() == "3"
+
+
+def test_cancel_queued_and_running(ray):
+    @ray.remote
+    def sleeper(s):
+        time.sleep(s)
+        return s
+
+    running = [sleeper.remote(30) for _ in range(2)]  # fill both CPUs
+    queued = sleeper.remote(0)
+    ray.cancel(queued)
+    with pytest.raises(exc.TaskCancelledError):
+        ray.get(queued, timeout=30)
+    ray.cancel(running[0])
+    with pytest.raises(exc.TaskCancelledError):
+        ray.get(running[0], timeout=30)
+    ray.cancel(running[1], force=True)
+    with pytest.raises(exc.TaskCancelledError):
+        ray.get(running[1], timeout=30)
+    assert ray.get(sleeper.remote(0), timeout=30) == 0  # still usable
+    with pytest.raises(ValueError, match="put"):
+        ray.cancel(ray.put(1))
+
+
+def test_every_public_exception_pickles():
+    errors = [
+        exc.RayTaskError("f", "tb", ValueError("x"), 1),
+        exc.RayTaskError("f", "tb", ValueError("x"), 1).as_instanceof_cause(),
+        exc.WorkerCrashedError("w"), exc.TaskCancelledError("c"), exc.ObjectLostError("l"),
+        exc.GetTimeoutError("t"), exc.RayActorError("a", "id"), exc.ActorDiedError("d"),
+        exc.ActorUnavailableError("u"), exc.RaySystemError("s"), exc.RuntimeClosedError("r"),
+        exc.ObjectStoreFullError(1, 2, 3, 4), exc.ActorAlreadyExistsError("n"),
+    ]
+    for e in errors:
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back).__name__ == type(e).__name__ and str(back) == str(e)
