@@ -32,31 +32,37 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             pass_fds=fds,
-            text=True,
             env={**os.environ, **(env or {})},
         )
         self.pid = self.proc.pid
+        self._buffer = b""
 
     def expect(self, timeout: float = 20.0) -> str:
         """The child's next line of output; fails with its stderr if it
         exits or says nothing within `timeout` seconds."""
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            if not sel.select(timeout):
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            sel = selectors.DefaultSelector()
+            sel.register(fd, selectors.EVENT_READ)
+            try:
+                ready = sel.select(max(left, 0))
+            finally:
+                sel.close()
+            if not ready:
                 raise AssertionError(f"child {self.pid} said nothing within {timeout} s")
-        finally:
-            sel.close()
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait(timeout)
-            raise AssertionError(
-                f"child {self.pid} exited with {self.proc.returncode}: {self.proc.stderr.read()}"
-            )
-        return line.strip()
+            data = os.read(fd, 65536)
+            if not data:
+                self.proc.wait(timeout)
+                raise AssertionError(
+                    f"child {self.pid} exited with {self.proc.returncode}: {self.stderr()}")
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode().strip()
 
     def send(self, line: str) -> None:
-        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.write(line.encode() + b"\n")
         self.proc.stdin.flush()
 
     def kill(self) -> None:
@@ -65,8 +71,10 @@ class Child:
         self.wait()
 
     def wait(self, timeout: float = 20.0) -> int:
+        """Wait for the child to exit (keeping its stderr for stderr())."""
         try:
             rc = self.proc.wait(timeout)
+            self.stderr()
         finally:
             for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
                 try:
@@ -76,7 +84,10 @@ class Child:
         return rc
 
     def stderr(self) -> str:
-        return self.proc.stderr.read()
+        """Everything the child wrote to stderr (read once it has exited)."""
+        if not self.proc.stderr.closed and self.proc.poll() is not None:
+            self._stderr = self.proc.stderr.read().decode(errors="replace")
+        return getattr(self, "_stderr", "")
 
 
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:

@@ -32,10 +32,10 @@ class RemoteFunction:
             raise TypeError(f"@remote needs a function or a class, not {function!r}")
         self._function = function
         self._is_generator = inspect.isgeneratorfunction(function)
-        self._default_name = getattr(function, "__qualname__", getattr(function, "__name__", "task"))
+        self._default_name = getattr(function, "__name__", "task")
         self._options = validate(dict(options), "task")
         self._compiled = TaskOptions(self._options, self._default_name, self._is_generator)
-        self._function_ids: dict[int, bytes] = {}  # id(context) -> function object in its store
+        self._function_ids: dict[str, bytes] = {}  # runtime session -> function object in its store
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -57,11 +57,11 @@ class RemoteFunction:
         return _Bound(self, TaskOptions(merged, self._default_name, self._is_generator))
 
     def _function_id(self, ctx) -> bytes:
-        fid = self._function_ids.get(id(ctx))
+        fid = self._function_ids.get(ctx.session)
         if fid is None:
             fid = ids.new_put_id()
             ctx.store.put(self._function, fid)
-            self._function_ids = {id(ctx): fid}  # one runtime at a time
+            self._function_ids = {ctx.session: fid}  # one runtime at a time
         return fid
 
     def _submit(self, args: tuple, kwargs: dict, opts: TaskOptions) -> Any:

@@ -1,0 +1,124 @@
+"""Exit paths: shutdown(), a normal exit without it, an exception, Ctrl-C,
+and SIGKILL of the driver all leave no process and no /dev/shm entry."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from ._child import Child, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+PROGRAM = """
+import os, sys, time
+import shoal as ray
+ray.init(num_cpus=2, object_store_memory=64 << 20)
+
+@ray.remote
+def f(x):
+    time.sleep(x)
+    return os.getpid()
+
+pids = ray.get([f.remote(0.01) for _ in range(4)])
+print("workers", " ".join(map(str, sorted(set(pids)))), flush=True)
+"""
+
+
+def descendants_gone(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True
+
+
+def run_program(tail: str) -> tuple[subprocess.CompletedProcess, list[int]]:
+    src = textwrap.dedent(PROGRAM) + textwrap.dedent(tail)
+    proc = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=60)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("workers")), "workers")
+    return proc, [int(p) for p in line.split()[1:]]
+
+
+@pytest.mark.parametrize(
+    "tail, code",
+    [
+        ("ray.shutdown()\n", 0),
+        ("", 0),  # exits without shutdown()
+        ("raise RuntimeError('boom')\n", 1),
+        ("os._exit(0)\n", 0),  # no atexit at all: the fork server sees the driver go
+    ],
+    ids=["shutdown", "no-shutdown", "exception", "os-exit"],
+)
+def test_driver_exit_paths_leave_nothing(tail, code):
+    before = set(os.listdir("/dev/shm"))
+    proc, workers = run_program(tail)
+    assert proc.returncode == code, proc.stderr
+    assert workers, proc.stdout + proc.stderr
+    wait_until(lambda: descendants_gone(workers), timeout=20, what="workers to exit")
+    assert set(os.listdir("/dev/shm")) == before
+    if code == 0:
+        assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_sigkill_of_the_driver_leaves_nothing():
+    before = set(os.listdir("/dev/shm"))
+    c = Child(PROGRAM + "\nsay('ready'); hear()\n")
+    line = c.expect(timeout=60)
+    workers = [int(p) for p in line.split()[1:]]
+    assert c.expect(timeout=30) == "ready"
+    everyone = [p.pid for p in psutil.Process(c.pid).children(recursive=True)]
+    assert set(workers) <= set(everyone)
+    c.kill()
+    wait_until(lambda: descendants_gone(everyone), timeout=20, what="the fork server and workers to exit")
+    assert set(os.listdir("/dev/shm")) == before
+
+
+def test_ctrl_c_in_the_driver():
+    c = Child(PROGRAM + """
+@ray.remote
+def forever():
+    time.sleep(3600)
+ref = forever.remote()
+say("ready")
+ray.get(ref)
+""")
+    line = c.expect(timeout=60)
+    workers = [int(p) for p in line.split()[1:]]
+    assert c.expect(timeout=30) == "ready"
+    everyone = [p.pid for p in psutil.Process(c.pid).children(recursive=True)]
+    os.kill(c.pid, signal.SIGINT)
+    assert c.wait(timeout=30) != 0
+    assert "KeyboardInterrupt" in c.stderr()
+    wait_until(lambda: descendants_gone(everyone + workers), timeout=20, what="workers to exit")
+
+
+def test_shutdown_then_init_again_in_one_process():
+    proc, _ = run_program("""
+ray.shutdown()
+ray.init(num_cpus=1, object_store_memory=64 << 20)
+print("again", ray.get(f.remote(0)) > 0)
+ray.shutdown()
+""")
+    assert proc.returncode == 0, proc.stderr
+    assert "again True" in proc.stdout
+
+
+def test_refs_of_a_closed_runtime_raise(ray):
+    ref = ray.put(1)
+    ray.shutdown()
+    from shoal import exceptions as exc
+
+    with pytest.raises(exc.RuntimeClosedError):
+        ref.future()
+    ray.init(num_cpus=1, object_store_memory=64 << 20)
+    assert ray.get(ray.put(2)) == 2

@@ -1,0 +1,199 @@
+"""Tasks beyond the basics: nested tasks and blocking, resources, streaming
+generators, worker output."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import shoal
+from shoal import exceptions as exc
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_nested_tasks(ray):
+    @ray.remote
+    def leaf(i):
+        return i * i
+
+    @ray.remote
+    def parent(n):
+        return sum(ray.get([leaf.remote(i) for i in range(n)]))
+
+    assert ray.get(parent.remote(10), timeout=30) == sum(i * i for i in range(10))
+
+
+def test_blocked_parents_give_back_their_cpu(ray):
+    """Every CPU runs a parent that waits for children: without giving the
+    CPU back while blocked in get(), this would deadlock."""
+
+    @ray.remote
+    def child(i):
+        return i
+
+    @ray.remote
+    def parent(i):
+        return ray.get(child.remote(i)) + 100
+
+    refs = [parent.remote(i) for i in range(6)]
+    assert ray.get(refs, timeout=60) == [100 + i for i in range(6)]
+
+
+def test_recursive_tasks(ray):
+    @ray.remote
+    def fib(n):
+        if n < 2:
+            return n
+        return sum(ray.get([fib.remote(n - 1), fib.remote(n - 2)]))
+
+    assert ray.get(fib.remote(7), timeout=90) == 13
+
+
+def test_wait_inside_a_task(ray):
+    @ray.remote
+    def slow(s):
+        time.sleep(s)
+        return s
+
+    @ray.remote
+    def waiter():
+        refs = [slow.remote(0.01), slow.remote(20)]
+        ready, not_ready = ray.wait(refs, num_returns=1, timeout=20)
+        ray.cancel  # the API is importable in workers
+        return len(ready), len(not_ready)
+
+    assert ray.get(waiter.remote(), timeout=60) == (1, 1)
+
+
+def test_put_and_get_inside_a_task(ray):
+    @ray.remote
+    def inner():
+        ref = ray.put({"made": "in a worker"})
+        return [ref], ray.get(ref)
+
+    refs, value = ray.get(inner.remote(), timeout=30)
+    assert value == {"made": "in a worker"}
+    assert ray.get(refs[0], timeout=30) == value
+
+
+def test_custom_resources_admission():
+    shoal.init(num_cpus=4, resources={"slot": 1}, object_store_memory=64 << 20)
+    try:
+        @shoal.remote(resources={"slot": 1})
+        def exclusive(path):
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # fails if another holds it
+            time.sleep(0.2)
+            os.close(fd)
+            os.unlink(path)
+            return True
+
+        path = f"/tmp/shoal-slot-{os.getpid()}"
+        assert all(shoal.get([exclusive.remote(path) for _ in range(4)], timeout=60))
+        assert shoal.cluster_resources()["slot"] == 1
+    finally:
+        shoal.shutdown()
+
+
+def test_task_that_can_never_fit_waits_with_a_warning(ray):
+    @ray.remote(num_gpus=4)
+    def needs_gpus():
+        return "ran"
+
+    with pytest.warns(RuntimeWarning, match="4 GPU"):
+        ref = needs_gpus.remote()
+    with pytest.raises(exc.GetTimeoutError):
+        ray.get(ref, timeout=0.5)
+    ray.cancel(ref)
+
+
+def test_fractional_cpus(ray):
+    @ray.remote(num_cpus=0.5)
+    def half():
+        time.sleep(0.3)
+        return os.getpid()
+
+    t = time.monotonic()
+    pids = ray.get([half.remote() for _ in range(4)], timeout=60)
+    assert len(pids) == 4
+    assert time.monotonic() - t < 5
+
+
+def test_streaming_generator(ray):
+    @ray.remote
+    def produce(n):
+        for i in range(n):
+            yield i * 10
+
+    gen = produce.remote(4)
+    assert isinstance(gen, shoal.ObjectRefGenerator)
+    assert [ray.get(r, timeout=30) for r in gen] == [0, 10, 20, 30]
+    assert ray.get(gen.completed(), timeout=30) == 4
+
+    @ray.remote(num_returns="streaming")
+    def fails_midway():
+        yield 1
+        raise ValueError("midway")
+
+    refs = list(fails_midway.remote())
+    assert ray.get(refs[0], timeout=30) == 1
+    with pytest.raises(ValueError, match="midway"):
+        ray.get(refs[1], timeout=30)
+
+
+def test_generator_items_arrive_before_the_end(ray, tmp_path):
+    gate = tmp_path / "gate"
+
+    @ray.remote
+    def produce():
+        yield "first"
+        while not gate.exists():
+            time.sleep(0.01)
+        yield "second"
+
+    gen = produce.remote()
+    first = next(gen)
+    assert ray.get(first, timeout=30) == "first"  # while the task still runs
+    gate.write_text("go")
+    assert ray.get(next(gen), timeout=30) == "second"
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_worker_output_reaches_the_driver_with_a_prefix(ray, capfd):
+    @ray.remote
+    def chatty(i):
+        print(f"hello from task {i}")
+        os.write(1, b"native write\n")
+        import sys
+
+        print("to stderr", file=sys.stderr)
+        return os.getpid()
+
+    pid = ray.get(chatty.remote(3), timeout=30)
+    deadline = time.monotonic() + 10
+    out = err = ""
+    while time.monotonic() < deadline and ("native write" not in out or "to stderr" not in err):
+        o, e = capfd.readouterr()
+        out, err = out + o, err + e
+        time.sleep(0.01)
+    assert f"(chatty pid={pid}) hello from task 3" in out
+    assert f"(chatty pid={pid}) native write" in out
+    assert f"(chatty pid={pid}) to stderr" in err
+
+
+def test_log_to_driver_false_silences_workers(capfd):
+    shoal.init(num_cpus=1, object_store_memory=64 << 20, log_to_driver=False)
+    try:
+        @shoal.remote
+        def chatty():
+            print("should not appear")
+            return 1
+
+        assert shoal.get(chatty.remote(), timeout=30) == 1
+    finally:
+        shoal.shutdown()
+    out, _ = capfd.readouterr()
+    assert "should not appear" not in out

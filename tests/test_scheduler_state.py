@@ -1,0 +1,160 @@
+"""The scheduler state machine alone: events in, actions out; no processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from shoal.scheduler.state import (
+    CancelQueued, CancelRunning, Dispatch, FailTask, Scheduler, StartWorker, Task, Warn, make_shape,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+CPU1 = make_shape({"CPU": 1})
+
+
+def task(seq, shape=CPU1, fn=b"f", retries=3):
+    return Task(seq, seq.to_bytes(16, "little"), fn, shape, retries, payload=None, name=f"t{seq}")
+
+
+def started(cpus=2, **kw):
+    s = Scheduler({"CPU": cpus, **kw}, target_workers=cpus)
+    actions = s.start()
+    assert [type(a) for a in actions] == [StartWorker] * cpus
+    for a in actions:
+        s.worker_started(a.worker)
+    s.check()
+    return s
+
+
+def dispatched(actions):
+    return [(a.worker, a.task.seq) for a in actions if type(a) is Dispatch]
+
+
+def test_tasks_go_to_idle_workers_then_queue():
+    s = started(2)
+    assert dispatched(s.submit(task(1))) == [(1, 1)]
+    assert dispatched(s.submit(task(2))) == [(2, 2)]
+    assert dispatched(s.submit(task(3))) == []  # both busy, function unknown: no prefetch
+    assert s.available_resources() == {}
+    s.check()
+    assert dispatched(s.task_finished(1, 1, 0.5)) == [(1, 3)]
+    s.check()
+    assert dispatched(s.task_finished(1, 3, 0.5)) == []
+    assert s.available_resources() == {"CPU": 1}
+    s.check()
+
+
+def test_short_functions_are_prefetched_long_ones_not():
+    s = started(1)
+    s.submit(task(1, fn=b"short"))
+    s.task_finished(1, 1, 10e-6)  # now known to be short
+    s.submit(task(2, fn=b"short"))
+    assert dispatched(s.submit(task(3, fn=b"short"))) == [(1, 3)]  # queued behind 2 on the worker
+    s.check()
+    s.submit(task(4, fn=b"long"))
+    s.task_finished(1, 2, 10e-6)
+    s.task_finished(1, 3, 10e-6)
+    s.task_finished(1, 4, 2.0)
+    s.submit(task(5, fn=b"long"))
+    assert dispatched(s.submit(task(6, fn=b"long"))) == []  # not behind a long task
+    s.check()
+
+
+def test_dependencies_hold_tasks_until_sealed():
+    s = started(2)
+    dep = b"x" * 20
+    assert s.submit(task(1), unsealed=[dep]) == []
+    assert s.tasks[1].state == "waiting"
+    assert dispatched(s.object_sealed(dep)) == [(1, 1)]
+    assert s.object_sealed(dep) == []
+    s.check()
+
+
+def test_resources_admission_and_never_fitting_shapes():
+    s = started(2, GPU=1)
+    gpu = make_shape({"CPU": 1, "GPU": 1})
+    assert dispatched(s.submit(task(1, gpu))) == [(1, 1)]
+    assert dispatched(s.submit(task(2, gpu))) == []  # the one GPU is taken
+    assert dispatched(s.submit(task(3))) == [(2, 3)]
+    huge = make_shape({"CPU": 1, "GPU": 8})
+    actions = s.submit(task(4, huge))
+    assert any(type(a) is Warn and "8 GPU" in a.text for a in actions)
+    assert s.submit(task(5, huge)) == []  # warned once per shape
+    assert dispatched(s.task_finished(1, 1, 1.0)) == [(1, 2)]
+    s.check()
+
+
+def test_blocked_worker_gives_back_cpu_and_queued_tasks():
+    s = started(1)
+    s.submit(task(1, fn=b"short"))
+    s.task_finished(1, 1, 1e-6)
+    s.submit(task(2, fn=b"short"))
+    s.submit(task(3, fn=b"short"))  # prefetched behind 2
+    actions = s.worker_blocked(1, returned=[3])
+    # The CPU is free again and no worker is idle: the pool grows.
+    assert [type(a) for a in actions] == [StartWorker]
+    s.check()
+    assert s.available_resources() == {"CPU": 1}
+    assert dispatched(s.worker_started(actions[0].worker)) == [(actions[0].worker, 3)]
+    s.worker_unblocked(1)  # oversubscribed for a while, as in Ray
+    assert s.available["CPU"] == -10_000 + 10_000 * 0
+    s.check()
+
+
+def test_worker_death_retries_then_fails():
+    s = started(1)
+    s.submit(task(1, retries=1))
+    actions = s.worker_died(1, started=True)
+    assert [type(a) for a in actions] == [StartWorker]
+    w2 = actions[0].worker
+    assert dispatched(s.worker_started(w2)) == [(w2, 1)]
+    actions = s.worker_died(w2, started=True)
+    fails = [a for a in actions if type(a) is FailTask]
+    assert fails and fails[0].kind == "crashed" and fails[0].task.seq == 1
+    assert 1 not in s.tasks
+    s.check()
+
+
+def test_unstarted_tasks_of_a_dead_worker_are_not_counted_as_attempts():
+    s = started(1)
+    s.submit(task(1, fn=b"short", retries=0))
+    s.task_finished(1, 1, 1e-6)
+    s.submit(task(2, fn=b"short", retries=0))
+    s.submit(task(3, fn=b"short", retries=0))
+    actions = s.worker_died(1, started=True)
+    assert [a.task.seq for a in actions if type(a) is FailTask] == [2]
+    assert s.tasks[3].state == "ready" and s.tasks[3].attempts == 0
+    s.check()
+
+
+def test_cancel_each_state():
+    s = started(1)
+    s.submit(task(1))
+    s.submit(task(2))
+    waiting = task(3)
+    s.submit(waiting, unsealed=[b"y" * 20])
+    assert [type(a) for a in s.cancel(3)] == [FailTask]
+    assert [type(a) for a in s.cancel(2)] == [FailTask]
+    assert s.cancel(1) == [CancelRunning(1, 1, False)]
+    assert s.cancel(1) == []  # already cancelled
+    assert s.cancel(99) == []
+    s.check()
+
+
+def test_cancel_prefetched_task():
+    s = started(1)
+    s.submit(task(1, fn=b"short"))
+    s.task_finished(1, 1, 1e-6)
+    s.submit(task(2, fn=b"short"))
+    s.submit(task(3, fn=b"short"))
+    assert s.cancel(3) == [CancelQueued(1, 3)]
+
+
+def test_retry_goes_to_the_front():
+    s = started(1)
+    s.submit(task(1))
+    s.submit(task(2))
+    assert dispatched(s.task_finished(1, 1, 0.1, retry=True)) == [(1, 1)]
+    assert s.tasks[1].attempts == 1
+    s.check()

@@ -1,0 +1,61 @@
+"""The seed examples: as the scripts in examples/ (run unchanged, as a user
+would), and inline with short sleeps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("script", ["sleep_tasks.py", "matrix_dag.py", "aggregation.py", "quickstart.py"])
+def test_example_scripts_run_unchanged(script):
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_parallel_sleeps(ray):
+    @ray.remote
+    def f(x):
+        time.sleep(0.3)
+        return x
+
+    t = time.monotonic()
+    assert ray.get([f.remote(i) for i in range(4)], timeout=30) == [0, 1, 2, 3]
+    assert time.monotonic() - t < 0.3 * 4  # in parallel (2 CPUs: two rounds)
+
+
+def test_matrix_dag(ray):
+    @ray.remote
+    def create_matrix(size):
+        return np.random.normal(size=size)
+
+    @ray.remote
+    def multiply_matrices(x, y):
+        return np.dot(x, y)
+
+    x_id = create_matrix.remote([200, 200])
+    y_id = create_matrix.remote([200, 200])
+    z = ray.get(multiply_matrices.remote(x_id, y_id), timeout=60)
+    assert np.allclose(z, ray.get(x_id) @ ray.get(y_id))
+
+
+def test_aggregation_tree_mixes_values_and_refs(ray):
+    @ray.remote
+    def add(x, y):
+        time.sleep(0.05)
+        return x + y
+
+    values = [1, 2, 3, 4, 5, 6, 7, 8]
+    while len(values) > 1:
+        values = values[2:] + [add.remote(values[0], values[1])]
+    assert ray.get(values[0], timeout=30) == 36
