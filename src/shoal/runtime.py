@@ -70,18 +70,18 @@ class Runtime(Context):
             "memory": float(int(cfg.total_memory_bytes() * 0.7)),
             "object_store_memory": float(store.statistics().capacity_bytes),
         }
+        # The fork server imports numpy before forking any worker when the
+        # driver uses it: workers share its pages and need no import later.
         preload = ("numpy",) if "numpy" in sys.modules else ()
         spin = WORKER_SPIN_S if (os.cpu_count() or 1) > 1 else 0.0
         schedulable = {k: v for k, v in self.resources_total.items() if k != "object_store_memory"}
         self.shell = Shell(store, self.refs, schedulable, max(0, int(cpus)), self.session, spin=spin,
-                           log_to_driver=log_to_driver, validate=config.validate)
+                           log_to_driver=log_to_driver, preload=preload, validate=config.validate)
         try:
             self.shell.start()
         except BaseException:
             store.close()
             raise
-        if preload:
-            self.shell.pool.preload(list(preload))
         self._lock = threading.Lock()
 
     # -- submission ------------------------------------------------------------
@@ -99,10 +99,9 @@ class Runtime(Context):
     # -- hooks -----------------------------------------------------------------
 
     def put(self, value):
-        ref = super().put(value)
         if self.refs.pending():
-            self.shell.flush_refs()  # frees what was dropped, so memory stays flat
-        return ref
+            self.shell.flush_refs()  # free what was dropped first: its memory is reused warm
+        return super().put(value)
 
     def on_put(self, oid: bytes, nested: list) -> None:
         if nested:

@@ -1,0 +1,397 @@
+"""Task and object benchmarks under `ray microbenchmark`'s names, with Ray
+and multiprocessing.Pool running the same workloads in the same invocation.
+
+  single_client_tasks_sync            submit one no-op task, get it; repeat   (tasks/s)
+  single_client_tasks_async           submit 10k no-op tasks, then get them   (tasks/s)
+  single_client_tasks_and_get_batch   submit 1k tasks and get them, repeat    (batches/s)
+  single_client_put_calls             put(0)                                   (calls/s)
+  single_client_get_calls             get of a put(0)                          (calls/s)
+  single_client_put_gigabytes         put of an 800 MB int64 array             (GB/s)
+  single_client_wait_1k_refs          wait() one at a time through 1k refs     (rounds/s)
+  single_client_get_object_containing_10k_refs                                 (gets/s)
+  init_to_first_result                fresh process: init() and one task       (s)
+  seed_matmul_dag                     two 1000x1000 matrices, one product      (s)
+  array_800mb_{cold,warm}_s           800 MB array put once, 8 tasks sum it    (s; fresh / warm store)
+  array_800mb_direct_*                the array passed to each of the 8 calls
+  array_800mb*_peak_pss_gb            peak PSS of the process tree            (GB)
+
+Usage: python bench/bench_tasks.py [--quick] [--no-ray] [--no-pool] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as h  # noqa: E402
+
+GOALS = {
+    "single_client_tasks_sync": ">= 10,000/s (<= 100 us)",
+    "single_client_tasks_async": ">= 40,000/s",
+    "single_client_put_calls": ">= 100,000/s",
+    "single_client_get_calls": ">= 200,000/s",
+    "init_to_first_result": "<= 0.1 s",
+    "seed_matmul_dag": "<= 0.06 s",
+    "array_800mb_cold_s": "<= 0.5 s",
+    "array_800mb_warm_s": "<= 0.5 s",
+    "array_800mb_peak_pss_gb": "<= 1.8 GB",
+}
+
+UNITS = {
+    "single_client_put_gigabytes": "GB/s",
+    "init_to_first_result": "s",
+    "seed_matmul_dag": "s",
+    "array_800mb_cold_s": "s",
+    "array_800mb_warm_s": "s",
+    "array_800mb_direct_cold_s": "s",
+    "array_800mb_direct_warm_s": "s",
+    "array_800mb_peak_pss_gb": "GB",
+    "array_800mb_direct_peak_pss_gb": "GB",
+}
+
+
+class PeakPSS(threading.Thread):
+    """Samples the PSS of this process and all its descendants (shared
+    memory counted once, split among its users)."""
+
+    def __init__(self, interval: float = 0.01):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self._halt.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_full_info().pss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            self.peak = max(self.peak, total)
+            self._halt.wait(self.interval)
+
+    def stop(self) -> float:
+        self._halt.set()
+        self.join()
+        return self.peak / 1e9
+
+
+def best_rate(fn, n: int, repeat: int) -> float:
+    return h.rate(fn, n, repeat)
+
+
+# ---------------------------------------------------------------------------
+# The workloads, for any module with Ray's API (shoal or ray)
+# ---------------------------------------------------------------------------
+
+
+def core_suite(ray, quick: bool) -> dict:
+    out = {}
+
+    @ray.remote
+    def noop():
+        return 0
+
+    @ray.remote
+    def create_object_containing_ref():
+        return [ray.put(1) for _ in range(10000)]
+
+    ray.get([noop.remote() for _ in range(200)])  # warm up the workers
+
+    def sync(n):
+        for _ in range(n):
+            ray.get(noop.remote())
+
+    out["single_client_tasks_sync"] = best_rate(sync, 300 if quick else 3000, 3)
+
+    def asynchronous(n):
+        ray.get([noop.remote() for _ in range(n)])
+
+    out["single_client_tasks_async"] = best_rate(asynchronous, 1000 if quick else 10000, 3)
+
+    def batches(n):
+        for _ in range(n):
+            ray.get([noop.remote() for _ in range(1000)])
+
+    out["single_client_tasks_and_get_batch"] = best_rate(batches, 2 if quick else 10, 3)
+
+    def puts(n):
+        for _ in range(n):
+            ray.put(0)
+
+    out["single_client_put_calls"] = best_rate(puts, 2000 if quick else 20000, 3)
+    ref = ray.put(0)
+
+    def gets(n):
+        for _ in range(n):
+            ray.get(ref)
+
+    out["single_client_get_calls"] = best_rate(gets, 2000 if quick else 50000, 3)
+    arr = np.ones(100 * 1024 * 1024 // (8 if quick else 1), dtype=np.int64)  # Ray uses zeros, whose pages are never read
+    times = []
+    for _ in range(3 if quick else 5):
+        t = time.perf_counter()
+        r = ray.put(arr)
+        times.append(time.perf_counter() - t)
+        del r
+        gc.collect()
+    out["single_client_put_gigabytes"] = arr.nbytes / statistics.median(times) / 1e9
+    del arr
+
+    def wait_1k(n):
+        for _ in range(n):
+            not_ready = [noop.remote() for _ in range(1000)]
+            while not_ready:
+                _, not_ready = ray.wait(not_ready)
+
+    out["single_client_wait_1k_refs"] = best_rate(wait_1k, 1 if quick else 3, 2)
+
+    def containing(n):
+        for _ in range(n):
+            ray.get(create_object_containing_ref.remote())
+
+    out["single_client_get_object_containing_10k_refs"] = best_rate(containing, 1 if quick else 5, 2)
+    out.update(matmul(ray))
+    return out
+
+
+def matmul(ray) -> dict:
+    @ray.remote
+    def create_matrix(size):
+        return np.random.normal(size=size)
+
+    @ray.remote
+    def multiply_matrices(x, y):
+        return np.dot(x, y)
+
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        x = create_matrix.remote([1000, 1000])
+        y = create_matrix.remote([1000, 1000])
+        ray.get(multiply_matrices.remote(x, y))
+        times.append(time.perf_counter() - t)
+    return {"seed_matmul_dag": statistics.median(times[1:])}  # the first run warms numpy up
+
+
+def big_array(ray, quick: bool, direct: bool) -> dict:
+    """One 800 MB float64 array, 8 tasks that each return its sum: put once
+    and pass the ref (or pass the array itself to each call, `direct`).
+    Timed in a fresh runtime (the store's pages are cold), then again in the
+    same runtime (warm); peak PSS of the process tree is sampled in a third
+    run, apart, because sampling PSS costs a core."""
+
+    @ray.remote
+    def total(a):
+        return float(a.sum())
+
+    n = 100_000_000 // (16 if quick else 1)
+    arr = np.ones(n)
+
+    def run():
+        if direct:
+            return ray.get([total.remote(arr) for _ in range(8)])
+        ref = ray.put(arr)
+        return ray.get([total.remote(ref) for _ in range(8)])
+
+    out = {}
+    suffix = "_direct" if direct else ""
+    for label in ("cold", "warm", "memory"):
+        gc.collect()
+        sampler = PeakPSS(0.05) if label == "memory" else None
+        if sampler:
+            sampler.start()
+        t = time.perf_counter()
+        sums = run()
+        elapsed = time.perf_counter() - t
+        assert sums == [float(n)] * 8
+        if sampler:
+            out[f"array_800mb{suffix}_peak_pss_gb"] = sampler.stop()
+        else:
+            out[f"array_800mb{suffix}_{label}_s"] = elapsed
+        del sums
+    return out
+
+
+def run_suite(name: str, quick: bool, num_cpus: int) -> dict:
+    if name == "shoal":
+        import shoal as ray
+    else:
+        import ray  # type: ignore
+    kwargs = {"num_cpus": num_cpus}
+    if name == "ray":
+        kwargs.update(include_dashboard=False, logging_level="ERROR")
+    ray.init(**kwargs)
+    try:
+        out = core_suite(ray, quick)
+    finally:
+        ray.shutdown()
+    for direct in (False, True):
+        ray.init(**kwargs)
+        try:
+            out.update(big_array(ray, quick, direct))
+        finally:
+            ray.shutdown()
+        gc.collect()
+    return out
+
+
+# ---------------------------------------------------------------------------
+# multiprocessing.Pool, where the workload fits it
+# ---------------------------------------------------------------------------
+
+
+def _noop(_=None):
+    return 0
+
+
+def _total(a):
+    return float(a.sum())
+
+
+def pool_suite(quick: bool, num_cpus: int) -> dict:
+    out = {}
+    with multiprocessing.get_context("fork").Pool(num_cpus) as pool:
+        pool.map(_noop, range(100))
+
+        def sync(n):
+            for _ in range(n):
+                pool.apply(_noop)
+
+        out["single_client_tasks_sync"] = best_rate(sync, 300 if quick else 3000, 3)
+
+        def asynchronous(n):
+            rs = [pool.apply_async(_noop) for _ in range(n)]
+            for r in rs:
+                r.get()
+
+        out["single_client_tasks_async"] = best_rate(asynchronous, 1000 if quick else 10000, 3)
+
+        def batches(n):
+            for _ in range(n):
+                rs = [pool.apply_async(_noop) for _ in range(1000)]
+                for r in rs:
+                    r.get()
+
+        out["single_client_tasks_and_get_batch"] = best_rate(batches, 2 if quick else 10, 3)
+        n = 100_000_000 // (16 if quick else 1)
+        arr = np.ones(n)
+        t = time.perf_counter()
+        sums = pool.map(_total, [arr] * 8, chunksize=1)
+        out["array_800mb_direct_cold_s"] = time.perf_counter() - t
+        sampler = PeakPSS(0.05)
+        sampler.start()
+        sums = pool.map(_total, [arr] * 8, chunksize=1)
+        out["array_800mb_direct_peak_pss_gb"] = sampler.stop()
+        assert sums == [float(n)] * 8
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Start-up, measured in fresh processes
+# ---------------------------------------------------------------------------
+
+STARTUP = {
+    "shoal": """
+        import time; t0 = time.perf_counter()
+        import shoal as ray
+        t1 = time.perf_counter(); ray.init(num_cpus={n})
+        @ray.remote
+        def f(): return 1
+        ray.get(f.remote()); t2 = time.perf_counter()
+        ray.shutdown(); t3 = time.perf_counter()
+        print(t1 - t0, t2 - t1, t3 - t2)
+    """,
+    "ray": """
+        import time; t0 = time.perf_counter()
+        import ray
+        t1 = time.perf_counter(); ray.init(num_cpus={n}, include_dashboard=False, logging_level="ERROR")
+        @ray.remote
+        def f(): return 1
+        ray.get(f.remote()); t2 = time.perf_counter()
+        ray.shutdown(); t3 = time.perf_counter()
+        print(t1 - t0, t2 - t1, t3 - t2)
+    """,
+    "pool": """
+        import time; t0 = time.perf_counter()
+        import multiprocessing
+        t1 = time.perf_counter(); pool = multiprocessing.get_context("fork").Pool({n})
+        print_ = pool.apply(abs, (-1,)); t2 = time.perf_counter()
+        pool.terminate(); pool.join(); t3 = time.perf_counter()
+        print(t1 - t0, t2 - t1, t3 - t2)
+    """,
+}
+
+
+def startup(name: str, num_cpus: int, repeat: int) -> dict:
+    runs = []
+    for _ in range(repeat):
+        code = textwrap.dedent(STARTUP[name].format(n=num_cpus))
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} start-up run failed:\n{proc.stderr}")
+        runs.append([float(x) for x in proc.stdout.split()[-3:]])
+    imp, first, stop = (statistics.median(col) for col in zip(*runs))
+    return {"import_s": imp, "init_to_first_result": first, "shutdown_s": stop}
+
+
+def have_ray() -> bool:
+    try:
+        import ray  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (smoke test)")
+    ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--no-pool", action="store_true")
+    ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    peers = ["shoal"] + (["ray"] if not args.no_ray and have_ray() else [])
+    results: dict = {}
+    for name in peers:
+        results[name] = startup(name, args.num_cpus, 1 if args.quick else 3)
+        results[name].update(run_suite(name, args.quick, args.num_cpus))
+    if not args.no_pool:
+        results["pool"] = startup("pool", args.num_cpus, 1 if args.quick else 3)
+        results["pool"].update(pool_suite(args.quick, args.num_cpus))
+    names = [k for k in results["shoal"] if k not in ("import_s", "shutdown_s")]
+    names += ["import_s", "shutdown_s"]
+    rows = []
+    for k in names:
+        s, r, p = (results.get(x, {}).get(k) for x in ("shoal", "ray", "pool"))
+        lower_better = UNITS.get(k) in ("s", "GB") or k.endswith("_s")
+        ratio = None
+        if s and r:
+            ratio = r / s if lower_better else s / r
+        rows.append({"name": k, "unit": UNITS.get(k, "s" if k.endswith("_s") else "/s"), "shoal": s,
+                     "ray": r, "x ray": ratio, "pool": p, "goal": GOALS.get(k, "")})
+    print(f"Tasks and objects, {args.num_cpus} CPUs ('x ray': how many times better than Ray)")
+    print(h.table(rows, [("name", "benchmark"), ("unit", "unit"), ("shoal", "shoal"), ("ray", "ray 2.60"),
+                         ("x ray", "x ray"), ("pool", "mp.Pool"), ("goal", "goal")]))
+    path = h.save("bench_tasks", {"results": results, "rows": rows}, args.json)
+    print(f"\nJSON: {path}")
+
+
+if __name__ == "__main__":
+    main()
