@@ -13,6 +13,8 @@ import pytest
 import shoal
 from shoal import exceptions as exc
 
+from ._child import wait_until
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -245,9 +247,8 @@ def test_resources_drop_while_tasks_hold_them(ray):
     assert ray.cluster_resources()["CPU"] == 2
     assert ray.available_resources()["CPU"] == 2
     ref = hold.remote(2)
-    deadline = time.monotonic() + 10
-    while ray.available_resources().get("CPU", 0) != 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert ray.available_resources().get("CPU", 0) == 1
+    wait_until(lambda: ray.available_resources().get("CPU", 0) == 1, what="the task to hold a CPU")
     ray.get(ref, timeout=30)
-    assert ray.available_resources()["CPU"] == 2
+    # The result is sealed before the worker reports the end: the CPU comes
+    # back a moment after get() returns.
+    wait_until(lambda: ray.available_resources().get("CPU", 0) == 2, what="the CPU to come back")
