@@ -14,15 +14,17 @@ applies queued drops at its next synchronisation point.
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import concurrent.futures
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal import exceptions as exc
 from shoal import ids, serialization
+
+if TYPE_CHECKING:  # imported lazily: asyncio alone costs ~20 ms at start-up
+    import asyncio
+    import concurrent.futures
 
 _current: "Context | None" = None
 
@@ -140,14 +142,16 @@ class ObjectRef:
 
     # Futures ----------------------------------------------------------------
 
-    def future(self) -> concurrent.futures.Future:
+    def future(self) -> "concurrent.futures.Future":
         """A concurrent.futures.Future that resolves to the value (or the
         task's exception)."""
         ctx = self._require_ctx()
         return ctx.future_for(self)
 
-    def as_future(self) -> asyncio.Future:
+    def as_future(self) -> "asyncio.Future":
         """An asyncio future for the value, bound to the running loop."""
+        import asyncio
+
         return asyncio.wrap_future(self.future())
 
     def __await__(self):
@@ -225,6 +229,8 @@ class ObjectRefGenerator:
         return self
 
     async def __anext__(self) -> ObjectRef:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(None, self._next, None)
@@ -256,7 +262,7 @@ class Context:
         self.store = store
         self.refs = LocalRefs()
         self.closed = False
-        self._futures: dict[bytes, list[concurrent.futures.Future]] = {}
+        self._futures: dict[bytes, list] = {}
         self._future_thread: threading.Thread | None = None
         self._futures_lock = threading.Lock()
 
@@ -358,7 +364,9 @@ class Context:
 
     # Futures -------------------------------------------------------------------
 
-    def future_for(self, ref: ObjectRef) -> concurrent.futures.Future:
+    def future_for(self, ref: ObjectRef) -> "concurrent.futures.Future":
+        import concurrent.futures
+
         fut: concurrent.futures.Future = concurrent.futures.Future()
         if self.store.raw.contains(ref._id):
             self._complete(fut, ref)
@@ -372,7 +380,7 @@ class Context:
                 self._future_thread.start()
         return fut
 
-    def _complete(self, fut: concurrent.futures.Future, ref: ObjectRef) -> None:
+    def _complete(self, fut: "concurrent.futures.Future", ref: ObjectRef) -> None:
         try:
             fut.set_result(self.get([ref], None)[0])
         except BaseException as e:  # the task's error, delivered to the future
