@@ -10,17 +10,17 @@
     ray.get([f.remote(i) for i in range(4)])   # [0, 2, 4, 6]
 """
 
-from shoal import exceptions
+from shoal import actor, exceptions, util
 from shoal.api import (
-    available_resources, cancel, cluster_resources, get, get_gpu_ids, init, is_initialized, nodes,
-    put, remote, shutdown, wait,
+    available_resources, cancel, cluster_resources, get, get_actor, get_gpu_ids, init, is_initialized,
+    kill, method, nodes, put, remote, shutdown, wait,
 )
 from shoal.objectref import ObjectRef, ObjectRefGenerator
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ObjectRef", "ObjectRefGenerator", "available_resources", "cancel", "cluster_resources",
-    "exceptions", "get", "get_gpu_ids", "init", "is_initialized", "nodes", "put", "remote",
-    "shutdown", "wait",
+    "ObjectRef", "ObjectRefGenerator", "actor", "available_resources", "cancel", "cluster_resources",
+    "exceptions", "get", "get_actor", "get_gpu_ids", "init", "is_initialized", "kill", "method", "nodes",
+    "put", "remote", "shutdown", "util", "wait",
 ]

@@ -203,6 +203,27 @@ def _make_remote(target: Any, options: dict) -> Any:
     return RemoteFunction(target, options)
 
 
+def get_actor(name: str, namespace: str | None = None):
+    """The handle of a named actor (ValueError if there is none)."""
+    from shoal.actor import get_actor as _get_actor
+
+    return _get_actor(name, namespace)
+
+
+def kill(actor, *, no_restart: bool = True) -> None:
+    """Kill an actor's process now (see actor.kill)."""
+    from shoal.actor import kill as _kill
+
+    _kill(actor, no_restart=no_restart)
+
+
+def method(*args: Any, **kwargs: Any) -> Any:
+    """Options for an actor method: ``@method(num_returns=2)``."""
+    from shoal.actor import method as _method
+
+    return _method(*args, **kwargs)
+
+
 def cluster_resources() -> dict:
     """Total logical resources of the runtime."""
     ctx = _ctx()

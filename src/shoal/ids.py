@@ -55,6 +55,19 @@ def new_put_id() -> bytes:
     return _origins.next() + b"\xff\xff\xff\xff"
 
 
+HANDLE_INDEX = b"\xfe\xff\xff\xff"
+
+
+def actor_handle_id(actor_id: bytes) -> bytes:
+    """The ID under which handles to an actor are reference-counted (it
+    names no object in the store)."""
+    return actor_id + HANDLE_INDEX
+
+
+def is_actor_handle_id(object_id: bytes) -> bool:
+    return object_id[TASK_ID_SIZE:] == HANDLE_INDEX
+
+
 def task_of(object_id: bytes) -> bytes | None:
     """The task that returns this object, or None for a put object."""
     if object_id[TASK_ID_SIZE:] == b"\xff\xff\xff\xff":

@@ -76,7 +76,8 @@ class Runtime(Context):
         spin = WORKER_SPIN_S if (os.cpu_count() or 1) > 1 else 0.0
         schedulable = {k: v for k, v in self.resources_total.items() if k != "object_store_memory"}
         self.shell = Shell(store, self.refs, schedulable, max(0, int(cpus)), self.session, spin=spin,
-                           log_to_driver=log_to_driver, preload=preload, validate=config.validate)
+                           log_to_driver=log_to_driver, preload=preload, validate=config.validate,
+                           namespace=self.namespace)
         try:
             self.shell.start()
         except BaseException:
@@ -95,6 +96,27 @@ class Runtime(Context):
         if task_id is None:
             raise ValueError(f"{ref!r} is not the result of a task (it was put): it cannot be cancelled")
         self.shell.cancel(task_id, force)
+
+    # -- actors ------------------------------------------------------------------
+
+    def create_actor(self, actor, deps: list, held: list, wait: bool) -> None:
+        self.check_open()
+        self.shell.create_actor(actor, deps, held)
+
+    def call_actor(self, actor_id: bytes, spec, deps: list, held: list) -> None:
+        self.check_open()
+        self.shell.call_actor(actor_id, spec, deps, held)
+
+    def named_actor(self, name: str, namespace: str):
+        actor = self.shell.named_actor(name, namespace)
+        return None if actor is None else (actor.actor_id, actor.info)
+
+    def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
+        self.shell.kill_actor(actor_id, no_restart)
+
+    def list_named_actors(self, all_namespaces: bool) -> list:
+        with self.shell.lock:
+            return self.shell.actors.list_named(None if all_namespaces else self.namespace)
 
     # -- hooks -----------------------------------------------------------------
 

@@ -59,6 +59,7 @@ class WorkerHandle:
         self.out_fds: list[int] = []
         self.ready = False
         self.exit_code: int | None = None
+        self.kill_when_spawned = False  # kill() came before the process existed
 
     def send(self, data: bytes) -> None:
         """Queue a message for the worker (kept here while its ring is full)."""
@@ -87,9 +88,10 @@ class WorkerPool:
     that lives as long as the pool (the fork server dies with it)."""
 
     def __init__(self, store_fd: int, driver_fd: int, session: str, spin: float,
-                 preload: list[str], ring_capacity: int = RING_CAPACITY):
+                 preload: list[str], ring_capacity: int = RING_CAPACITY, namespace: str = ""):
         self.driver_fd = driver_fd
         self.session = session
+        self.namespace = namespace
         self.spin = spin
         self.ring_capacity = ring_capacity
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -103,12 +105,15 @@ class WorkerPool:
         theirs.close()
         self.server_pid: int | None = None
 
-    def start(self, wid: int) -> WorkerHandle:
-        """Ask for a worker; it reports READY over its ring when it runs."""
+    def start(self, wid: int, actor: bool = False) -> WorkerHandle:
+        """Ask for a worker (an actor's process if `actor`); it reports
+        READY over its ring when it runs."""
         h = WorkerHandle(wid, self.ring_capacity)
         cfg = {
             "wid": wid,
+            "actor": actor,
             "session": self.session,
+            "namespace": self.namespace,
             "channel_size": h.size,
             "ring_offset": h.ring_offset,
             "spin": self.spin,

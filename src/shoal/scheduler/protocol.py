@@ -22,6 +22,16 @@ Worker -> driver
   (BLOCKED, returned_seqs)          the running task waits in get(); the worker
                                     hands back the queued tasks it had not started
   (UNBLOCKED,)                      the wait is over
+
+Actors: an actor is a worker process of its own. The driver sends it
+(ACTOR_INIT, ActorSpec) once it is READY, then its method calls as TASK
+messages carrying a CallSpec, in submission order; it answers
+(CONSTRUCTED, error) after __init__ (error: None, or the RayTaskError
+pickled) and DONE for each call. From any worker or actor:
+  (CREATE_ACTOR, ActorSpec, options, deps, held, reply_id)
+  (CALL_ACTOR, actor_id, CallSpec, deps, held)
+  (GET_ACTOR, name, namespace, reply_id)   the answer is sealed in the store
+  (KILL_ACTOR, actor_id, no_restart)       under reply_id
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from typing import Any, NamedTuple
 
 TASK, CANCEL, EXIT = 1, 2, 3
 READY, DONE, SUBMIT, PUT, REFS, BLOCKED, UNBLOCKED = 10, 11, 12, 13, 14, 15, 16
+ACTOR_INIT, CONSTRUCTED, CREATE_ACTOR, CALL_ACTOR, GET_ACTOR, KILL_ACTOR = 20, 21, 22, 23, 24, 25
 
 OK, FAILED, RETRY, CANCELLED = 0, 1, 2, 3
 
@@ -57,7 +68,31 @@ class TaskSpec(NamedTuple):
     resources: dict  #: assigned resources, e.g. {"GPU": [0]} (empty for CPU only)
 
 
-def return_ids(spec: TaskSpec) -> list[bytes]:
+class ActorSpec(NamedTuple):
+    """What an actor process needs to build its instance."""
+
+    actor_id: bytes  #: 16 bytes
+    class_id: bytes  #: store object holding the pickled class
+    class_name: str
+    args: bytes | None  #: serialized (args, kwargs) for __init__
+    args_id: bytes | None
+    max_concurrency: int  #: > 1: calls run in a thread pool (or as asyncio tasks)
+    is_async: bool  #: the class has async methods: calls run on an event loop
+
+
+class CallSpec(NamedTuple):
+    """One method call, sent to the actor as a TASK message."""
+
+    task_id: bytes  #: return i is ids.return_id(task_id, i)
+    method: str
+    name: str  #: "Class.method", for errors and output
+    args: bytes | None
+    args_id: bytes | None
+    num_returns: int
+    attempt: int
+
+
+def return_ids(spec) -> list[bytes]:
     """The objects a task seals: its returns (for a generator, the record
     at index 0 that ends the stream)."""
     from shoal import ids

@@ -26,11 +26,12 @@ import warnings
 from shoal import exceptions as exc
 from shoal import ids
 from shoal.scheduler import protocol as P
+from shoal.scheduler import actors as A
 from shoal.scheduler.output import OutputRouter
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
 from shoal.scheduler.refs import DRIVER, ReferenceTable
 from shoal.scheduler.state import (
-    CancelQueued, CancelRunning, Dispatch, FailTask, Scheduler, StartWorker, Task, Warn,
+    CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Scheduler, StartWorker, Task, Warn,
 )
 
 #: Workers that die before saying READY this many times in a row stop the
@@ -51,10 +52,12 @@ class Shell:
     """
 
     def __init__(self, store, local_refs, resources: dict, num_workers: int, session: str, *,
-                 spin: float = 0.0, log_to_driver: bool = True, preload: tuple = (), validate: bool = False):
+                 spin: float = 0.0, log_to_driver: bool = True, preload: tuple = (), validate: bool = False,
+                 namespace: str = ""):
         self.store = store
         self.local_refs = local_refs
         self.session = session
+        self.namespace = namespace
         self.spin = spin
         self.preload = list(preload)
         self.validate = validate
@@ -64,6 +67,8 @@ class Shell:
         self.shared: set[bytes] = set()  # objects another process may refer to
         self.drop_when_sealed: set[bytes] = set()
         self.by_task_id: dict[bytes, int] = {}
+        self.actors = A.ActorTable()
+        self.calls: dict[int, A.Actor] = {}  # seq of an actor call -> its actor
         self.workers: dict[int, WorkerHandle] = {}
         self.exit_codes: dict[int, int] = {}
         self.output = OutputRouter(log_to_driver)
@@ -91,7 +96,8 @@ class Shell:
 
     def _run(self) -> None:
         try:
-            self.pool = WorkerPool(self.store.fd, self.doorbell, self.session, self.spin, self.preload)
+            self.pool = WorkerPool(self.store.fd, self.doorbell, self.session, self.spin, self.preload,
+                                   namespace=self.namespace)
             self.sel.register(self.doorbell, selectors.EVENT_READ, "doorbell")
             self.sel.register(self.pool.sock, selectors.EVENT_READ, "pool")
             with self.lock:
@@ -227,8 +233,111 @@ class Shell:
     def cancel(self, task_id: bytes, force: bool) -> None:
         with self.lock:
             seq = self.by_task_id.get(task_id)
-            if seq is not None:
+            if seq is None:
+                return
+            actor = self.calls.get(seq)
+            if actor is None:
                 self._execute(self.sched.cancel(seq, force))
+                return
+            if force:
+                raise ValueError("force=True is not supported for actor tasks (as in Ray)")
+            call = self.actors.cancel_queued(actor, seq)
+            if call is not None:
+                self._execute([A.FailCalls(actor, [call], exc.TaskCancelledError(
+                    f"actor task {call.spec.name} was cancelled before it ran"))])
+            elif actor.wid in self.workers:  # sent: dropped there if it has not started
+                self.workers[actor.wid].send(P.encode((P.CANCEL, seq, False)))
+
+    # -- actors -----------------------------------------------------------------------
+
+    def create_actor(self, actor: A.Actor, deps: list, held: list) -> None:
+        """Register and place an actor (raises ActorAlreadyExistsError)."""
+        with self.lock:
+            if self.closed:
+                raise exc.RuntimeClosedError("the runtime was shut down")
+            self._apply_driver_refs()
+            self._create_actor(actor, deps, held)
+
+    def _create_actor(self, actor: A.Actor, deps: list, held: list) -> None:
+        actor.creation_seq = next(self._seq)
+        actions = self.actors.create(actor)
+        if held:  # the constructor's arguments live as long as the actor may restart
+            self.refs.hold_for_task(actor.creation_seq, held)
+            self.shared.update(held)
+        self._execute(actions)
+
+    def call_actor(self, actor_id: bytes, spec, deps: list, held: list) -> None:
+        with self.lock:
+            if self.closed:
+                raise exc.RuntimeClosedError("the runtime was shut down")
+            self._apply_driver_refs()
+            self._call_actor(actor_id, spec, held)
+
+    def _call_actor(self, actor_id: bytes, spec, held: list) -> None:
+        actor = self.actors.actors.get(actor_id)
+        if actor is None:
+            self.store.put_error(P.return_ids(spec), exc.ActorDiedError(
+                f"no actor {actor_id.hex()} in this runtime", actor_id.hex()))
+            return
+        seq = next(self._seq)
+        self.calls[seq] = actor
+        self.by_task_id[spec.task_id] = seq
+        if held:
+            self.refs.hold_for_task(seq, held)
+            self.shared.update(held)
+        self._execute(self.actors.call(actor, A.Call(seq, spec)))
+
+    def named_actor(self, name: str, namespace: str) -> A.Actor | None:
+        with self.lock:
+            return self.actors.named(name, namespace)
+
+    def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
+        with self.lock:
+            actor = self.actors.actors.get(actor_id)
+            if actor is not None:
+                self._execute(self.actors.kill(actor, no_restart))
+
+    def _call_ended(self, actor: A.Actor, call: A.Call) -> None:
+        self.calls.pop(call.seq, None)
+        self.refs.release_task(call.seq)
+        self.by_task_id.pop(call.spec.task_id, None)
+        for rid in P.return_ids(call.spec):
+            self._execute(self.sched.object_sealed(rid))
+            if rid in self.drop_when_sealed:
+                self.drop_when_sealed.discard(rid)
+                self._delete(rid)
+
+    def _execute_actor(self, a) -> None:
+        t = type(a)
+        actor = a.actor
+        if t is A.SendCall:
+            call = a.call
+            spec = call.spec if not call.attempts else call.spec._replace(attempt=call.attempts)
+            self.workers[actor.wid].send(P.encode((P.TASK, call.seq, spec)))
+        elif t is A.Place:
+            self._execute(self.sched.place_actor(actor.actor_id, actor.placing, actor.living, actor.spec.class_name))
+        elif t is A.Release:
+            self._execute(self.sched.actor_gone(actor.actor_id))
+            if actor.state == "dead":
+                self.refs.release_task(actor.creation_seq)
+        elif t is A.SendInit:
+            self.workers[actor.wid].send(P.encode((P.ACTOR_INIT, actor.spec)))
+        elif t is A.FailCalls:
+            for call in a.calls:
+                self.store.put_error(P.return_ids(call.spec), a.error)
+                self._call_ended(actor, call)
+        elif t is A.KillProcess:
+            h = self.workers.get(actor.wid)
+            if h is not None and h.pid is not None:
+                import signal
+
+                os.kill(h.pid, signal.SIGKILL)
+            elif h is not None:
+                h.kill_when_spawned = True
+        elif t is A.StopProcess:
+            h = self.workers.get(actor.wid)
+            if h is not None:
+                h.send(P.encode((P.EXIT,)))
 
     def flush_refs(self) -> None:
         """Apply the driver's reference changes now (frees what it dropped)."""
@@ -261,20 +370,58 @@ class Shell:
         elif kind == P.READY:
             h.ready = True
             self._start_failures = 0
-            self._execute(self.sched.worker_started(wid))
+            actor = self.actors.by_wid.get(wid)
+            if actor is not None:
+                self._execute(self.actors.process_ready(actor))
+            else:
+                self._execute(self.sched.worker_started(wid))
+        elif kind == P.CONSTRUCTED:
+            actor = self.actors.by_wid.get(wid)
+            if actor is not None:
+                error = msg[1]
+                self._execute(self.actors.constructed(actor, error))
+                if error is None:
+                    self._execute(self.sched.actor_constructed(actor.actor_id))
+        elif kind == P.CREATE_ACTOR:
+            _, actor, deps, held, reply = msg
+            try:
+                self._create_actor(actor, deps, held)
+                answer: object = None
+            except exc.ActorAlreadyExistsError as e:
+                answer = e
+            if reply is not None:
+                self.store.put(answer, reply)
+        elif kind == P.CALL_ACTOR:
+            self._call_actor(msg[1], msg[2], msg[4])
+        elif kind == P.GET_ACTOR:
+            _, name, namespace, reply = msg
+            actor = self.actors.named(name, namespace)
+            self.store.put((actor.actor_id, actor.info) if actor is not None else None, reply)
+        elif kind == P.KILL_ACTOR:
+            actor = self.actors.actors.get(msg[1])
+            if actor is not None:
+                self._execute(self.actors.kill(actor, msg[2]))
         elif kind == P.BLOCKED:
-            self._execute(self.sched.worker_blocked(wid, msg[1]))
+            if wid in self.sched.workers:
+                self._execute(self.sched.worker_blocked(wid, msg[1]))
         elif kind == P.UNBLOCKED:
-            self._execute(self.sched.worker_unblocked(wid))
+            if wid in self.sched.workers:
+                self._execute(self.sched.worker_unblocked(wid))
         else:
             raise exc.RaySystemError(f"unknown message {kind} from worker {wid}")
 
     def _on_done(self, h: WorkerHandle, msg: tuple) -> None:
         _, seq, status, duration, contained = msg
-        task = self.sched.tasks.get(seq)
         for rid, inner in contained.items():
             self.refs.add_contained(rid, inner)
             self.shared.update(inner)
+        actor = self.actors.by_wid.get(h.wid)
+        if actor is not None:
+            call = self.actors.call_done(actor, seq)
+            if call is not None:
+                self._call_ended(actor, call)
+            return
+        task = self.sched.tasks.get(seq)
         retry = status == P.RETRY
         actions = self.sched.task_finished(h.wid, seq, duration, retry)
         if not retry and task is not None:
@@ -308,6 +455,10 @@ class Shell:
             h = self.workers.get(wid)
             if h is not None:
                 h.pid = pid
+                if h.kill_when_spawned:
+                    import signal
+
+                    os.kill(pid, signal.SIGKILL)
             for fd, err in zip(fds, (False, True)):
                 self.output.add(fd, wid, pid, err)
                 self.sel.register(fd, selectors.EVENT_READ, "output")
@@ -326,6 +477,17 @@ class Shell:
         for fd in self.output.read_worker(wid):
             self.sel.unregister(fd)
         self.exit_codes[wid] = code
+        actor = self.actors.by_wid.get(wid)
+        if actor is not None:
+            self._execute(self.actors.process_died(actor, describe_exit(code)))
+            self.refs.holder_gone(wid)
+            del self.workers[wid]
+            h.close()
+            try:
+                self.store.raw.reap_dead_clients()
+            except exc.StoreClosedError:
+                pass
+            return
         w = self.sched.workers.get(wid)
         started = bool(w and w.queue and w.queue[0].seq == h.to_worker.user_word)
         if not h.ready:
@@ -374,6 +536,17 @@ class Shell:
                     h.send(P.encode((P.CANCEL, a.seq, False)))
             elif t is Warn:
                 warnings.warn(a.text, RuntimeWarning, stacklevel=4)
+            elif t is PlaceActor:
+                actor = self.actors.actors.get(a.actor_id)
+                if actor is None or actor.state != "placing":
+                    self._execute(self.sched.actor_gone(a.actor_id))
+                    continue
+                wid = self.sched.new_process_id()
+                h = self.workers[wid] = self.pool.start(wid, actor=True)
+                h.to_driver.prepare_sleep()
+                self.actors.placed(actor, wid)
+            else:
+                self._execute_actor(a)
 
     def _fail(self, task: Task, kind: str, detail: str) -> None:
         spec = task.payload
@@ -401,10 +574,15 @@ class Shell:
             os.kill(h.pid, signal.SIGINT)
 
     def _fail_everything(self, error: BaseException) -> None:
-        """Seal `error` for every unfinished task (its waiters wake)."""
+        """Seal `error` for every unfinished task and actor call (waiters wake)."""
         for task in list(self.sched.tasks.values()):
             self.store.put_error(P.return_ids(task.payload), error)
         self.sched.tasks.clear()
+        for actor in self.actors.actors.values():
+            for call in list(actor.inflight.values()) + list(actor.queue):
+                self.store.put_error(P.return_ids(call.spec), error)
+            actor.inflight.clear()
+            actor.queue.clear()
         for q in self.sched.ready.values():
             q.clear()
 
@@ -436,6 +614,11 @@ class Shell:
                     self._delete(oid)
 
     def _delete(self, oid: bytes) -> None:
+        if ids.is_actor_handle_id(oid):  # the last handle to an actor is gone
+            actor = self.actors.actors.get(oid[: ids.TASK_ID_SIZE])
+            if actor is not None:
+                self._execute(self.actors.handles_gone(actor))
+            return
         try:
             self.store.delete(oid)
         except (exc.ObjectNotFoundError, exc.ObjectStateError):

@@ -84,6 +84,12 @@ class Warn(NamedTuple):
     text: str
 
 
+class PlaceActor(NamedTuple):
+    """The actor's resources are held: start its process."""
+
+    actor_id: bytes
+
+
 # ---------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------
@@ -162,6 +168,10 @@ class Scheduler:
         self.stats: dict[bytes, _Stats] = {}
         self._next_wid = 1  # 0 is the driver's holder id in the reference table
         self._warned: set[Shape] = set()
+        # Actors: (actor id, shape to place it, shape it keeps while alive).
+        self.actor_queue: collections.deque = collections.deque()
+        self.actor_holds: dict[bytes, Shape] = {}  # what each placed actor holds now
+        self._living: dict[bytes, Shape] = {}  # what it will hold once built
 
     # -- queries -----------------------------------------------------------
 
@@ -215,6 +225,69 @@ class Scheduler:
         actions: list = []
         self._maybe_grow(actions)
         return actions
+
+    def new_process_id(self) -> int:
+        """An id for a process that is not a pool worker (an actor)."""
+        wid = self._next_wid
+        self._next_wid += 1
+        return wid
+
+    # -- actors --------------------------------------------------------------
+
+    def place_actor(self, actor_id: bytes, placing: Shape, living: Shape, name: str = "") -> list:
+        """An actor needs `placing` to start and keeps `living` once built
+        (Ray's default: 1 CPU to schedule, none while alive)."""
+        actions: list = []
+        if not self._fits_ever(placing) and placing not in self._warned:
+            self._warned.add(placing)
+            actions.append(Warn(
+                f"actor {name} needs {self._describe(placing)} but this machine has "
+                f"{self._describe(tuple(sorted(self.total.items())))} in total: it will wait."))
+        self.actor_queue.append((actor_id, placing, living))
+        self._place_actors(actions)
+        return actions
+
+    def actor_constructed(self, actor_id: bytes) -> list:
+        """The actor's __init__ finished: it keeps only its living shape."""
+        actions: list = []
+        held = self.actor_holds.get(actor_id)
+        living = self._living.pop(actor_id, None)
+        if held is not None and living is not None and living != held:
+            for k, v in held:
+                self.available[k] = self.available.get(k, 0) + v
+            for k, v in living:
+                self.available[k] = self.available.get(k, 0) - v
+            self.actor_holds[actor_id] = living
+            self._schedule_all(actions)
+        return actions
+
+    def actor_gone(self, actor_id: bytes) -> list:
+        """The actor's process ended (or it never started): release it."""
+        actions: list = []
+        self.actor_queue = collections.deque(e for e in self.actor_queue if e[0] != actor_id)
+        self._living.pop(actor_id, None)
+        held = self.actor_holds.pop(actor_id, None)
+        if held:
+            for k, v in held:
+                self.available[k] = self.available.get(k, 0) + v
+            self._schedule_all(actions)
+        return actions
+
+    def _place_actors(self, actions: list) -> None:
+        if not self.actor_queue:
+            return
+        waiting = collections.deque()
+        while self.actor_queue:
+            actor_id, placing, living = self.actor_queue.popleft()
+            if self._fits_now(placing):
+                for k, v in placing:
+                    self.available[k] = self.available.get(k, 0) - v
+                self.actor_holds[actor_id] = placing
+                self._living[actor_id] = living
+                actions.append(PlaceActor(actor_id))
+            else:
+                waiting.append((actor_id, placing, living))
+        self.actor_queue = waiting
 
     def worker_started(self, wid: int) -> list:
         w = self.workers[wid]
@@ -417,6 +490,7 @@ class Scheduler:
         if not w.queue:
             self._release(w)
             w.state = "idle"
+            self._place_actors(actions)
             self._fill_idle(w, actions)
 
     def _fill_idle(self, w: Worker, actions: list) -> None:
@@ -430,6 +504,7 @@ class Scheduler:
                 return
 
     def _schedule_all(self, actions: list) -> None:
+        self._place_actors(actions)
         for w in list(self.workers.values()):
             if w.state == "idle":
                 self._fill_idle(w, actions)
@@ -469,6 +544,9 @@ class Scheduler:
                 assert not w.queue and w.shape is None
             for t in w.queue:
                 assert t.state == "assigned" and t.worker == w.wid
+        for shape in self.actor_holds.values():
+            for k, v in shape:
+                used[k] += v
         for k, total in self.total.items():
             assert self.available.get(k, 0) + used[k] == total, (k, self.available, used)
         for shape, q in self.ready.items():

@@ -44,7 +44,7 @@ def encode(args: tuple, kwargs: dict, inline_limit: int) -> EncodedArgs:
     if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
         kwargs = {k: _top(v, deps) for k, v in kwargs.items()}
     s = serialization.serialize((args, kwargs))
-    held = deps + [r._id for r in s.nested if isinstance(r, ObjectRef)]
+    held = deps + [r._id for r in s.nested if hasattr(r, "_id")]  # refs and actor handles
     if s.size <= inline_limit:
         if len(s.parts) == 1:
             return EncodedArgs(bytes(s.parts[0][1]), None, deps, held)

@@ -32,6 +32,7 @@ class WorkerContext(Context):
         self.exit_requested = False
         self.current_seq = 0
         self.current_name = ""
+        self.is_actor = False  # an actor's calls are never handed back to the driver
         self._send_lock = threading.Lock()
 
     # Channel -------------------------------------------------------------------
@@ -82,6 +83,8 @@ class WorkerContext(Context):
     def before_wait(self, object_ids: list[bytes]) -> bool:
         """The running task is about to wait: hand back the tasks queued
         here (another worker will run them) and the CPU."""
+        if self.is_actor:
+            return False
         self.read_ring()
         returned = [seq for seq, _ in self.pending]
         self.pending.clear()
@@ -101,3 +104,38 @@ class WorkerContext(Context):
 
     def cancel(self, ref, force: bool, recursive: bool) -> None:
         raise exc.RaySystemError("cancel() from inside a task is not supported; call it from the driver")
+
+    # Actors (every request goes to the driver, which owns them) ----------------------
+
+    def _ask(self, message_without_reply: tuple):
+        """Send a request whose answer the driver seals under a fresh ID."""
+        from shoal import ids
+
+        reply = ids.new_put_id()
+        self.send((*message_without_reply, reply))
+        buf = self.store.raw.get(reply, None)
+        from shoal import serialization
+
+        answer = serialization.deserialize(buf, buf.metadata)
+        del buf
+        return answer
+
+    def create_actor(self, actor, deps: list, held: list, wait: bool) -> None:
+        self.check_open()
+        if wait:  # a named actor: the caller must learn now if the name is taken
+            answer = self._ask((P.CREATE_ACTOR, actor, deps, held))
+            if isinstance(answer, BaseException):
+                raise answer
+        else:
+            self.send((P.CREATE_ACTOR, actor, deps, held, None))
+
+    def call_actor(self, actor_id: bytes, spec, deps: list, held: list) -> None:
+        self.check_open()
+        self.send((P.CALL_ACTOR, actor_id, spec, deps, held))
+
+    def named_actor(self, name: str, namespace: str):
+        """(actor_id, info) of a named actor, or None."""
+        return self._ask((P.GET_ACTOR, name, namespace))
+
+    def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
+        self.send((P.KILL_ACTOR, actor_id, no_restart))

@@ -1,9 +1,10 @@
-"""Running one task inside a worker: resolve arguments, call the function,
-store results (or the error) in the object store.
+"""Running user code inside a worker: a task, an actor's constructor, or a
+method call. Arguments are resolved, the code is called, and results (or
+the error) are sealed in the object store.
 
-Every path ends with each of the task's return objects sealed, as a value or
+Every path ends with each of the call's return objects sealed, as a value or
 as an error, except RETRY (the scheduler will run the task again) and a
-crash of the process (the scheduler seals the errors then).
+crash of the process (the driver seals the errors then).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from shoal.worker import arguments
 class TaskCancelled(BaseException):
     """Raised in the worker's main thread when the running task is
     cancelled (so that `except Exception` in user code does not catch it)."""
+
+
+class ActorExit(BaseException):
+    """Raised by exit_actor(): the actor finishes the call and exits."""
 
 
 def describe_exception(name: str, e: BaseException, pid: int, actor_repr: str | None = None) -> exc.RayTaskError:
@@ -50,8 +55,12 @@ def seal_error(store, object_ids: list[bytes], error: BaseException) -> None:
 return_ids = P.return_ids
 
 
+def _cancelled(spec) -> exc.TaskCancelledError:
+    return exc.TaskCancelledError(f"task {spec.name} was cancelled")
+
+
 class Executor:
-    """Runs tasks for one worker process."""
+    """Runs a worker's tasks, or an actor's constructor and method calls."""
 
     def __init__(self, ctx, pid: int):
         self.ctx = ctx
@@ -59,6 +68,10 @@ class Executor:
         self.pid = pid
         self.functions: dict[bytes, Callable] = {}
         self.retry_types: dict[bytes, Any] = {}
+        self.instance: Any = None
+        self.actor_repr: str | None = None
+
+    # -- tasks -----------------------------------------------------------------
 
     def function(self, function_id: bytes) -> Callable:
         fn = self.functions.get(function_id)
@@ -67,25 +80,87 @@ class Executor:
         return fn
 
     def run(self, spec: P.TaskSpec) -> tuple[int, dict]:
-        """Run the task; returns (status, {result id: [contained ids]})."""
-        store = self.store
+        """Run a task; returns (status, {result id: [contained ids]})."""
         try:
             fn = self.function(spec.function_id)
-            data = spec.args if spec.args is not None else (
-                store.raw.get(spec.args_id, 0) if spec.args_id is not None else None)
-            if data is None:
-                args, kwargs = (), {}
-            else:
-                args, kwargs = arguments.decode(data, lambda refs: self.ctx.get(refs, None))
-                del data
+        except BaseException as e:
+            seal_error(self.store, return_ids(spec), describe_exception(spec.name, e, self.pid))
+            return P.FAILED, {}
+        return self._invoke(spec, fn)
+
+    # -- actors ----------------------------------------------------------------
+
+    def construct(self, init: P.ActorSpec) -> str | None:
+        """Build the actor's instance; the error's text if __init__ raised."""
+        name = f"{init.class_name}.__init__"
+        try:
+            cls = self.store.get(init.class_id, timeout=0)
+            args, kwargs = self._args(init)
+            self.instance = cls(*args, **kwargs)
+        except Exception as e:
+            return str(describe_exception(name, e, self.pid))
+        self.actor_repr = f"{init.class_name}({init.actor_id.hex()[:12]})"
+        return None
+
+    def method(self, spec: P.CallSpec) -> Callable:
+        if spec.method == "__ray_terminate__":
+            return _terminate
+        return getattr(self.instance, spec.method)
+
+    def run_call(self, spec: P.CallSpec) -> tuple[int, dict]:
+        try:
+            fn = self.method(spec)
+        except BaseException as e:
+            seal_error(self.store, return_ids(spec), describe_exception(spec.name, e, self.pid, self.actor_repr))
+            return P.FAILED, {}
+        return self._invoke(spec, fn)
+
+    async def run_call_async(self, spec: P.CallSpec) -> tuple[int, dict]:
+        """A call on an asyncio actor: coroutines are awaited on its loop."""
+        try:
+            fn = self.method(spec)
+            args, kwargs = self._args(spec)
+        except exc.RayError as e:
+            seal_error(self.store, return_ids(spec), e)
+            return P.FAILED, {}
+        except BaseException as e:
+            seal_error(self.store, return_ids(spec), describe_exception(spec.name, e, self.pid, self.actor_repr))
+            return P.FAILED, {}
+        try:
+            result = fn(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                result = await result
+            elif inspect.isasyncgen(result):
+                result = [item async for item in result]
+            return P.OK, self._store_results(spec, result)
+        except ActorExit:
+            self._store_results(spec, None)
+            raise
+        except Exception as e:
+            seal_error(self.store, return_ids(spec), describe_exception(spec.name, e, self.pid, self.actor_repr))
+            return P.FAILED, {}
+
+    # -- shared ----------------------------------------------------------------
+
+    def _args(self, spec) -> tuple[tuple, dict]:
+        data = spec.args if spec.args is not None else (
+            self.store.raw.get(spec.args_id, 0) if spec.args_id is not None else None)
+        if data is None:
+            return (), {}
+        return arguments.decode(data, lambda refs: self.ctx.get(refs, None))
+
+    def _invoke(self, spec, fn: Callable) -> tuple[int, dict]:
+        store = self.store
+        try:
+            args, kwargs = self._args(spec)
         except exc.RayError as e:  # a dependency failed: its error is ours
             seal_error(store, return_ids(spec), e)
             return P.FAILED, {}
         except TaskCancelled:
-            seal_error(store, return_ids(spec), exc.TaskCancelledError(f"task {spec.name} was cancelled"))
+            seal_error(store, return_ids(spec), _cancelled(spec))
             return P.CANCELLED, {}
         except BaseException as e:
-            seal_error(store, return_ids(spec), describe_exception(spec.name, e, self.pid))
+            seal_error(store, return_ids(spec), describe_exception(spec.name, e, self.pid, self.actor_repr))
             return P.FAILED, {}
         try:
             if spec.num_returns == P.STREAMING:
@@ -94,16 +169,19 @@ class Executor:
             del args, kwargs
             return P.OK, self._store_results(spec, result)
         except TaskCancelled:
-            seal_error(store, return_ids(spec), exc.TaskCancelledError(f"task {spec.name} was cancelled"))
+            seal_error(store, return_ids(spec), _cancelled(spec))
             return P.CANCELLED, {}
+        except ActorExit:
+            self._store_results(spec, None)
+            raise
         except Exception as e:
             if self._retryable(spec, e):
                 return P.RETRY, {}
-            seal_error(store, return_ids(spec), describe_exception(spec.name, e, self.pid))
+            seal_error(store, return_ids(spec), describe_exception(spec.name, e, self.pid, self.actor_repr))
             return P.FAILED, {}
 
-    def _retryable(self, spec: P.TaskSpec, e: Exception) -> bool:
-        rule = spec.retry_exceptions
+    def _retryable(self, spec, e: Exception) -> bool:
+        rule = getattr(spec, "retry_exceptions", False)
         if not rule or (spec.max_retries >= 0 and spec.attempt >= spec.max_retries):
             return False
         if rule is True:
@@ -113,8 +191,10 @@ class Executor:
             types = self.retry_types[rule] = tuple(pickle.loads(rule))
         return isinstance(e, types)
 
-    def _store_results(self, spec: P.TaskSpec, result: Any) -> dict:
+    def _store_results(self, spec, result: Any) -> dict:
         n = spec.num_returns
+        if n == 0:
+            return {}
         if n == 1:
             values = (result,)
         else:
@@ -134,8 +214,8 @@ class Executor:
                 contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
         return contained
 
-    def _stream(self, spec: P.TaskSpec, gen: Any) -> tuple[int, dict]:
-        """A generator task: item k (1, 2, ...) is sealed as soon as it is
+    def _stream(self, spec, gen: Any) -> tuple[int, dict]:
+        """A generator: item k (1, 2, ...) is sealed as soon as it is
         yielded; the record at index 0 is sealed last, holding the count (or
         the error that ended the generator). The items live as long as that
         record."""
@@ -155,11 +235,15 @@ class Executor:
                     contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
             self.store.put(len(items), end)
         except TaskCancelled:
-            seal_error(self.store, [end], exc.TaskCancelledError(f"task {spec.name} was cancelled"))
+            seal_error(self.store, [end], _cancelled(spec))
             status = P.CANCELLED
         except Exception as e:
-            seal_error(self.store, [end], describe_exception(spec.name, e, self.pid))
+            seal_error(self.store, [end], describe_exception(spec.name, e, self.pid, self.actor_repr))
             status = P.FAILED
         if items:
             contained[end] = items
         return status, contained
+
+
+def _terminate() -> None:
+    raise ActorExit()

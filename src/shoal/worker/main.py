@@ -17,8 +17,7 @@ from shoal._channel import Ring
 from shoal.scheduler import protocol as P
 from shoal.store import ObjectStore
 from shoal.worker.context import WorkerContext
-from shoal.worker.execution import Executor, TaskCancelled, seal_error, return_ids
-from shoal import exceptions as exc
+from shoal.worker.execution import Executor, TaskCancelled, _cancelled, return_ids, seal_error
 
 #: Output marker: a line "\0shoal:<name>\n" tells the driver which task
 #: prints the lines that follow (it is never shown).
@@ -34,7 +33,9 @@ def connect(cfg: dict) -> WorkerContext:
     os.close(cfg["channel_fd"])
     to_worker = Ring(mem, 0)
     to_driver = Ring(mem, cfg["ring_offset"])
-    return WorkerContext(store, cfg["wid"], to_worker, to_driver, cfg["own_fd"], cfg["driver_fd"], cfg["session"])
+    ctx = WorkerContext(store, cfg["wid"], to_worker, to_driver, cfg["own_fd"], cfg["driver_fd"], cfg["session"])
+    ctx.namespace = cfg.get("namespace", "")
+    return ctx
 
 
 def serve(ctx: WorkerContext, spin: float) -> None:
@@ -56,7 +57,7 @@ def serve(ctx: WorkerContext, spin: float) -> None:
         seq, spec = ctx.pending.popleft()
         if seq in ctx.cancelled:
             ctx.cancelled.discard(seq)
-            seal_error(ctx.store, return_ids(spec), exc.TaskCancelledError(f"task {spec.name} was cancelled"))
+            seal_error(ctx.store, return_ids(spec), _cancelled(spec))
             ctx.send((P.DONE, seq, P.CANCELLED, 0.0, {}))
             continue
         if spec.name != last_name:
@@ -93,5 +94,11 @@ def run(cfg: dict) -> None:
     except (AttributeError, ValueError):
         pass
     ctx.send((P.READY, os.getpid()))
-    serve(ctx, cfg.get("spin", 0.0))
+    if cfg.get("actor"):
+        from shoal.worker.actor_loop import serve_actor
+
+        ctx.is_actor = True
+        serve_actor(ctx, cfg.get("spin", 0.0))
+    else:
+        serve(ctx, cfg.get("spin", 0.0))
     ctx.flush_refs()

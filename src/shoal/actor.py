@@ -1,0 +1,332 @@
+"""@remote for classes: actors, their handles and method calls.
+
+``Cls.remote(...)`` starts a process holding the instance and returns an
+ActorHandle at once; ``handle.method.remote(...)`` returns ObjectRef(s).
+Calls from one caller run in submission order, one at a time (unless the
+actor is threaded or async). Handles pickle: every holder calls the same
+actor, which ends when the last handle is gone (unless it has a name).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, NamedTuple
+
+from shoal import exceptions as exc
+from shoal import ids, objectref, serialization
+from shoal.objectref import ObjectRef, ObjectRefGenerator
+from shoal.options import ACTOR_DEFAULTS, validate, warn_once
+from shoal.scheduler import protocol as P
+from shoal.scheduler.actors import Actor
+from shoal.scheduler.state import make_shape
+from shoal.worker import arguments
+from shoal.worker.execution import ActorExit
+
+#: Ray's default concurrency of async actors.
+DEFAULT_ASYNC_CONCURRENCY = 1000
+
+
+class MethodInfo(NamedTuple):
+    num_returns: int
+    is_async: bool
+
+
+class ActorInfo(NamedTuple):
+    """What a handle needs to know of its actor's class."""
+
+    class_name: str
+    methods: dict
+    is_async: bool
+
+
+def _context():
+    ctx = objectref.current()
+    if ctx is None:
+        from shoal import api
+
+        api.init()
+        ctx = objectref.current()
+    return ctx
+
+
+def method(*args: Any, **kwargs: Any) -> Any:
+    """Options for one actor method: ``@method(num_returns=2)``."""
+    allowed = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
+               "_generator_backpressure_num_objects", "enable_task_events"}
+
+    def deco(fn):
+        bad = set(kwargs) - allowed
+        if bad:
+            raise ValueError(f"invalid option(s) for @method: {sorted(bad)}")
+        fn.__shoal_method_options__ = dict(kwargs)
+        return fn
+
+    if args and callable(args[0]) and len(args) == 1 and not kwargs:
+        return deco(args[0])
+    if args:
+        raise TypeError("@method takes keyword options only, e.g. @method(num_returns=2)")
+    return deco
+
+
+def _class_info(cls: type) -> ActorInfo:
+    methods = {}
+    is_async = False
+    for name, fn in inspect.getmembers(cls, predicate=lambda m: inspect.isfunction(m) or inspect.ismethod(m)):
+        if name.startswith("__") and name not in ("__call__",):
+            continue
+        opts = getattr(fn, "__shoal_method_options__", {})
+        coro = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        is_async = is_async or coro
+        n = opts.get("num_returns")
+        if n is None:
+            n = "streaming" if inspect.isgeneratorfunction(fn) else 1
+        methods[name] = MethodInfo(P.STREAMING if n == "streaming" else n, coro)
+    methods["__ray_terminate__"] = MethodInfo(1, False)
+    return ActorInfo(cls.__name__, methods, is_async)
+
+
+class ActorClass:
+    """A class turned into an actor factory by @remote."""
+
+    def __init__(self, cls: type, options: dict):
+        self._cls = cls
+        self._options = validate(dict(options), "actor")
+        self._info = _class_info(cls)
+        self._class_ids: dict[str, bytes] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Instead of '{self._cls.__name__}()', use "
+            f"'{self._cls.__name__}.remote()'.")
+
+    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+        """Start the actor; returns its handle at once."""
+        return self._create(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> "_BoundActorClass":
+        validate(options, "actor")
+        return _BoundActorClass(self, {**self._options, **options})
+
+    def _class_id(self, ctx) -> bytes:
+        cid = self._class_ids.get(ctx.session)
+        if cid is None:
+            cid = ids.new_put_id()
+            ctx.store.put(self._cls, cid)
+            self._class_ids = {ctx.session: cid}
+        return cid
+
+    def _create(self, args: tuple, kwargs: dict, options: dict) -> "ActorHandle":
+        ctx = _context()
+        ctx.check_open()
+        opts = {**ACTOR_DEFAULTS, **options}
+        if getattr(ctx, "local", False):
+            return LocalActorHandle(ctx, self._cls(*args, **kwargs), self._info)
+        name = opts["name"]
+        namespace = opts["namespace"] or getattr(ctx, "namespace", "")
+        if name is not None and opts["get_if_exists"]:
+            found = ctx.named_actor(name, namespace)
+            if found is not None:
+                return ActorHandle(found[0], found[1], ctx)
+        if opts["lifetime"] not in (None, "non_detached", "detached"):
+            raise ValueError(f"lifetime must be None or 'detached', not {opts['lifetime']!r}")
+        if opts["lifetime"] == "detached":
+            warn_once("actor:detached", "shoal has no cluster to outlive the driver: a detached actor "
+                      "lives until shutdown() (it outlives its handles, as a named actor does)")
+        info = self._info
+        max_concurrency = opts["max_concurrency"]
+        if max_concurrency is None:
+            max_concurrency = DEFAULT_ASYNC_CONCURRENCY if info.is_async else 1
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be an int >= 1, not {max_concurrency!r}")
+        for key in ("max_restarts", "max_task_retries"):
+            v = opts[key]
+            if isinstance(v, bool) or not isinstance(v, int) or v < -1:
+                raise ValueError(f"{key} must be an int >= -1 (-1: forever), not {v!r}")
+        class_id = self._class_id(ctx)
+        actor_id = ids.new_task_id()
+        enc = arguments.encode(args, kwargs, ctx.inline_limit)
+        held, args_id = enc.held, None
+        if enc.large is not None:
+            args_id = ids.new_put_id()
+            ctx.store.put_serialized(args_id, enc.large)
+            held = held + [args_id]
+        spec = P.ActorSpec(actor_id, class_id, info.class_name, enc.blob, args_id, max_concurrency, info.is_async)
+        extra = {"GPU": opts["num_gpus"] or 0, **(opts["resources"] or {})}
+        if opts["memory"]:
+            extra["memory"] = opts["memory"]
+        if opts["num_cpus"] is None:  # as Ray: 1 CPU to place it, none while it lives
+            placing, living = make_shape({"CPU": 1, **extra}), make_shape(extra)
+        else:
+            placing = living = make_shape({"CPU": opts["num_cpus"], **extra})
+        actor = Actor(actor_id, spec, name=name, namespace=namespace, placing=placing, living=living,
+                      max_restarts=opts["max_restarts"], max_task_retries=opts["max_task_retries"],
+                      max_pending=opts["max_pending_calls"],
+                      keep=name is not None or opts["lifetime"] == "detached", info=info)
+        handle = ActorHandle(actor_id, info, ctx)
+        ctx.create_actor(actor, enc.deps, held, wait=name is not None)
+        return handle
+
+    def __repr__(self) -> str:
+        return f"ActorClass({self._cls.__module__}.{self._cls.__name__})"
+
+
+class _BoundActorClass:
+    __slots__ = ("_ac", "_options")
+
+    def __init__(self, ac: ActorClass, options: dict):
+        self._ac = ac
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+        return self._ac._create(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> "_BoundActorClass":
+        validate(options, "actor")
+        return _BoundActorClass(self._ac, {**self._options, **options})
+
+
+class ActorHandle:
+    """A handle to an actor: ``handle.method.remote(...)``. Pickles; every
+    holder calls the same actor."""
+
+    __slots__ = ("_actor_id", "_info", "_ctx", "_id", "__weakref__")
+
+    def __init__(self, actor_id: bytes, info: ActorInfo, ctx: Any):
+        self._actor_id = actor_id
+        self._info = info
+        self._ctx = ctx
+        self._id = ids.actor_handle_id(actor_id)
+        if ctx is not None:
+            ctx.refs.incref(self._id)
+
+    def __del__(self) -> None:
+        ctx = self._ctx
+        if ctx is not None:
+            ctx.refs.decref(self._id)
+
+    def __getattr__(self, name: str) -> "ActorMethod":
+        info = self._info.methods.get(name)
+        if info is None:
+            raise AttributeError(f"'{self._info.class_name}' actor has no method '{name}'")
+        return ActorMethod(self, name, info.num_returns)
+
+    def __reduce__(self):
+        serialization.record_nested(self)
+        return (_rebuild_handle, (self._actor_id, self._info))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __repr__(self) -> str:
+        return f"Actor({self._info.class_name}, {self._actor_id.hex()})"
+
+    def _call(self, method_name: str, args: tuple, kwargs: dict, num_returns: int, name: str | None) -> Any:
+        ctx = objectref.current()
+        if ctx is None or ctx.closed:
+            raise exc.RuntimeClosedError("the runtime this actor belongs to was shut down")
+        task_id = ids.new_task_id()
+        enc = arguments.encode(args, kwargs, ctx.inline_limit)
+        held, args_id = enc.held, None
+        if enc.large is not None:
+            args_id = ids.new_put_id()
+            ctx.store.put_serialized(args_id, enc.large)
+            held = held + [args_id]
+        spec = P.CallSpec(task_id, method_name, name or f"{self._info.class_name}.{method_name}", enc.blob,
+                          args_id, num_returns, 0)
+        if num_returns == P.STREAMING:
+            result: Any = ObjectRefGenerator(task_id, ctx)
+        elif num_returns == 1:
+            result = ObjectRef(ids.return_id(task_id, 0), ctx)
+        else:
+            result = [ObjectRef(ids.return_id(task_id, i), ctx) for i in range(num_returns)] or None
+        ctx.call_actor(self._actor_id, spec, enc.deps, held)
+        return result
+
+
+def _rebuild_handle(actor_id: bytes, info: ActorInfo) -> ActorHandle:
+    return ActorHandle(actor_id, info, objectref.current())
+
+
+class ActorMethod:
+    __slots__ = ("_handle", "_name", "_num_returns", "_task_name")
+
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int, task_name: str | None = None):
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+        self._task_name = task_name
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the method in the actor; returns ObjectRef(s) at once."""
+        return self._handle._call(self._name, args, kwargs, self._num_returns, self._task_name)
+
+    def options(self, num_returns: Any = None, name: str | None = None, **ignored: Any) -> "ActorMethod":
+        n = self._num_returns if num_returns is None else (P.STREAMING if num_returns == "streaming" else num_returns)
+        return ActorMethod(self._handle, self._name, n, name or self._task_name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actor methods cannot be called directly. Instead of running 'object.{self._name}()', "
+            f"try 'object.{self._name}.remote()'.")
+
+
+class LocalActorHandle:
+    """An actor in local mode: an instance in this process."""
+
+    def __init__(self, ctx: Any, instance: Any, info: ActorInfo):
+        self._ctx = ctx
+        self._instance = instance
+        self._info = info
+
+    def __getattr__(self, name: str) -> Any:
+        info = self._info.methods.get(name)
+        if info is None:
+            raise AttributeError(f"'{self._info.class_name}' actor has no method '{name}'")
+        ctx, inst = self._ctx, self._instance
+
+        class _M:
+            def remote(_self, *args, **kwargs):
+                fn = getattr(inst, name) if name != "__ray_terminate__" else (lambda: None)
+                if info.is_async:
+                    import asyncio
+
+                    coro_fn = fn
+                    fn = lambda *a, **k: asyncio.run(coro_fn(*a, **k))  # noqa: E731
+                return ctx.run_task(fn, f"{self._info.class_name}.{name}", args, kwargs, info.num_returns)
+
+        return _M()
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The handle of the actor named `name` (in `namespace`, default: this
+    job's). Raises ValueError if there is none."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an actor name must be a non-empty str, not {name!r}")
+    ctx = _context()
+    found = ctx.named_actor(name, namespace or getattr(ctx, "namespace", ""))
+    if found is None:
+        raise ValueError(
+            f"Failed to look up actor with name '{name}'. This could because 1. You are trying to "
+            f"look up a named actor you didn't create. 2. The named actor died. 3. You did not use "
+            f"a namespace matching the namespace of the actor.")
+    return ActorHandle(found[0], found[1], ctx)
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Kill the actor's process now; its pending calls fail with
+    ActorDiedError. With no_restart=False it restarts if it has restarts
+    left."""
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(f"kill() expects an actor handle, not {type(actor).__name__}")
+    _context().kill_actor(actor._actor_id, no_restart)
+
+
+def exit_actor() -> None:
+    """Inside an actor method: finish this call and exit the actor."""
+    ctx = objectref.current()
+    if ctx is None or not hasattr(ctx, "wid"):
+        raise TypeError("exit_actor() can only be called inside an actor")
+    raise ActorExit()

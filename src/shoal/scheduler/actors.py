@@ -1,0 +1,268 @@
+"""Actors as the scheduler sees them (pure: events in, actions out).
+
+    placing --(resources held)--> starting --(process READY)--> constructing
+       ^                                                            | __init__ ok / raised
+       |  restart (max_restarts)                                    v
+    restarting <--(process died)-- alive --(killed, terminated, out of restarts)--> dead
+
+Calls from every caller go through the driver, so one queue per actor keeps
+them in submission order: calls wait in `queue` until the actor is alive,
+then travel to its process and wait in `inflight` until it reports them
+done. When the process dies, in-flight calls are retried on the restarted
+actor (up to max_task_retries) or fail with ActorDiedError, as do all later
+calls once the actor is dead.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, NamedTuple
+
+from shoal import exceptions as exc
+
+
+class Call:
+    __slots__ = ("seq", "spec", "attempts")
+
+    def __init__(self, seq: int, spec: Any):
+        self.seq = seq
+        self.spec = spec
+        self.attempts = 0
+
+
+class Actor:
+    __slots__ = (
+        "actor_id", "spec", "name", "namespace", "placing", "living", "max_restarts",
+        "max_task_retries", "max_pending", "restarts", "state", "wid", "queue", "inflight",
+        "cause", "no_restart", "keep", "stopping", "creation_seq", "info",
+    )
+
+    def __init__(self, actor_id: bytes, spec: Any, *, name: str | None = None, namespace: str = "",
+                 placing: tuple = (), living: tuple = (), max_restarts: int = 0,
+                 max_task_retries: int = 0, max_pending: int = -1, keep: bool = False, creation_seq: int = 0,
+                 info: Any = None):
+        self.actor_id = actor_id
+        self.spec = spec
+        self.name = name
+        self.namespace = namespace
+        self.placing = placing
+        self.living = living
+        self.max_restarts = max_restarts
+        self.max_task_retries = max_task_retries
+        self.max_pending = max_pending
+        self.restarts = 0
+        self.state = "placing"
+        self.wid: int | None = None
+        self.queue: collections.deque[Call] = collections.deque()
+        self.inflight: dict[int, Call] = {}  # insertion order = send order
+        self.cause: BaseException | None = None
+        self.no_restart = False
+        self.keep = keep  # named or detached: lives without handles
+        self.stopping = False  # stop once the calls sent so far are done
+        self.creation_seq = creation_seq
+        self.info = info  # what a handle needs (class name, methods): opaque here
+
+    def describe(self) -> str:
+        return f"{self.spec.class_name}" + (f" (name {self.name!r})" if self.name else "") + \
+            f" [{self.actor_id.hex()}]"
+
+
+# Actions ---------------------------------------------------------------------
+
+
+class Place(NamedTuple):
+    """Ask the resource scheduler to place the actor."""
+
+    actor: Actor
+
+
+class Release(NamedTuple):
+    """The actor no longer holds resources."""
+
+    actor: Actor
+
+
+class SendInit(NamedTuple):
+    actor: Actor
+
+
+class SendCall(NamedTuple):
+    actor: Actor
+    call: Call
+
+
+class FailCalls(NamedTuple):
+    """Seal `error` as the result of each call."""
+
+    actor: Actor
+    calls: list
+    error: BaseException
+
+
+class KillProcess(NamedTuple):
+    actor: Actor
+
+
+class StopProcess(NamedTuple):
+    """Ask the process to exit once the calls sent before are done."""
+
+    actor: Actor
+
+
+class ActorTable:
+    def __init__(self) -> None:
+        self.actors: dict[bytes, Actor] = {}
+        self.names: dict[tuple[str, str], bytes] = {}
+        self.by_wid: dict[int, Actor] = {}
+
+    # -- lookups ---------------------------------------------------------------
+
+    def named(self, name: str, namespace: str) -> Actor | None:
+        aid = self.names.get((namespace, name))
+        return self.actors.get(aid) if aid else None
+
+    def list_named(self, namespace: str | None) -> list[dict]:
+        return [{"name": n, "namespace": ns} for (ns, n) in self.names if namespace is None or ns == namespace]
+
+    # -- events ------------------------------------------------------------------
+
+    def create(self, actor: Actor) -> list:
+        if actor.name is not None:
+            key = (actor.namespace, actor.name)
+            if key in self.names:
+                raise exc.ActorAlreadyExistsError(
+                    f"The name {actor.name!r} (namespace={actor.namespace!r}) is already taken by "
+                    f"another actor; use get_actor(), or options(get_if_exists=True)")
+            self.names[key] = actor.actor_id
+        self.actors[actor.actor_id] = actor
+        return [Place(actor)]
+
+    def placed(self, actor: Actor, wid: int) -> None:
+        actor.state = "starting"
+        actor.wid = wid
+        self.by_wid[wid] = actor
+
+    def process_ready(self, actor: Actor) -> list:
+        if actor.state != "starting":
+            return []
+        actor.state = "constructing"
+        return [SendInit(actor)]
+
+    def constructed(self, actor: Actor, error: BaseException | None) -> list:
+        if actor.state != "constructing":
+            return []
+        if error is not None:
+            actor.no_restart = True  # a constructor that raised would raise again
+            return self._dead(actor, exc.ActorDiedError(
+                f"The actor {actor.describe()} died because of an error raised in its creation "
+                f"task, {actor.spec.class_name}.__init__():\n{error}", actor.actor_id.hex()))
+        actor.state = "alive"
+        actions: list = []
+        while actor.queue:
+            call = actor.queue.popleft()
+            actor.inflight[call.seq] = call
+            actions.append(SendCall(actor, call))
+        if actor.stopping:
+            actions.append(StopProcess(actor))
+        return actions
+
+    def call(self, actor: Actor, call: Call) -> list:
+        if actor.state == "dead":
+            return [FailCalls(actor, [call], actor.cause)]
+        if actor.max_pending >= 0 and len(actor.queue) + len(actor.inflight) >= actor.max_pending:
+            return [FailCalls(actor, [call], exc.PendingCallsLimitExceeded(
+                f"the actor {actor.describe()} already has {actor.max_pending} pending calls "
+                f"(max_pending_calls); wait for some to finish"))]
+        if call.spec.method == "__ray_terminate__":
+            actor.stopping = True
+        if actor.state == "alive":
+            actor.inflight[call.seq] = call
+            return [SendCall(actor, call)]
+        actor.queue.append(call)
+        return []
+
+    def call_done(self, actor: Actor, seq: int) -> Call | None:
+        return actor.inflight.pop(seq, None)
+
+    def cancel_queued(self, actor: Actor, seq: int) -> Call | None:
+        """Remove a call not sent yet (None if it was sent)."""
+        for call in actor.queue:
+            if call.seq == seq:
+                actor.queue.remove(call)
+                return call
+        return None
+
+    def process_died(self, actor: Actor, how: str) -> list:
+        """The actor's process ended; `how` says why, in words."""
+        self.by_wid.pop(actor.wid, None)
+        if actor.state == "dead":
+            return [Release(actor)]
+        wanted = actor.stopping or actor.no_restart
+        restartable = actor.max_restarts < 0 or actor.restarts < actor.max_restarts
+        if wanted or not restartable:
+            if actor.cause is None:
+                if actor.stopping:
+                    msg = f"The actor {actor.describe()} exited: it was asked to terminate"
+                elif actor.no_restart:
+                    msg = f"The actor {actor.describe()} was killed by kill()"
+                else:
+                    msg = (f"The actor {actor.describe()} died unexpectedly: {how}"
+                           + (f"; it was restarted {actor.restarts} time(s) (max_restarts="
+                              f"{actor.max_restarts})" if actor.max_restarts else ""))
+                actor.cause = exc.ActorDiedError(msg, actor.actor_id.hex())
+            return self._dead(actor, actor.cause)
+        # Restart: calls in flight are retried if allowed, else they fail.
+        actor.restarts += 1
+        actor.state = "placing"
+        actor.wid = None
+        retry, fail = [], []
+        for call in actor.inflight.values():
+            call.attempts += 1
+            limit = actor.max_task_retries
+            (retry if limit < 0 or call.attempts <= limit else fail).append(call)
+        actor.inflight.clear()
+        actor.queue.extendleft(reversed(retry))
+        actions: list = [Release(actor), Place(actor)]
+        if fail:
+            actions.append(FailCalls(actor, fail, exc.ActorDiedError(
+                f"The actor {actor.describe()} died while running this call ({how}); it is being "
+                f"restarted, but the call is not retried (max_task_retries={actor.max_task_retries})",
+                actor.actor_id.hex())))
+        return actions
+
+    def kill(self, actor: Actor, no_restart: bool) -> list:
+        if actor.state == "dead":
+            return []
+        actor.no_restart = actor.no_restart or no_restart
+        if actor.state in ("placing",):  # no process yet
+            if no_restart:
+                actor.cause = exc.ActorDiedError(f"The actor {actor.describe()} was killed by kill()",
+                                                 actor.actor_id.hex())
+                return self._dead(actor, actor.cause)
+            return []
+        return [KillProcess(actor)]
+
+    def handles_gone(self, actor: Actor) -> list:
+        """No handle to the actor exists any more: stop it (unless named)."""
+        if actor.keep or actor.state == "dead":
+            return []
+        actor.stopping = True
+        if actor.state == "placing":
+            actor.cause = exc.ActorDiedError(f"The actor {actor.describe()} was never used", actor.actor_id.hex())
+            return self._dead(actor, actor.cause)
+        if actor.state == "alive":
+            return [StopProcess(actor)]
+        return []  # stopped as soon as it is built
+
+    def _dead(self, actor: Actor, cause: BaseException) -> list:
+        actor.state = "dead"
+        actor.cause = cause
+        calls = list(actor.inflight.values()) + list(actor.queue)
+        actor.inflight.clear()
+        actor.queue.clear()
+        if actor.name is not None and self.names.get((actor.namespace, actor.name)) == actor.actor_id:
+            del self.names[(actor.namespace, actor.name)]
+        actions: list = [Release(actor)]
+        if calls:
+            actions.append(FailCalls(actor, calls, cause))
+        return actions

@@ -1,0 +1,172 @@
+"""The life of an actor process: build the instance, then serve its method
+calls in one of three ways.
+
+  sequential  (default)           one call at a time, in the order sent
+  threaded    (max_concurrency>1) calls run in a pool of that many threads
+  asyncio     (async methods)     calls run as tasks on one event loop, up
+                                  to max_concurrency at a time (default 1000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import time
+
+from shoal.scheduler import protocol as P
+from shoal.worker.execution import ActorExit, Executor, _cancelled, return_ids, seal_error
+
+
+def wait_for_init(ctx) -> P.ActorSpec | None:
+    """The ACTOR_INIT message (None if told to exit first)."""
+    ring = ctx.to_worker
+    while True:
+        for data in ring.recv_many():
+            msg = P.decode(data)
+            if msg[0] == P.ACTOR_INIT:
+                return msg[1]
+            if msg[0] == P.EXIT:
+                return None
+            if msg[0] == P.TASK:
+                ctx.pending.append((msg[1], msg[2]))
+        ring.wait_readable(ctx.own_fd, 0.0)
+
+
+def serve_actor(ctx, spin: float) -> None:
+    init = wait_for_init(ctx)
+    if init is None:
+        return
+    executor = Executor(ctx, os.getpid())
+    marker = b"\x00shoal:" + init.class_name.encode(errors="replace") + b"\n"
+    os.write(1, marker)  # what the actor prints is prefixed with its class name
+    os.write(2, marker)
+    error = executor.construct(init)
+    ctx.send((P.CONSTRUCTED, error))
+    if error is not None:
+        return
+    ctx.current_name = init.class_name
+    if init.is_async:
+        asyncio.run(_serve_async(ctx, executor, max(1, init.max_concurrency)))
+    elif init.max_concurrency > 1:
+        _serve_threaded(ctx, executor, init.max_concurrency)
+    else:
+        _serve_sequential(ctx, executor, spin)
+
+
+def _skip_if_cancelled(ctx, seq: int, spec) -> bool:
+    if seq in ctx.cancelled:
+        ctx.cancelled.discard(seq)
+        seal_error(ctx.store, return_ids(spec), _cancelled(spec))
+        ctx.send((P.DONE, seq, P.CANCELLED, 0.0, {}))
+        return True
+    return False
+
+
+def _serve_sequential(ctx, executor: Executor, spin: float) -> None:
+    ring = ctx.to_worker
+    clock = time.perf_counter
+    while True:
+        if not ctx.pending:
+            ctx.read_ring()
+            if ctx.pending:
+                continue
+            if ctx.exit_requested:
+                return
+            ctx.flush_refs()
+            ring.wait_readable(ctx.own_fd, spin)
+            continue
+        seq, spec = ctx.pending.popleft()
+        if _skip_if_cancelled(ctx, seq, spec):
+            continue
+        ctx.started(seq, spec.name)
+        t = clock()
+        try:
+            status, contained = executor.run_call(spec)
+        except ActorExit:
+            ctx.send((P.DONE, seq, P.OK, clock() - t, {}))
+            return
+        ctx.current_seq = 0
+        ctx.send((P.DONE, seq, status, clock() - t, contained))
+
+
+def _serve_threaded(ctx, executor: Executor, threads: int) -> None:
+    ring = ctx.to_worker
+    done = {"exit": False}
+
+    def run(seq: int, spec) -> None:
+        t = time.perf_counter()
+        try:
+            status, contained = executor.run_call(spec)
+        except ActorExit:
+            done["exit"] = True
+            status, contained = P.OK, {}
+        ctx.send((P.DONE, seq, status, time.perf_counter() - t, contained))
+        if done["exit"]:
+            os.eventfd_write(ctx.own_fd, 1)  # wake the reading thread to exit
+
+    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="actor") as pool:
+        while not done["exit"]:
+            ctx.read_ring()
+            while ctx.pending:
+                seq, spec = ctx.pending.popleft()
+                if not _skip_if_cancelled(ctx, seq, spec):
+                    pool.submit(run, seq, spec)
+            if ctx.exit_requested:
+                break
+            ctx.flush_refs()
+            ring.wait_readable(ctx.own_fd, 0.0)
+
+
+async def _serve_async(ctx, executor: Executor, concurrency: int) -> None:
+    loop = asyncio.get_running_loop()
+    ring = ctx.to_worker
+    wake = asyncio.Event()
+    limit = asyncio.Semaphore(concurrency)
+    stop = loop.create_future()
+    running: set = set()
+
+    def readable() -> None:
+        try:
+            os.eventfd_read(ctx.own_fd)
+        except BlockingIOError:
+            pass
+        wake.set()
+
+    loop.add_reader(ctx.own_fd, readable)
+
+    async def run(seq: int, spec) -> None:
+        async with limit:
+            t = time.perf_counter()
+            try:
+                status, contained = await executor.run_call_async(spec)
+            except ActorExit:
+                ctx.send((P.DONE, seq, P.OK, time.perf_counter() - t, {}))
+                if not stop.done():
+                    stop.set_result(None)
+                return
+            ctx.send((P.DONE, seq, status, time.perf_counter() - t, contained))
+
+    try:
+        while not stop.done():
+            ctx.read_ring()
+            while ctx.pending:
+                seq, spec = ctx.pending.popleft()
+                if not _skip_if_cancelled(ctx, seq, spec):
+                    task = loop.create_task(run(seq, spec))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            if ctx.exit_requested:
+                break
+            ctx.flush_refs()
+            if ring.prepare_sleep():
+                continue  # a message came in meanwhile
+            waiter = loop.create_task(wake.wait())
+            await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            ring.end_sleep()
+            wake.clear()
+        if running and ctx.exit_requested:
+            await asyncio.wait(running)
+    finally:
+        loop.remove_reader(ctx.own_fd)

@@ -1,0 +1,454 @@
+"""Actors through the public API: the seed examples, handles, names,
+concurrency, failures and restarts, resources."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+import shoal
+from shoal import exceptions as exc
+
+from ._child import wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def make_counter(ray):
+    @ray.remote
+    class Counter(object):
+        def __init__(self, start=0):
+            self.x = start
+
+        def inc(self):
+            self.x += 1
+
+        def get_value(self):
+            return self.x
+
+        def pid(self):
+            return os.getpid()
+
+    return Counter
+
+
+def test_counter_seed(ray):
+    Counter = make_counter(ray)
+    c = Counter.remote()
+    assert ray.get(c.get_value.remote(), timeout=30) == 0
+    c.inc.remote()
+    c.inc.remote()
+    assert ray.get(c.get_value.remote(), timeout=30) == 2
+
+
+def test_calls_run_in_submission_order_one_at_a_time(ray):
+    @ray.remote
+    class Log:
+        def __init__(self):
+            self.items = []
+            self.active = 0
+
+        def add(self, i):
+            self.active += 1
+            assert self.active == 1, "two calls ran at once"
+            time.sleep(0.001)
+            self.items.append(i)
+            self.active -= 1
+
+        def items_(self):
+            return self.items
+
+    log = Log.remote()
+    for i in range(200):
+        log.add.remote(i)
+    assert ray.get(log.items_.remote(), timeout=60) == list(range(200))
+
+
+def test_message_actor_seed(ray):
+    @ray.remote
+    class MessageActor(object):
+        def __init__(self):
+            self.messages = []
+
+        def add_message(self, message):
+            self.messages.append(message)
+
+        def get_and_clear_messages(self):
+            messages = self.messages
+            self.messages = []
+            return messages
+
+    @ray.remote
+    def worker(message_actor, j):
+        for i in range(5):
+            time.sleep(0.01)
+            message_actor.add_message.remote("Message {} from actor {}.".format(i, j))
+
+    message_actor = MessageActor.remote()
+    done = [worker.remote(message_actor, j) for j in range(3)]
+    ray.get(done, timeout=60)
+    seen = []
+    deadline = time.monotonic() + 30
+    while len(seen) < 15 and time.monotonic() < deadline:
+        seen += ray.get(message_actor.get_and_clear_messages.remote(), timeout=30)
+    assert sorted(seen) == sorted(f"Message {i} from actor {j}." for i in range(5) for j in range(3))
+    for j in range(3):  # each sender's messages arrive in its order
+        mine = [m for m in seen if m.endswith(f"actor {j}.")]
+        assert mine == [f"Message {i} from actor {j}." for i in range(5)]
+
+
+def test_handles_pickle_to_tasks_and_actors_and_back(ray):
+    Counter = make_counter(ray)
+    c = Counter.remote()
+
+    @ray.remote
+    def bump(counter, n):
+        for _ in range(n):
+            counter.inc.remote()
+        return ray.get(counter.get_value.remote())
+
+    @ray.remote
+    class Relay:
+        def __init__(self, counter):
+            self.counter = counter
+
+        def bump(self):
+            return ray.get(self.counter.inc.remote())
+
+    @ray.remote
+    def make():
+        return Counter.remote(100)
+
+    assert ray.get(bump.remote(c, 3), timeout=30) == 3
+    relay = Relay.remote(c)
+    ray.get(relay.bump.remote(), timeout=30)
+    assert ray.get(c.get_value.remote(), timeout=30) == 4
+    made = ray.get(make.remote(), timeout=30)
+    assert ray.get(made.get_value.remote(), timeout=30) == 100
+
+
+def test_actor_ends_when_every_handle_is_gone(ray):
+    Counter = make_counter(ray)
+    c = Counter.remote()
+    pid = ray.get(c.pid.remote(), timeout=30)
+    keep = [c]
+    del c
+    assert psutil.pid_exists(pid)
+    del keep
+    shoal.objectref.current().shell.flush_refs()
+
+    def gone():
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(gone, what="the actor process to exit")
+
+
+def test_named_actors(ray):
+    Counter = make_counter(ray)
+    a = Counter.options(name="counter").remote(5)
+    assert ray.get(ray.get_actor("counter").get_value.remote(), timeout=30) == 5
+    with pytest.raises(ValueError, match="already taken"):
+        Counter.options(name="counter").remote()
+    same = Counter.options(name="counter", get_if_exists=True).remote()
+    assert same == a
+    with pytest.raises(ValueError, match="Failed to look up"):
+        ray.get_actor("nobody")
+    other = Counter.options(name="counter", namespace="other").remote(9)
+    assert ray.get(ray.get_actor("counter", namespace="other").get_value.remote(), timeout=30) == 9
+    assert "counter" in shoal.util.list_named_actors()
+    del a, same, other  # named actors outlive their handles
+    assert ray.get(ray.get_actor("counter").get_value.remote(), timeout=30) == 5
+
+    @ray.remote
+    def lookup():
+        return ray.get(ray.get_actor("counter").get_value.remote())
+
+    assert ray.get(lookup.remote(), timeout=30) == 5
+
+
+def test_kill_fails_pending_and_later_calls(ray):
+    @ray.remote
+    class Slow:
+        def wait(self, s):
+            time.sleep(s)
+            return s
+
+    a = Slow.remote()
+    ray.get(a.wait.remote(0), timeout=30)
+    pending = a.wait.remote(30)
+    ray.kill(a)
+    with pytest.raises(exc.ActorDiedError) as info:
+        ray.get(pending, timeout=30)
+    assert isinstance(info.value, exc.RayActorError) and "kill()" in str(info.value)
+    with pytest.raises(exc.ActorDiedError):
+        ray.get(a.wait.remote(0), timeout=30)
+    with pytest.raises(ValueError):
+        ray.kill("not an actor")
+
+
+def test_ray_terminate_drains_queued_calls(ray):
+    Counter = make_counter(ray)
+    c = Counter.remote()
+    for _ in range(5):
+        c.inc.remote()
+    last = c.get_value.remote()
+    c.__ray_terminate__.remote()
+    assert ray.get(last, timeout=30) == 5
+    with pytest.raises(exc.ActorDiedError, match="terminate"):
+        ray.get(c.get_value.remote(), timeout=30)
+
+
+def test_method_num_returns_and_generators(ray):
+    @ray.remote
+    class Multi:
+        @ray.method(num_returns=2)
+        def pair(self):
+            return "a", "b"
+
+        def count(self, n):
+            yield from range(n)
+
+    m = Multi.remote()
+    assert ray.get(m.pair.remote(), timeout=30) == ["a", "b"]
+    assert [ray.get(r, timeout=30) for r in m.count.remote(3)] == [0, 1, 2]
+    assert ray.get(m.pair.options(num_returns=1).remote(), timeout=30) == ("a", "b")
+
+
+def test_threaded_actor_runs_calls_concurrently(ray):
+    @ray.remote(max_concurrency=3)
+    class Meeting:
+        def __init__(self):
+            self.barrier = threading.Barrier(3, timeout=20)
+
+        def arrive(self):
+            self.barrier.wait()  # only returns if 3 calls run at once
+            return threading.get_ident()
+
+    m = Meeting.remote()
+    idents = ray.get([m.arrive.remote() for _ in range(3)], timeout=60)
+    assert len(set(idents)) == 3
+
+
+def test_async_actor_interleaves_and_awaits_refs(ray):
+    @ray.remote
+    def slow_value(x):
+        time.sleep(0.05)
+        return x * 10
+
+    @ray.remote
+    class AsyncActor:
+        def __init__(self):
+            self.events = asyncio.Event()
+
+        async def wait_for_signal(self):
+            await self.events.wait()
+            return "released"
+
+        async def signal(self):
+            self.events.set()
+
+        async def via_ref(self, x):
+            return await slow_value.remote(x) + 1
+
+    a = AsyncActor.remote()
+    waiting = a.wait_for_signal.remote()  # would block a sequential actor forever
+    assert ray.get(a.via_ref.remote(4), timeout=30) == 41
+    a.signal.remote()
+    assert ray.get(waiting, timeout=30) == "released"
+
+
+def test_method_error_keeps_the_actor_alive(ray):
+    @ray.remote
+    class Fragile:
+        def __init__(self):
+            self.n = 0
+
+        def fail(self):
+            self.n += 1
+            raise KeyError("broken method")
+
+        def count(self):
+            return self.n
+
+    f = Fragile.remote()
+    with pytest.raises(KeyError) as info:
+        ray.get(f.fail.remote(), timeout=30)
+    assert isinstance(info.value, exc.RayTaskError) and "broken method" in str(info.value)
+    assert "Fragile" in str(info.value)
+    assert ray.get(f.count.remote(), timeout=30) == 1
+
+
+def test_constructor_error_fails_every_call(ray):
+    @ray.remote
+    class Broken:
+        def __init__(self):
+            raise ValueError("bad configuration 42")
+
+        def ping(self):
+            return "pong"
+
+    b = Broken.remote()
+    for _ in range(2):
+        with pytest.raises(exc.ActorDiedError, match="bad configuration 42"):
+            ray.get(b.ping.remote(), timeout=30)
+
+
+def test_crash_without_restarts_is_reported(ray):
+    @ray.remote
+    class Crashy:
+        def die(self):
+            os._exit(7)
+
+        def ping(self):
+            return "pong"
+
+    c = Crashy.remote()
+    with pytest.raises(exc.ActorDiedError, match="exited with code 7"):
+        ray.get(c.die.remote(), timeout=30)
+    with pytest.raises(exc.RayActorError):
+        ray.get(c.ping.remote(), timeout=30)
+
+
+def test_restart_reruns_the_constructor_and_retries_calls(ray, tmp_path):
+    marker = tmp_path / "crashed"
+
+    @ray.remote(max_restarts=1, max_task_retries=1)
+    class Phoenix:
+        def __init__(self):
+            self.births = os.getpid()
+            self.value = 0
+
+        def crash_once(self):
+            if not marker.exists():
+                marker.write_text("1")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return "survived"
+
+        def incr(self):
+            self.value += 1
+            return self.value
+
+        def pid(self):
+            return os.getpid()
+
+    p = Phoenix.remote()
+    first = ray.get(p.pid.remote(), timeout=30)
+    ray.get(p.incr.remote(), timeout=30)
+    assert ray.get(p.crash_once.remote(), timeout=60) == "survived"  # retried after the restart
+    assert ray.get(p.pid.remote(), timeout=30) != first
+    assert ray.get(p.incr.remote(), timeout=30) == 1  # a new instance
+    ray.kill(p, no_restart=False)  # out of restarts now: it stays dead
+    with pytest.raises(exc.RayActorError):
+        ray.get(p.pid.remote(), timeout=30)
+
+
+def test_many_actors_on_two_cpus(ray):
+    Counter = make_counter(ray)
+    actors = [Counter.remote(i) for i in range(20)]
+    assert ray.get([a.get_value.remote() for a in actors], timeout=60) == list(range(20))
+    assert ray.available_resources()["CPU"] == 2  # they hold no CPU once built
+
+    @ray.remote(num_cpus=1)
+    class Hungry:
+        def ping(self):
+            return 1
+
+    h = Hungry.remote()
+    ray.get(h.ping.remote(), timeout=30)
+    assert ray.available_resources().get("CPU", 0) == 1
+
+
+def test_direct_calls_and_unknown_methods(ray):
+    Counter = make_counter(ray)
+    with pytest.raises(TypeError, match="Counter.remote"):
+        Counter()
+    c = Counter.remote()
+    with pytest.raises(TypeError, match="inc.remote"):
+        c.inc()
+    with pytest.raises(AttributeError, match="no method 'nope'"):
+        c.nope.remote()
+
+
+def test_exit_actor(ray):
+    @ray.remote
+    class Quitter:
+        def quit(self):
+            shoal.actor.exit_actor()
+
+        def ping(self):
+            return 1
+
+    q = Quitter.remote()
+    assert ray.get(q.ping.remote(), timeout=30) == 1
+    q.quit.remote()
+    with pytest.raises(exc.RayActorError):
+        ray.get(q.ping.remote(), timeout=30)
+
+
+def test_actor_pool(ray):
+    @ray.remote
+    class Doubler:
+        def double(self, v):
+            return 2 * v
+
+    pool = shoal.util.ActorPool([Doubler.remote() for _ in range(3)])
+    assert list(pool.map(lambda a, v: a.double.remote(v), range(10))) == [2 * v for v in range(10)]
+    assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), range(10))) == [2 * v for v in range(10)]
+    pool.submit(lambda a, v: a.double.remote(v), 21)
+    assert pool.has_next() and pool.get_next(timeout=30) == 42
+    assert not pool.has_next()
+    idle = pool.pop_idle()
+    assert idle is not None and not pool.has_free() or pool.has_free()
+    pool.push(idle)
+    with pytest.raises(ValueError):
+        pool.push(idle)
+
+
+def test_queue(ray):
+    from shoal.util.queue import Empty, Full, Queue
+
+    q = Queue(maxsize=2)
+    q.put(1)
+    q.put(2)
+    assert q.full() and q.size() == 2
+    with pytest.raises(Full):
+        q.put(3, block=False)
+    with pytest.raises(Full):
+        q.put(3, timeout=0.05)
+    assert [q.get(), q.get()] == [1, 2]
+    with pytest.raises(Empty):
+        q.get(block=False)
+    with pytest.raises(Empty):
+        q.get(timeout=0.05)
+
+    @ray.remote
+    def producer(queue, n):
+        for i in range(n):
+            queue.put(i)
+
+    producer.remote(q, 6)
+    assert [q.get(timeout=30) for _ in range(6)] == list(range(6))
+    q.put_nowait_batch([7, 8])
+    assert q.get_nowait_batch(2) == [7, 8]
+    q.shutdown()
+
+
+def test_local_mode_actors():
+    shoal.init(local_mode=True)
+    try:
+        Counter = make_counter(shoal)
+        c = Counter.remote()
+        c.inc.remote()
+        assert shoal.get(c.get_value.remote()) == 1
+        assert shoal.get(c.pid.remote()) == os.getpid()
+    finally:
+        shoal.shutdown()
