@@ -47,7 +47,7 @@ def serve_actor(ctx, spin: float) -> None:
         return
     ctx.current_name = init.class_name
     if init.is_async:
-        asyncio.run(_serve_async(ctx, executor, max(1, init.max_concurrency)))
+        asyncio.run(_serve_async(ctx, executor, max(1, init.max_concurrency), spin))
     elif init.max_concurrency > 1:
         _serve_threaded(ctx, executor, init.max_concurrency)
     else:
@@ -118,7 +118,7 @@ def _serve_threaded(ctx, executor: Executor, threads: int) -> None:
             ring.wait_readable(ctx.own_fd, 0.0)
 
 
-async def _serve_async(ctx, executor: Executor, concurrency: int) -> None:
+async def _serve_async(ctx, executor: Executor, concurrency: int, spin: float) -> None:
     loop = asyncio.get_running_loop()
     ring = ctx.to_worker
     wake = asyncio.Event()
@@ -159,6 +159,8 @@ async def _serve_async(ctx, executor: Executor, concurrency: int) -> None:
             if ctx.exit_requested:
                 break
             ctx.flush_refs()
+            if not running and spin and ring.wait_readable(ctx.own_fd, spin, timeout=0):
+                continue  # idle: a brief spin catches the next call without a wake-up
             if ring.prepare_sleep():
                 continue  # a message came in meanwhile
             waiter = loop.create_task(wake.wait())
