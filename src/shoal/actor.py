@@ -16,6 +16,7 @@ from shoal import exceptions as exc
 from shoal import ids, objectref, serialization
 from shoal.objectref import ObjectRef, ObjectRefGenerator
 from shoal.options import ACTOR_DEFAULTS, validate, warn_once
+from shoal.remote_function import current_context
 from shoal.scheduler import protocol as P
 from shoal.scheduler.actors import Actor
 from shoal.scheduler.state import make_shape
@@ -37,16 +38,6 @@ class ActorInfo(NamedTuple):
     class_name: str
     methods: dict
     is_async: bool
-
-
-def _context():
-    ctx = objectref.current()
-    if ctx is None:
-        from shoal import api
-
-        api.init()
-        ctx = objectref.current()
-    return ctx
 
 
 def method(*args: Any, **kwargs: Any) -> Any:
@@ -116,7 +107,7 @@ class ActorClass:
         return cid
 
     def _create(self, args: tuple, kwargs: dict, options: dict) -> "ActorHandle":
-        ctx = _context()
+        ctx = current_context()
         ctx.check_open()
         opts = {**ACTOR_DEFAULTS, **options}
         if getattr(ctx, "local", False):
@@ -144,13 +135,8 @@ class ActorClass:
                 raise ValueError(f"{key} must be an int >= -1 (-1: forever), not {v!r}")
         class_id = self._class_id(ctx)
         actor_id = ids.new_task_id()
-        enc = arguments.encode(args, kwargs, ctx.inline_limit)
-        held, args_id = enc.held, None
-        if enc.large is not None:
-            args_id = ids.new_put_id()
-            ctx.store.put_serialized(args_id, enc.large)
-            held = held + [args_id]
-        spec = P.ActorSpec(actor_id, class_id, info.class_name, enc.blob, args_id, max_concurrency, info.is_async)
+        a = arguments.prepare(ctx, args, kwargs)
+        spec = P.ActorSpec(actor_id, class_id, info.class_name, a.blob, a.args_id, max_concurrency, info.is_async)
         extra = {"GPU": opts["num_gpus"] or 0, **(opts["resources"] or {})}
         if opts["memory"]:
             extra["memory"] = opts["memory"]
@@ -163,7 +149,7 @@ class ActorClass:
                       max_pending=opts["max_pending_calls"],
                       keep=name is not None or opts["lifetime"] == "detached", info=info)
         handle = ActorHandle(actor_id, info, ctx)
-        ctx.create_actor(actor, enc.deps, held, wait=name is not None)
+        ctx.create_actor(actor, a.deps, a.held, wait=name is not None)
         return handle
 
     def __repr__(self) -> str:
@@ -228,21 +214,16 @@ class ActorHandle:
         if ctx is None or ctx.closed:
             raise exc.RuntimeClosedError("the runtime this actor belongs to was shut down")
         task_id = ids.new_task_id()
-        enc = arguments.encode(args, kwargs, ctx.inline_limit)
-        held, args_id = enc.held, None
-        if enc.large is not None:
-            args_id = ids.new_put_id()
-            ctx.store.put_serialized(args_id, enc.large)
-            held = held + [args_id]
-        spec = P.CallSpec(task_id, method_name, name or f"{self._info.class_name}.{method_name}", enc.blob,
-                          args_id, num_returns, 0)
+        a = arguments.prepare(ctx, args, kwargs)
+        spec = P.CallSpec(task_id, method_name, name or f"{self._info.class_name}.{method_name}", a.blob,
+                          a.args_id, num_returns, 0)
         if num_returns == P.STREAMING:
             result: Any = ObjectRefGenerator(task_id, ctx)
         elif num_returns == 1:
             result = ObjectRef(ids.return_id(task_id, 0), ctx)
         else:
             result = [ObjectRef(ids.return_id(task_id, i), ctx) for i in range(num_returns)] or None
-        ctx.call_actor(self._actor_id, spec, enc.deps, held)
+        ctx.call_actor(self._actor_id, spec, a.deps, a.held)
         return result
 
 
@@ -305,7 +286,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     job's). Raises ValueError if there is none."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"an actor name must be a non-empty str, not {name!r}")
-    ctx = _context()
+    ctx = current_context()
     found = ctx.named_actor(name, namespace or getattr(ctx, "namespace", ""))
     if found is None:
         raise ValueError(
@@ -321,7 +302,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     left."""
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"kill() expects an actor handle, not {type(actor).__name__}")
-    _context().kill_actor(actor._actor_id, no_restart)
+    current_context().kill_actor(actor._actor_id, no_restart)
 
 
 def exit_actor() -> None:

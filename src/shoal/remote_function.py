@@ -13,7 +13,9 @@ from shoal.scheduler import protocol as P
 from shoal.worker import arguments
 
 
-def _context():
+def current_context():
+    """This process's runtime context, starting a runtime if there is none
+    (as Ray does on first use)."""
     ctx = objectref.current()
     if ctx is None:
         from shoal import api
@@ -65,21 +67,15 @@ class RemoteFunction:
         return fid
 
     def _submit(self, args: tuple, kwargs: dict, opts: TaskOptions) -> Any:
-        ctx = _context()
+        ctx = current_context()
         ctx.check_open()
         if getattr(ctx, "local", False):
             return ctx.run_task(self._function, opts.name, args, kwargs, opts.num_returns)
         fid = self._function_id(ctx)
         task_id = ids.new_task_id()
-        enc = arguments.encode(args, kwargs, ctx.inline_limit)
-        held = enc.held
-        args_id = None
-        if enc.large is not None:
-            args_id = ids.new_put_id()
-            ctx.store.put_serialized(args_id, enc.large)
-            held = held + [args_id]
+        a = arguments.prepare(ctx, args, kwargs)
         n = opts.num_returns
-        spec = P.TaskSpec(task_id, fid, opts.name, enc.blob, args_id, n, opts.max_retries,
+        spec = P.TaskSpec(task_id, fid, opts.name, a.blob, a.args_id, n, opts.max_retries,
                           opts.retry_exceptions, 0, {})
         if n == P.STREAMING:
             result: Any = objectref.ObjectRefGenerator(task_id, ctx)
@@ -87,7 +83,7 @@ class RemoteFunction:
             result = ObjectRef(ids.return_id(task_id, 0), ctx)
         else:
             result = [ObjectRef(ids.return_id(task_id, i), ctx) for i in range(n)] if n else None
-        ctx.submit(spec, opts.shape, enc.deps, held)
+        ctx.submit(spec, opts.shape, a.deps, a.held)
         return result
 
     def __reduce__(self):

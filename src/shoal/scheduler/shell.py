@@ -299,13 +299,7 @@ class Shell:
 
     def _call_ended(self, actor: A.Actor, call: A.Call) -> None:
         self.calls.pop(call.seq, None)
-        self.refs.release_task(call.seq)
-        self.by_task_id.pop(call.spec.task_id, None)
-        for rid in P.return_ids(call.spec):
-            self._execute(self.sched.object_sealed(rid))
-            if rid in self.drop_when_sealed:
-                self.drop_when_sealed.discard(rid)
-                self._delete(rid)
+        self._ended(call.seq, call.spec)
 
     def _execute_actor(self, a) -> None:
         t = type(a)
@@ -431,9 +425,13 @@ class Shell:
     def _task_ended(self, task: Task) -> None:
         """A task's results (or errors) are sealed: release what it held and
         wake what waited for them."""
-        self.refs.release_task(task.seq)
-        self.by_task_id.pop(task.task_id, None)
-        for rid in P.return_ids(task.payload):
+        self._ended(task.seq, task.payload)
+
+    def _ended(self, seq: int, spec) -> None:
+        """Task or actor call `seq` sealed its results (values or errors)."""
+        self.refs.release_task(seq)
+        self.by_task_id.pop(spec.task_id, None)
+        for rid in P.return_ids(spec):
             self._execute(self.sched.object_sealed(rid))
             if rid in self.drop_when_sealed:
                 self.drop_when_sealed.discard(rid)

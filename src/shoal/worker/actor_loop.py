@@ -51,7 +51,9 @@ def serve_actor(ctx, spin: float) -> None:
     elif init.max_concurrency > 1:
         _serve_threaded(ctx, executor, init.max_concurrency)
     else:
-        _serve_sequential(ctx, executor, spin)
+        from shoal.worker.main import serve
+
+        serve(ctx, spin, executor.run_call, markers=False)
 
 
 def _skip_if_cancelled(ctx, seq: int, spec) -> bool:
@@ -61,33 +63,6 @@ def _skip_if_cancelled(ctx, seq: int, spec) -> bool:
         ctx.send((P.DONE, seq, P.CANCELLED, 0.0, {}))
         return True
     return False
-
-
-def _serve_sequential(ctx, executor: Executor, spin: float) -> None:
-    ring = ctx.to_worker
-    clock = time.perf_counter
-    while True:
-        if not ctx.pending:
-            ctx.read_ring()
-            if ctx.pending:
-                continue
-            if ctx.exit_requested:
-                return
-            ctx.flush_refs()
-            ring.wait_readable(ctx.own_fd, spin)
-            continue
-        seq, spec = ctx.pending.popleft()
-        if _skip_if_cancelled(ctx, seq, spec):
-            continue
-        ctx.started(seq, spec.name)
-        t = clock()
-        try:
-            status, contained = executor.run_call(spec)
-        except ActorExit:
-            ctx.send((P.DONE, seq, P.OK, clock() - t, {}))
-            return
-        ctx.current_seq = 0
-        ctx.send((P.DONE, seq, status, clock() - t, contained))
 
 
 def _serve_threaded(ctx, executor: Executor, threads: int) -> None:

@@ -71,3 +71,25 @@ def decode(data: Any, get_values) -> tuple[tuple, dict]:
     args = tuple(values[a.oid] if type(a) is TopRef else a for a in args)
     kwargs = {k: values[v.oid] if type(v) is TopRef else v for k, v in kwargs.items()}
     return args, kwargs
+
+
+class Prepared(NamedTuple):
+    """Arguments ready to submit: inline bytes or a stored object's ID, the
+    refs the call depends on, and every object it keeps alive."""
+
+    blob: bytes | None
+    args_id: bytes | None
+    deps: list
+    held: list
+
+
+def prepare(ctx: Any, args: tuple, kwargs: dict) -> Prepared:
+    """Encode a call's arguments for `ctx`, storing them when large."""
+    from shoal import ids
+
+    enc = encode(args, kwargs, ctx.inline_limit)
+    if enc.large is None:
+        return Prepared(enc.blob, None, enc.deps, enc.held)
+    args_id = ids.new_put_id()
+    ctx.store.put_serialized(args_id, enc.large)
+    return Prepared(None, args_id, enc.deps, enc.held + [args_id])

@@ -17,7 +17,7 @@ from shoal._channel import Ring
 from shoal.scheduler import protocol as P
 from shoal.store import ObjectStore
 from shoal.worker.context import WorkerContext
-from shoal.worker.execution import Executor, TaskCancelled, _cancelled, return_ids, seal_error
+from shoal.worker.execution import ActorExit, Executor, TaskCancelled, _cancelled, return_ids, seal_error
 
 #: Output marker: a line "\0shoal:<name>\n" tells the driver which task
 #: prints the lines that follow (it is never shown).
@@ -38,8 +38,14 @@ def connect(cfg: dict) -> WorkerContext:
     return ctx
 
 
-def serve(ctx: WorkerContext, spin: float) -> None:
-    executor = Executor(ctx, os.getpid())
+def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> None:
+    """Run what the driver sends, one at a time, until told to exit.
+
+    run: spec -> (status, contained); a worker's tasks by default (an
+    actor's calls otherwise). markers: write an output marker when the task
+    name changes (an actor writes its class name once instead)."""
+    if run is None:
+        run = Executor(ctx, os.getpid()).run
     ring = ctx.to_worker
     last_name = None
     stdout, stderr = sys.stdout, sys.stderr
@@ -60,14 +66,18 @@ def serve(ctx: WorkerContext, spin: float) -> None:
             seal_error(ctx.store, return_ids(spec), _cancelled(spec))
             ctx.send((P.DONE, seq, P.CANCELLED, 0.0, {}))
             continue
-        if spec.name != last_name:
+        if markers and spec.name != last_name:
             last_name = spec.name
             marker = MARKER + spec.name.encode(errors="replace") + b"\n"
             os.write(1, marker)
             os.write(2, marker)
         ctx.started(seq, spec.name)
         t = clock()
-        status, contained = executor.run(spec)
+        try:
+            status, contained = run(spec)
+        except ActorExit:  # exit_actor() or __ray_terminate__: this call is done, then exit
+            ctx.send((P.DONE, seq, P.OK, clock() - t, {}))
+            return
         duration = clock() - t
         ctx.current_seq = 0
         if stdout is not None:
