@@ -478,14 +478,17 @@ class Shell:
         actor = self.actors.by_wid.get(wid)
         if actor is not None:
             self._execute(self.actors.process_died(actor, describe_exit(code)))
-            self.refs.holder_gone(wid)
-            del self.workers[wid]
-            h.close()
-            try:
-                self.store.raw.reap_dead_clients()
-            except exc.StoreClosedError:
-                pass
-            return
+        else:
+            self._pool_worker_died(wid, h, code)
+        self.refs.holder_gone(wid)
+        del self.workers[wid]
+        h.close()
+        try:
+            self.store.raw.reap_dead_clients()  # its pins and unsealed objects
+        except exc.StoreClosedError:
+            pass
+
+    def _pool_worker_died(self, wid: int, h: WorkerHandle, code: int | None) -> None:
         w = self.sched.workers.get(wid)
         started = bool(w and w.queue and w.queue[0].seq == h.to_worker.user_word)
         if not h.ready:
@@ -504,13 +507,6 @@ class Shell:
                 self._execute(self.sched.worker_died(wid, started))
         finally:
             self._dying = None
-        self.refs.holder_gone(wid)
-        del self.workers[wid]
-        h.close()
-        try:
-            self.store.raw.reap_dead_clients()
-        except exc.StoreClosedError:
-            pass
 
     # -- actions -------------------------------------------------------------------------
 
