@@ -452,3 +452,27 @@ def test_local_mode_actors():
         assert shoal.get(c.pid.remote()) == os.getpid()
     finally:
         shoal.shutdown()
+
+
+def test_runtime_context(ray):
+    @ray.remote
+    class Introspect:
+        def ids(self):
+            rc = ray.get_runtime_context()
+            return rc.get_actor_id(), rc.get_task_id(), rc.current_actor
+
+        def ping(self):
+            return "pong"
+
+    @ray.remote
+    def task_ids():
+        rc = ray.get_runtime_context()
+        return rc.get_actor_id(), rc.get_task_id(), rc.get_job_id()
+
+    a = Introspect.remote()
+    actor_id, task_id, me = ray.get(a.ids.remote(), timeout=30)
+    assert actor_id == a._actor_id.hex() and task_id
+    assert ray.get(me.ping.remote(), timeout=30) == "pong"
+    no_actor, task_id2, job = ray.get(task_ids.remote(), timeout=30)
+    assert no_actor is None and task_id2 and job == ray.get_runtime_context().get_job_id()
+    assert ray.get_runtime_context().get_task_id() is None  # the driver runs no task

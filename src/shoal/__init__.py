@@ -12,8 +12,8 @@
 
 from shoal import actor, exceptions, util
 from shoal.api import (
-    available_resources, cancel, cluster_resources, get, get_actor, get_gpu_ids, init, is_initialized,
-    kill, method, nodes, put, remote, shutdown, wait,
+    available_resources, cancel, cluster_resources, get, get_actor, get_gpu_ids, get_runtime_context, init,
+    is_initialized, kill, method, nodes, put, remote, shutdown, wait,
 )
 from shoal.objectref import ObjectRef, ObjectRefGenerator
 
@@ -21,6 +21,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ObjectRef", "ObjectRefGenerator", "actor", "available_resources", "cancel", "cluster_resources",
-    "exceptions", "get", "get_actor", "get_gpu_ids", "init", "is_initialized", "kill", "method", "nodes",
+    "exceptions", "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
     "put", "remote", "shutdown", "util", "wait",
 ]

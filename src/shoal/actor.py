@@ -10,7 +10,7 @@ actor, which ends when the last handle is gone (unless it has a name).
 from __future__ import annotations
 
 import inspect
-from typing import Any, NamedTuple
+from typing import Any
 
 from shoal import exceptions as exc
 from shoal import ids, objectref, serialization
@@ -21,23 +21,11 @@ from shoal.scheduler import protocol as P
 from shoal.scheduler.actors import Actor
 from shoal.scheduler.state import make_shape
 from shoal.worker import arguments
+from shoal.worker.actor_info import ActorInfo, class_info
 from shoal.worker.execution import ActorExit
 
 #: Ray's default concurrency of async actors.
 DEFAULT_ASYNC_CONCURRENCY = 1000
-
-
-class MethodInfo(NamedTuple):
-    num_returns: int
-    is_async: bool
-
-
-class ActorInfo(NamedTuple):
-    """What a handle needs to know of its actor's class."""
-
-    class_name: str
-    methods: dict
-    is_async: bool
 
 
 def method(*args: Any, **kwargs: Any) -> Any:
@@ -59,30 +47,13 @@ def method(*args: Any, **kwargs: Any) -> Any:
     return deco
 
 
-def _class_info(cls: type) -> ActorInfo:
-    methods = {}
-    is_async = False
-    for name, fn in inspect.getmembers(cls, predicate=lambda m: inspect.isfunction(m) or inspect.ismethod(m)):
-        if name.startswith("__") and name not in ("__call__",):
-            continue
-        opts = getattr(fn, "__shoal_method_options__", {})
-        coro = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
-        is_async = is_async or coro
-        n = opts.get("num_returns")
-        if n is None:
-            n = "streaming" if inspect.isgeneratorfunction(fn) else 1
-        methods[name] = MethodInfo(P.STREAMING if n == "streaming" else n, coro)
-    methods["__ray_terminate__"] = MethodInfo(1, False)
-    return ActorInfo(cls.__name__, methods, is_async)
-
-
 class ActorClass:
     """A class turned into an actor factory by @remote."""
 
     def __init__(self, cls: type, options: dict):
         self._cls = cls
         self._options = validate(dict(options), "actor")
-        self._info = _class_info(cls)
+        self._info = class_info(cls)
         self._class_ids: dict[str, bytes] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -224,6 +224,71 @@ def method(*args: Any, **kwargs: Any) -> Any:
     return _method(*args, **kwargs)
 
 
+class RuntimeContext:
+    """Facts about the current process's place in the runtime (Ray's
+    ray.get_runtime_context())."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+
+    def get_job_id(self) -> str:
+        return getattr(self._ctx, "session", "")
+
+    def get_node_id(self) -> str:
+        return getattr(self._ctx, "node_id", "") or ""
+
+    def get_worker_id(self) -> str:
+        return str(getattr(self._ctx, "wid", "driver"))
+
+    def get_task_id(self) -> str | None:
+        tid = getattr(self._ctx, "current_task_id", None)
+        return tid.hex() if tid else None
+
+    def get_task_name(self) -> str | None:
+        return getattr(self._ctx, "current_name", None) or None
+
+    def get_actor_id(self) -> str | None:
+        aid = getattr(self._ctx, "actor_id", None)
+        return aid.hex() if aid else None
+
+    @property
+    def namespace(self) -> str:
+        return getattr(self._ctx, "namespace", "")
+
+    @property
+    def current_actor(self):
+        """The handle of the actor this code runs in."""
+        aid = getattr(self._ctx, "actor_id", None)
+        if aid is None:
+            raise RuntimeError("current_actor is only available inside an actor")
+        from shoal.actor import ActorHandle
+
+        # Not counted: an actor holding a handle to itself must still end
+        # when every other handle is gone.
+        return ActorHandle(aid, self._ctx.actor_info, None)
+
+    def get_assigned_resources(self) -> dict:
+        return {}
+
+    def get_accelerator_ids(self) -> dict:
+        return {"GPU": [str(g) for g in get_gpu_ids()]}
+
+    def is_canceled(self) -> bool:
+        return False
+
+    def was_current_actor_reconstructed(self) -> bool:
+        return False
+
+    def get(self) -> dict:
+        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "namespace": self.namespace,
+                "task_id": self.get_task_id(), "actor_id": self.get_actor_id()}
+
+
+def get_runtime_context() -> RuntimeContext:
+    """The current process's RuntimeContext."""
+    return RuntimeContext(_ctx())
+
+
 def cluster_resources() -> dict:
     """Total logical resources of the runtime."""
     ctx = _ctx()

@@ -33,6 +33,9 @@ class WorkerContext(Context):
         self.current_seq = 0
         self.current_name = ""
         self.is_actor = False  # an actor's calls are never handed back to the driver
+        self.current_task_id: bytes | None = None
+        self.actor_id: bytes | None = None
+        self.actor_info = None
         self._send_lock = threading.Lock()
 
     # Channel -------------------------------------------------------------------
@@ -70,9 +73,10 @@ class WorkerContext(Context):
             elif kind == P.EXIT:
                 self.exit_requested = True
 
-    def started(self, seq: int, name: str) -> None:
+    def started(self, seq: int, name: str, task_id: bytes | None = None) -> None:
         self.current_seq = seq
         self.current_name = name
+        self.current_task_id = task_id
         self.to_worker.user_word = seq  # the driver reads it if this process dies
 
     def cancel_requested(self) -> bool:

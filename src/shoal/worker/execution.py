@@ -18,6 +18,7 @@ from shoal import exceptions as exc
 from shoal import ids, serialization
 from shoal.scheduler import protocol as P
 from shoal.worker import arguments
+from shoal.worker.actor_info import class_info
 
 
 class TaskCancelled(BaseException):
@@ -95,6 +96,7 @@ class Executor:
         name = f"{init.class_name}.__init__"
         try:
             cls = self.store.get(init.class_id, timeout=0)
+            self.ctx.actor_info = class_info(cls)
             args, kwargs = self._args(init)
             self.instance = cls(*args, **kwargs)
         except Exception as e:

@@ -71,7 +71,7 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
             marker = MARKER + spec.name.encode(errors="replace") + b"\n"
             os.write(1, marker)
             os.write(2, marker)
-        ctx.started(seq, spec.name)
+        ctx.started(seq, spec.name, spec.task_id)
         t = clock()
         try:
             status, contained = run(spec)
