@@ -54,7 +54,10 @@ class WorkerHandle:
         self.to_driver = Ring(self.mem, footprint(capacity), capacity, init=True)
         self.ring_offset = footprint(capacity)
         self.size = size
-        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # "a message for you"
+        # "room in your outgoing ring": apart from wake_fd, so that a thread
+        # waiting to send never takes the wake-up of a thread waiting to read.
+        self.room_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.outbox: collections.deque[bytes] = collections.deque()
         self.out_fds: list[int] = []
         self.ready = False
@@ -72,10 +75,10 @@ class WorkerHandle:
             outbox.popleft()
 
     def close(self) -> None:
-        for fd in (self.channel_fd, self.wake_fd):
+        for fd in (self.channel_fd, self.wake_fd, self.room_fd):
             if fd >= 0:
                 os.close(fd)
-        self.channel_fd = self.wake_fd = -1
+        self.channel_fd = self.wake_fd = self.room_fd = -1
         self.to_worker = self.to_driver = None
         try:
             self.mem.close()
@@ -118,7 +121,7 @@ class WorkerPool:
             "ring_offset": h.ring_offset,
             "spin": self.spin,
         }
-        protocol.send_with_fds(self.sock, ("spawn", cfg), [h.channel_fd, h.wake_fd, self.driver_fd])
+        protocol.send_with_fds(self.sock, ("spawn", cfg), [h.channel_fd, h.wake_fd, h.room_fd, self.driver_fd])
         os.close(h.channel_fd)  # the mapping stays; the worker has its own copy
         h.channel_fd = -1
         return h

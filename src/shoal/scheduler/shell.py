@@ -69,6 +69,8 @@ class Shell:
         self.by_task_id: dict[bytes, int] = {}
         self.actors = A.ActorTable()
         self.calls: dict[int, A.Actor] = {}  # seq of an actor call -> its actor
+        self._reading = False  # inside _read_rings
+        self._orphans: list = []  # calls to actors whose creation is not read yet
         self.workers: dict[int, WorkerHandle] = {}
         self.exit_codes: dict[int, int] = {}
         self.output = OutputRouter(log_to_driver)
@@ -190,18 +192,28 @@ class Shell:
         return got
 
     def _read_rings(self) -> bool:
+        """One pass over every worker's ring, handling each message in
+        order. Not re-entrant: handlers never read rings themselves."""
         got = False
-        for h in list(self.workers.values()):
-            ring = h.to_driver
-            if ring is None:
-                continue
-            msgs = ring.recv_many(h.wake_fd)
-            if msgs:
-                got = True
-                for data in msgs:
-                    self._on_message(h, P.decode(data))
-            if h.outbox:
-                h.flush()
+        self._reading = True
+        try:
+            for h in list(self.workers.values()):
+                ring = h.to_driver
+                if ring is None:
+                    continue
+                msgs = ring.recv_many(h.room_fd)
+                if msgs:
+                    got = True
+                    for data in msgs:
+                        self._on_message(h, P.decode(data))
+                if h.outbox:
+                    h.flush()
+        finally:
+            self._reading = False
+        if self._orphans:
+            orphans, self._orphans = self._orphans, []
+            for actor_id, spec, held in orphans:
+                self._call_actor(actor_id, spec, held)
         return got
 
     # -- submission ----------------------------------------------------------------
@@ -273,8 +285,22 @@ class Shell:
             self._apply_driver_refs()
             self._call_actor(actor_id, spec, held)
 
-    def _call_actor(self, actor_id: bytes, spec, held: list) -> None:
+    def _find_actor(self, actor_id: bytes) -> A.Actor | None:
         actor = self.actors.actors.get(actor_id)
+        if actor is None and not self._reading:
+            # Made by a worker whose CREATE_ACTOR we have not read yet: it was
+            # sent before anything that let us learn the actor's id.
+            self._read_rings()
+            actor = self.actors.actors.get(actor_id)
+        return actor
+
+    def _call_actor(self, actor_id: bytes, spec, held: list) -> None:
+        actor = self._find_actor(actor_id)
+        if actor is None and self._reading:
+            # Inside a pass over the rings: the actor's creation may be in a
+            # ring not read yet in this pass; retry at the end of the pass.
+            self._orphans.append((actor_id, spec, held))
+            return
         if actor is None:
             self.store.put_error(P.return_ids(spec), exc.ActorDiedError(
                 f"no actor {actor_id.hex()} in this runtime", actor_id.hex()))
@@ -289,11 +315,15 @@ class Shell:
 
     def named_actor(self, name: str, namespace: str) -> A.Actor | None:
         with self.lock:
-            return self.actors.named(name, namespace)
+            actor = self.actors.named(name, namespace)
+            if actor is None:
+                self._read_rings()
+                actor = self.actors.named(name, namespace)
+            return actor
 
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
         with self.lock:
-            actor = self.actors.actors.get(actor_id)
+            actor = self._find_actor(actor_id)
             if actor is not None:
                 self._execute(self.actors.kill(actor, no_restart))
 
@@ -470,8 +500,12 @@ class Shell:
         if h is None:
             return
         if h.to_driver is not None:  # what it said before dying counts
-            for data in h.to_driver.recv_many():
-                self._on_message(h, P.decode(data))
+            self._reading = True
+            try:
+                for data in h.to_driver.recv_many():
+                    self._on_message(h, P.decode(data))
+            finally:
+                self._reading = False
         for fd in self.output.read_worker(wid):
             self.sel.unregister(fd)
         self.exit_codes[wid] = code

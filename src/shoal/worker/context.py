@@ -18,14 +18,16 @@ from shoal.scheduler import protocol as P
 
 
 class WorkerContext(Context):
-    def __init__(self, store, wid: int, to_worker, to_driver, own_fd: int, driver_fd: int, session: str):
+    def __init__(self, store, wid: int, to_worker, to_driver, own_fd: int, driver_fd: int, session: str,
+                 room_fd: int = -1):
         super().__init__(store)
         self.holder = wid
         self.wid = wid
         self.session = session
         self.to_worker = to_worker
         self.to_driver = to_driver
-        self.own_fd = own_fd
+        self.own_fd = own_fd  # rung when a message arrives
+        self.room_fd = room_fd  # rung when the driver makes room in to_driver
         self.driver_fd = driver_fd
         self.pending: collections.deque = collections.deque()  # (seq, spec) read, not started
         self.cancelled: set[int] = set()
@@ -48,7 +50,7 @@ class WorkerContext(Context):
 
     def _send_locked(self, data: bytes) -> None:
         if not self.to_driver.send(data, self.driver_fd):
-            self.to_driver.send_wait(data, self.driver_fd, self.own_fd)
+            self.to_driver.send_wait(data, self.driver_fd, self.room_fd)
 
     def flush_refs(self) -> None:
         if self.refs.pending():

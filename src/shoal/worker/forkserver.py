@@ -5,7 +5,7 @@ it imports the worker code, then forks a worker whenever the driver asks:
 a fork takes about a millisecond where a fresh interpreter takes tens (see
 bench/bench_startup.py). It reaps its children and reports each exit.
 
-    driver --("spawn", cfg) + [channel, worker eventfd, driver eventfd]--> fork server
+    driver --("spawn", cfg) + [channel, 2 worker eventfds, driver eventfd]--> fork server
     driver <--("spawned", wid, pid) + [stdout, stderr read ends]---------- fork server
     driver <--("exited", wid, pid, returncode)---------------------------- fork server
 
@@ -68,7 +68,7 @@ class ForkServer:
                 os.close(fd)
 
     def spawn(self, cfg: dict, fds: list[int]) -> None:
-        channel_fd, own_fd, driver_fd = fds
+        channel_fd, own_fd, room_fd, driver_fd = fds
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         pid = os.fork()
@@ -85,7 +85,8 @@ class ForkServer:
                     os._exit(code)
                 from shoal.worker import main as worker_main
 
-                cfg.update(channel_fd=channel_fd, own_fd=own_fd, driver_fd=driver_fd, store_fd=self.store_fd)
+                cfg.update(channel_fd=channel_fd, own_fd=own_fd, room_fd=room_fd, driver_fd=driver_fd,
+                           store_fd=self.store_fd)
                 worker_main.run(cfg)
                 code = 0
             except BaseException:
@@ -96,7 +97,7 @@ class ForkServer:
                     sys.stderr.flush()
                 finally:
                     os._exit(code)
-        for fd in (out_w, err_w, channel_fd, own_fd, driver_fd):
+        for fd in (out_w, err_w, channel_fd, own_fd, room_fd, driver_fd):
             os.close(fd)
         pidfd = os.pidfd_open(pid)
         self.children[pidfd] = (cfg["wid"], pid)

@@ -33,7 +33,8 @@ def connect(cfg: dict) -> WorkerContext:
     os.close(cfg["channel_fd"])
     to_worker = Ring(mem, 0)
     to_driver = Ring(mem, cfg["ring_offset"])
-    ctx = WorkerContext(store, cfg["wid"], to_worker, to_driver, cfg["own_fd"], cfg["driver_fd"], cfg["session"])
+    ctx = WorkerContext(store, cfg["wid"], to_worker, to_driver, cfg["own_fd"], cfg["driver_fd"], cfg["session"],
+                        room_fd=cfg["room_fd"])
     ctx.namespace = cfg.get("namespace", "")
     return ctx
 
