@@ -197,3 +197,28 @@ def test_log_to_driver_false_silences_workers(capfd):
         shoal.shutdown()
     out, _ = capfd.readouterr()
     assert "should not appear" not in out
+
+
+def test_threads_of_a_task_wait_at_once(ray):
+    import threading
+
+    @ray.remote
+    def child(i):
+        time.sleep(0.01)
+        return i
+
+    @ray.remote
+    def parent():
+        out = [None] * 4
+
+        def work(k):
+            out[k] = ray.get(child.remote(k), timeout=30)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
+
+    assert ray.get(parent.remote(), timeout=60) == [0, 1, 2, 3]

@@ -39,6 +39,9 @@ class WorkerContext(Context):
         self.actor_id: bytes | None = None
         self.actor_info = None
         self._send_lock = threading.Lock()
+        self._read_lock = threading.Lock()  # the ring has one consumer: one thread at a time
+        self._blocked = 0  # threads of the running task waiting in get()/wait()
+        self._blocked_lock = threading.Lock()
 
     # Channel -------------------------------------------------------------------
 
@@ -65,7 +68,9 @@ class WorkerContext(Context):
 
     def read_ring(self) -> None:
         """Take every message the driver queued for this worker."""
-        for data in self.to_worker.recv_many():
+        with self._read_lock:
+            messages = self.to_worker.recv_many()
+        for data in messages:
             msg = P.decode(data)
             kind = msg[0]
             if kind == P.TASK:
@@ -91,14 +96,21 @@ class WorkerContext(Context):
         here (another worker will run them) and the CPU."""
         if self.is_actor:
             return False
-        self.read_ring()
-        returned = [seq for seq, _ in self.pending]
-        self.pending.clear()
-        self.send((P.BLOCKED, returned))
+        with self._blocked_lock:
+            self._blocked += 1
+            if self._blocked > 1:  # another thread of this task already gave the CPU back
+                return True
+            self.read_ring()
+            returned = [seq for seq, _ in self.pending]
+            self.pending.clear()
+            self.send((P.BLOCKED, returned))
         return True
 
     def after_wait(self) -> None:
-        self.send((P.UNBLOCKED,))
+        with self._blocked_lock:
+            self._blocked -= 1
+            if self._blocked == 0:
+                self.send((P.UNBLOCKED,))
 
     def submit(self, spec: P.TaskSpec, shape: tuple, deps: list, held: list) -> None:
         self.check_open()
