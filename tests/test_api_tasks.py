@@ -222,3 +222,22 @@ def test_threads_of_a_task_wait_at_once(ray):
         return out
 
     assert ray.get(parent.remote(), timeout=60) == [0, 1, 2, 3]
+
+
+def test_parents_waiting_for_short_children_do_not_deadlock(ray):
+    """Children of a known-short function may be queued ahead of time on a
+    busy worker; if that worker's task then waits for them, they must move
+    to another worker."""
+
+    @ray.remote
+    def short(i):
+        return i
+
+    @ray.remote
+    def parent(i):
+        return sum(ray.get([short.remote(i * 10 + k) for k in range(5)], timeout=30))
+
+    ray.get([short.remote(i) for i in range(50)], timeout=30)  # now known to be short
+    for _ in range(5):
+        refs = [parent.remote(i) for i in range(4)]
+        assert ray.get(refs, timeout=60) == [sum(i * 10 + k for k in range(5)) for i in range(4)]

@@ -158,3 +158,21 @@ def test_retry_goes_to_the_front():
     assert dispatched(s.task_finished(1, 1, 0.1, retry=True)) == [(1, 1)]
     assert s.tasks[1].attempts == 1
     s.check()
+
+
+def test_tasks_sent_after_blocked_are_revoked():
+    """A blocked worker has not read tasks sent after it blocked; its task
+    may wait for one of them, so they go back to the queue."""
+    from shoal.scheduler.state import Revoke
+
+    s = started(1)
+    s.submit(task(1, fn=b"parent"))
+    s.submit(task(9, fn=b"short"))  # learn that "short" is short
+    s.task_finished(1, 1, 1e-6)
+    s.task_finished(1, 9, 1e-6)
+    s.submit(task(2, fn=b"parent"))
+    assert dispatched(s.submit(task(3, fn=b"short"))) == [(1, 3)]  # prefetched behind the parent
+    actions = s.worker_blocked(1, returned=[])  # the worker had not read task 3
+    assert Revoke(1, [3]) in actions
+    assert s.tasks[3].state in ("ready", "assigned") and s.tasks[3].worker != 1
+    s.check()

@@ -8,6 +8,8 @@ the object store; messages carry object IDs.
 Driver -> worker
   (TASK, seq, spec)                 run a task (spec: TaskSpec tuple below)
   (CANCEL, seq, force)              cancel task seq if queued or running
+  (REVOKE, seqs)                    drop these tasks if not started: they were
+                                    sent after this worker blocked, and go elsewhere
   (EXIT,)                           finish and exit
 Worker -> driver
   (READY, pid)                      first message of a started worker
@@ -41,7 +43,7 @@ import pickle
 import socket
 from typing import Any, NamedTuple
 
-TASK, CANCEL, EXIT = 1, 2, 3
+TASK, CANCEL, EXIT, REVOKE = 1, 2, 3, 4
 READY, DONE, SUBMIT, PUT, REFS, BLOCKED, UNBLOCKED = 10, 11, 12, 13, 14, 15, 16
 ACTOR_INIT, CONSTRUCTED, CREATE_ACTOR, CALL_ACTOR, GET_ACTOR, KILL_ACTOR = 20, 21, 22, 23, 24, 25
 

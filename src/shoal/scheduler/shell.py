@@ -31,7 +31,7 @@ from shoal.scheduler.output import OutputRouter
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
 from shoal.scheduler.refs import DRIVER, ReferenceTable
 from shoal.scheduler.state import (
-    CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Scheduler, StartWorker, Task, Warn,
+    CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Revoke, Scheduler, StartWorker, Task, Warn,
 )
 
 #: Workers that die before saying READY this many times in a row stop the
@@ -558,6 +558,8 @@ class Shell:
                 self._fail(a.task, a.kind, a.detail)
             elif t is CancelRunning:
                 self._cancel_running(a)
+            elif t is Revoke:
+                self.workers[a.worker].send(P.encode((P.REVOKE, a.seqs)))
             elif t is CancelQueued:
                 h = self.workers.get(a.worker)
                 if h is not None:

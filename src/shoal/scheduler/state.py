@@ -73,6 +73,14 @@ class CancelRunning(NamedTuple):
     force: bool
 
 
+class Revoke(NamedTuple):
+    """Tell worker to drop tasks seqs, sent to it but not read (they are
+    queued for other workers again)."""
+
+    worker: int
+    seqs: list
+
+
 class CancelQueued(NamedTuple):
     """Tell worker to drop task seq, queued there and not started."""
 
@@ -325,6 +333,13 @@ class Scheduler:
         actions: list = []
         for seq in returned:
             self._requeue_unstarted(w, seq)
+        # Tasks sent after the worker said it blocks: it has not read them, and
+        # its task may be waiting for one of them. Take them back.
+        late = [t.seq for t in list(w.queue)[1:]]
+        for seq in reversed(late):
+            self._requeue_unstarted(w, seq)
+        if late:
+            actions.append(Revoke(wid, late))
         self._release(w)
         w.state = "blocked"
         self._schedule_all(actions)

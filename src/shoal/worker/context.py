@@ -77,6 +77,9 @@ class WorkerContext(Context):
                 self.pending.append((msg[1], msg[2]))
             elif kind == P.CANCEL:
                 self.cancelled.add(msg[1])
+            elif kind == P.REVOKE:  # always read after the TASK messages it names
+                gone = set(msg[1])
+                self.pending = collections.deque(p for p in self.pending if p[0] not in gone)
             elif kind == P.EXIT:
                 self.exit_requested = True
 
