@@ -1,10 +1,13 @@
 """The runtime context of a worker process: its channel to the driver, and
 what user code running in it can do (submit nested tasks, get, put, wait).
 
-Ordering rule: before any message, and before sealing a task's results,
-the worker sends the reference changes it has queued (REFS), so the driver
-always learns that this process holds an object before learning anything
-that could lead another process to release it.
+Ordering rule: around every message the worker sends the reference
+changes it has queued (REFS): the objects it started to hold go before the
+message, the ones it stopped holding go after it. So the driver always
+learns that this process holds an object before anything that could lead
+another process to release it, and learns of a release only after the
+message that may hand the object on (a result that contains a ref the task
+made and then dropped, for example).
 """
 
 from __future__ import annotations
@@ -48,8 +51,20 @@ class WorkerContext(Context):
     def send(self, message: tuple) -> None:
         data = P.encode(message)
         with self._send_lock:
-            self._flush_refs_locked()
+            lasts = self._send_firsts_locked()
             self._send_locked(data)
+            if lasts:
+                self._send_locked(P.encode((P.REFS, [], lasts)))
+
+    def _send_firsts_locked(self) -> list[bytes]:
+        """Send the queued new holds; return the queued releases, which
+        the caller sends after its message."""
+        if not self.refs.pending():
+            return []
+        firsts, lasts = self.refs.drain()
+        if firsts:
+            self._send_locked(P.encode((P.REFS, firsts, [])))
+        return lasts
 
     def _send_locked(self, data: bytes) -> None:
         if not self.to_driver.send(data, self.driver_fd):
