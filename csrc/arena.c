@@ -77,9 +77,16 @@ uint64_t arena_alloc(struct store *s, uint64_t size, uint32_t entry) {
         if (block_at(s, off)->size >= size) goto found;
         off = block_at(s, off)->next_free;
     }
-    k = next_bin(h, k + 1);
-    if (k < 0) return NONE64;
-    off = h->bins[k];
+    int larger = next_bin(h, k + 1);
+    if (larger >= 0) {
+        off = h->bins[larger];
+        goto found;
+    }
+    /* No larger class: a fitting block may still sit deeper in this one.
+     * Rare (the store is nearly full), so the full walk is affordable. */
+    for (; off != NONE64; off = block_at(s, off)->next_free)
+        if (block_at(s, off)->size >= size) goto found;
+    return NONE64;
 found:
     bin_remove(s, off);
     block_t *b = block_at(s, off);

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -139,18 +140,25 @@ static int sleep_on(int fd, int64_t deadline) {
     if (deadline >= 0) {
         int64_t left = deadline - now_ns();
         if (left <= 0) return ETIMEDOUT;
-        ms = (int)((left + 999999) / 1000000);
+        left = (left + 999999) / 1000000;
+        ms = left > (1 << 30) ? (1 << 30) : (int)left; /* poll takes an int of ms */
     }
     struct pollfd p = {.fd = fd, .events = POLLIN};
     int n = poll(&p, 1, ms);
     if (n < 0) return errno;
+    if (n > 0 && (p.revents & (POLLNVAL | POLLERR))) return EBADF; /* would wake at once forever */
     if (n > 0) drain_fd(fd);
     return 0;
 }
 
+/* Absolute deadline for a timeout (< 0, or too long to add: none). */
+static int64_t deadline_after(int64_t start, int64_t timeout_ns) {
+    return timeout_ns < 0 || timeout_ns > INT64_MAX / 2 ? -1 : start + timeout_ns;
+}
+
 int ring_wait_readable(ring_t *r, int own_fd, int64_t spin_ns, int64_t timeout_ns) {
     int64_t start = now_ns();
-    int64_t deadline = timeout_ns < 0 ? -1 : start + timeout_ns;
+    int64_t deadline = deadline_after(start, timeout_ns);
     if (has_message(r)) return 0;
     for (int64_t spin_end = start + spin_ns; now_ns() < spin_end;) {
         for (int k = 0; k < 64; k++) cpu_relax();
@@ -161,7 +169,7 @@ int ring_wait_readable(ring_t *r, int own_fd, int64_t spin_ns, int64_t timeout_n
         atomic_thread_fence(memory_order_seq_cst);
         if (has_message(r)) break;
         int rc = sleep_on(own_fd, deadline);
-        if (rc == EINTR || rc == ETIMEDOUT) {
+        if (rc != 0) { /* EINTR, ETIMEDOUT, or a broken descriptor */
             atomic_store_explicit(&r->consumer_waiting, 0, memory_order_relaxed);
             return has_message(r) ? 0 : rc;
         }
@@ -181,13 +189,13 @@ static int has_room(ring_t *r, uint32_t len) {
 
 int ring_wait_writable(ring_t *r, uint32_t len, int own_fd, int64_t timeout_ns) {
     if (len > ring_max_message(r)) return EMSGSIZE;
-    int64_t deadline = timeout_ns < 0 ? -1 : now_ns() + timeout_ns;
+    int64_t deadline = deadline_after(now_ns(), timeout_ns);
     for (;;) {
         atomic_store_explicit(&r->producer_waiting, 1, memory_order_relaxed);
         atomic_thread_fence(memory_order_seq_cst);
         if (has_room(r, len)) break;
         int rc = sleep_on(own_fd, deadline);
-        if (rc == EINTR || rc == ETIMEDOUT) {
+        if (rc != 0) { /* EINTR, ETIMEDOUT, or a broken descriptor */
             atomic_store_explicit(&r->producer_waiting, 0, memory_order_relaxed);
             return has_room(r, len) ? 0 : rc;
         }

@@ -25,13 +25,15 @@ static void *copy_slice(void *arg) {
 }
 
 void store_parallel_copy(void *dst, const void *src, uint64_t n, int threads) {
+    if (threads < 1) threads = 1;
     if (threads > MAX_COPY_THREADS) threads = MAX_COPY_THREADS;
     if ((uint64_t)threads > n / MIN_SLICE) threads = (int)(n / MIN_SLICE);
     if (threads <= 1) {
         memcpy(dst, src, n);
         return;
     }
-    uint64_t chunk = (n / (uint64_t)threads + 4095) & ~4095ULL; /* page-aligned slices */
+    /* page-aligned slices, rounded up so that they cover all n bytes */
+    uint64_t chunk = ((n + (uint64_t)threads - 1) / (uint64_t)threads + 4095) & ~4095ULL;
     slice_t sl[MAX_COPY_THREADS];
     pthread_t tid[MAX_COPY_THREADS];
     int started[MAX_COPY_THREADS] = {0};
@@ -39,7 +41,7 @@ void store_parallel_copy(void *dst, const void *src, uint64_t n, int threads) {
         uint64_t off = chunk * (uint64_t)k;
         sl[k].dst = (uint8_t *)dst + off;
         sl[k].src = (const uint8_t *)src + off;
-        sl[k].n = off >= n ? 0 : (n - off < chunk ? n - off : chunk);
+        sl[k].n = off >= n ? 0 : (n - off < chunk || k == threads - 1 ? n - off : chunk);
     }
     for (int k = 1; k < threads; k++)
         started[k] = pthread_create(&tid[k], NULL, copy_slice, &sl[k]) == 0;

@@ -39,6 +39,9 @@ void release_own_locked(struct store *s);
 int client_alive(const slot_t *slot);
 
 /* Start time (clock ticks after boot) of a process, 0 if unknown. */
+/* Start time of pid (clock ticks since boot); 0 when it is dead or gone,
+ * START_TIME_UNKNOWN when /proc could not be read for another reason. */
+#define START_TIME_UNKNOWN UINT64_MAX
 uint64_t process_start_time(pid_t pid);
 
 /* Wait while *addr == val, for at most timeout_ns (< 0: forever). Returns 0

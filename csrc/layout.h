@@ -28,6 +28,7 @@
 #define SEG_VERSION 1u
 
 #define NONE32 UINT32_MAX
+#define MAX_OBJECTS_LIMIT (1u << 28) /* entries per segment; keeps the index sizing loop finite */
 #define NONE64 UINT64_MAX
 
 #define NBINS 256                     /* allocator size classes */

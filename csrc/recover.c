@@ -19,13 +19,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "arena.h"
 #include "internal.h"
 #include "table.h"
 
+/* Lock with a bounded sleep, retried: when a lock holder dies the kernel
+ * wakes one waiter to take over; if that waiter is being killed too, the
+ * wake-up is lost and the others would sleep forever. A retry sees the
+ * owner-died mark and recovers. */
+#define LOCK_RETRY_NS 50000000L
+
 store_status_t seg_lock(struct store *s) {
-    int rc = pthread_mutex_lock(&s->h->lock);
+    int rc;
+    for (;;) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += LOCK_RETRY_NS;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000000000L;
+        }
+        rc = pthread_mutex_clocklock(&s->h->lock, CLOCK_MONOTONIC, &until);
+        if (rc != ETIMEDOUT) break;
+    }
     if (rc == EOWNERDEAD) {
         recover_locked(s);
         pthread_mutex_consistent(&s->h->lock);

@@ -118,7 +118,7 @@ static store_status_t format_segment(uint8_t *base, const layout_t *l, uint64_t 
 store_status_t store_segment_create(uint64_t capacity, uint32_t max_objects, int *fd_out) {
     if (capacity < MIN_BLOCK || capacity > (1ULL << 46)) return STORE_E_INVALID;
     if (max_objects == 0) max_objects = default_max_objects(capacity);
-    if (max_objects >= NONE32) return STORE_E_INVALID;
+    if (max_objects > MAX_OBJECTS_LIMIT) return STORE_E_INVALID;
     layout_t l = compute_layout(capacity, max_objects);
     int fd = memfd_create("shoal-store", MFD_CLOEXEC);
     if (fd < 0) return STORE_E_SYS;
@@ -142,7 +142,7 @@ uint64_t process_start_time(pid_t pid) {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
+    if (fd < 0) return errno == ENOENT || errno == ESRCH ? 0 : START_TIME_UNKNOWN;
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0) return 0;
@@ -164,6 +164,7 @@ uint64_t process_start_time(pid_t pid) {
 int client_alive(const slot_t *slot) {
     if (slot->pid == getpid()) return 1;
     uint64_t start = process_start_time(slot->pid);
+    if (start == START_TIME_UNKNOWN) return 1; /* cannot tell (out of fds, ...): keep its records */
     return start != 0 && start == slot->start_time;
 }
 

@@ -203,9 +203,15 @@ static int64_t now_ns(void) {
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* Timeouts beyond about 31 years mean forever (and cannot overflow ns). */
+static int64_t clamp_timeout(int64_t timeout_ms) {
+    return timeout_ms > 1000000000000LL ? -1 : timeout_ms;
+}
+
 store_status_t store_get(store_t *s, const uint8_t *id, int64_t timeout_ms, store_object_t *out,
                          int *exists_out) {
     CHECK(s);
+    timeout_ms = clamp_timeout(timeout_ms);
     header_t *h = s->h;
     int64_t deadline = timeout_ms > 0 ? now_ns() + timeout_ms * 1000000 : 0;
     int b = wait_bucket(id), interrupted = 0;
@@ -312,6 +318,7 @@ uint32_t store_seal_sequence(store_t *s) { return atomic_load(&s->h->seal_any); 
 
 store_status_t store_wait_seal_after(store_t *s, uint32_t seq, int64_t timeout_ms) {
     CHECK(s);
+    timeout_ms = clamp_timeout(timeout_ms);
     header_t *h = s->h;
     int64_t deadline = timeout_ms > 0 ? now_ns() + timeout_ms * 1000000 : 0;
     int err = 0;

@@ -98,3 +98,24 @@ def test_blocked_producer_wakes_when_consumer_reads(ring):
     ring.recv(own)  # consuming wakes the producer through its eventfd
     t.join(10)
     assert done.is_set()
+
+
+def test_waiting_on_a_closed_descriptor_raises_instead_of_spinning(ring):
+    fd = os.eventfd(0, os.EFD_NONBLOCK)
+    os.close(fd)  # poll reports POLLNVAL at once, every time
+    with pytest.raises(OSError):
+        ring.wait_readable(fd, timeout=5.0)
+    while ring.send(b"z" * 100):
+        pass
+    with pytest.raises(OSError):
+        ring.send_wait(b"z" * 100, -1, fd, timeout=5.0)
+
+
+def test_huge_timeout_waits_rather_than_expiring(ring):
+    fd = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        ring.send(b"m")
+        assert ring.wait_readable(fd, timeout=1e12)  # a message is there: True at once
+        assert ring.recv() == b"m"
+    finally:
+        os.close(fd)

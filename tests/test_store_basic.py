@@ -180,6 +180,21 @@ def test_write_after_seal_is_a_state_error(store):
     assert bytes(store.get_buffer(i)) == b"0123456789"
 
 
+def test_abort_and_release_refused_while_writable_views_live(store):
+    i = oid()
+    w = store.create(i, 4096)
+    arr = np.frombuffer(w, dtype=np.uint8)  # a writable view into the object
+    for attempt in (w.abort, w.release, lambda: store.abort(i)):
+        with pytest.raises(exc.ObjectStateError, match="still alive"):
+            attempt()
+    assert store.statistics().num_created == 1  # nothing was freed under the view
+    arr[:] = 7
+    del arr
+    w.abort()  # no views left
+    assert store.statistics().bytes_in_use == 0
+    assert not store.contains(i)
+
+
 def test_sealed_buffer_is_read_only(store):
     i = store.put(b"abc")
     b = store.get_buffer(i)
@@ -289,6 +304,36 @@ def test_free_blocks_coalesce(store):
     assert store.statistics().largest_free_block >= (64 << 20) - 4096
     store.put(np.zeros(60 << 20, dtype=np.uint8))
     store.raw.validate()
+
+
+def test_fitting_block_deep_in_its_size_class_is_found():
+    """40 free blocks of one size class, only the oldest big enough, and no
+    larger free block anywhere: the allocation must still succeed."""
+    with ObjectStore.open(1 << 20) as store:
+        def make(n):
+            w = store.create(oid(), n)
+            w.seal()
+            w.release()
+            return w.object_id
+
+        wide = make(20000)
+        store.put(b"x")  # a separator keeps the freed blocks from coalescing
+        narrow = []
+        for _ in range(40):
+            narrow.append(make(16384))
+            store.put(b"x")
+        left = store.statistics().largest_free_block
+        while True:  # fill the rest, so no bigger free block exists
+            try:
+                make(left)
+                break
+            except exc.StoreFullError:
+                left -= 64
+        for i in [wide, *narrow]:  # the wide block is freed first: deepest in its list
+            store.delete(i)
+        assert store.statistics().largest_free_block < 20096
+        make(19000)
+        store.raw.validate()
 
 
 def test_freed_memory_is_reused_first(store):

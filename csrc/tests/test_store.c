@@ -293,8 +293,33 @@ static void test_parallel_copy(void) {
     EXPECT(memcmp(a, b, n) == 0);
     store_parallel_copy(b, a + 1, 1000, 4);
     EXPECT(memcmp(a + 1, b, 1000) == 0);
+    /* n/threads a multiple of the page size, plus a tail: the tail must be copied */
+    size_t m = (size_t)3 * (8u << 20) + 1;
+    memset(b, 0, n);
+    store_parallel_copy(b, a, m, 3);
+    EXPECT(memcmp(a, b, m) == 0);
+    memset(b, 0, n);
+    store_parallel_copy(b, a, n, -5); /* nonsense thread counts copy on one thread */
+    EXPECT(memcmp(a, b, n) == 0);
     free(a);
     free(b);
+}
+
+static void test_limits(void) {
+    int fd = -1;
+    EXPECT_RC(store_segment_create(1 << 20, 3000000000u, &fd), STORE_E_INVALID);
+    store_t *s = open_store(1 << 20, 64, &fd);
+    uint8_t id[STORE_ID_SIZE];
+    store_object_t o, g;
+    make_id(id, 7);
+    EXPECT_RC(store_create(s, id, 8, 0, 0, &o), STORE_OK);
+    EXPECT_RC(store_seal(s, id), STORE_OK);
+    /* a huge timeout means forever, and must not overflow into "expired" */
+    EXPECT_RC(store_get(s, id, INT64_MAX, &g, NULL), STORE_OK);
+    EXPECT_RC(store_release(s, &g), STORE_OK);
+    EXPECT_RC(store_release(s, &o), STORE_OK);
+    store_detach(s);
+    close(fd);
 }
 
 int main(void) {
@@ -305,6 +330,7 @@ int main(void) {
     test_child_dies_holding_lock_and_pins();
     test_forked_handle_is_refused();
     test_parallel_copy();
+    test_limits();
     if (failures) {
         fprintf(stderr, "%d failures\n", failures);
         return 1;

@@ -6,6 +6,8 @@ shoal.scheduler.protocol."""
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
+import os
+
 from libc.errno cimport EAGAIN, EINTR, EMSGSIZE, ETIMEDOUT
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
@@ -47,8 +49,12 @@ cdef int64_t to_ns(object seconds) except? -2:
     if seconds is None:
         return -1
     cdef double s = seconds
+    if s != s:
+        raise ValueError("timeout must be a number of seconds, not NaN")
     if s < 0:
         return 0
+    if s > 1e9:  # about 31 years: forever (and no int64 overflow)
+        return -1
     return <int64_t>(s * 1e9)
 
 
@@ -120,6 +126,8 @@ cdef class Ring:
                 PyErr_CheckSignals()
             elif rc == ETIMEDOUT:
                 return False
+            elif rc != 0:
+                raise OSError(rc, f"waiting for room in a ring: {os.strerror(rc)}")
         return True
 
     def recv(self, int wake_fd=-1):
@@ -154,6 +162,8 @@ cdef class Ring:
             if rc == EINTR:
                 PyErr_CheckSignals()
                 continue
+            if rc != 0 and rc != ETIMEDOUT:
+                raise OSError(rc, f"waiting for a message: {os.strerror(rc)}")
             return rc == 0
 
     def prepare_sleep(self):

@@ -132,11 +132,13 @@ cdef class Store:
     cdef int _fd
     cdef Py_ssize_t _users  # live buffers and calls in flight
     cdef bint _closed
+    cdef dict _exported  # oid -> WritableBuffer with live memoryviews
     cdef object __weakref__
 
     def __cinit__(self):
         self._s = NULL
         self._fd = -1
+        self._exported = {}
 
     @staticmethod
     def new(uint64_t capacity, *, uint32_t max_objects=0):
@@ -304,9 +306,13 @@ cdef class Store:
             self._leave()
 
     def abort(self, oid):
-        """Drop an object this process created and has not sealed."""
+        """Drop an object this process created and has not sealed. Refused
+        (ObjectStateError) while views of its WritableBuffer are alive."""
         cdef const uint8_t *idp = id_ptr(oid)
         cdef lib.store_status_t rc
+        cdef WritableBuffer writer = self._exported.get(oid)
+        if writer is not None:
+            writer._refuse_with_views("abort")
         self._enter()
         try:
             rc = lib.store_abort(self._s, idp)
@@ -605,6 +611,7 @@ cdef class WritableBuffer:
     cdef object _oid
     cdef lib.store_object_t _obj
     cdef bint _held
+    cdef Py_ssize_t _exports  # live views from __getbuffer__
     cdef Py_ssize_t _shape[1]
     cdef Py_ssize_t _strides[1]
 
@@ -641,6 +648,24 @@ cdef class WritableBuffer:
         view.suboffsets = NULL
         view.internal = NULL
         view.obj = self
+        self._exports += 1
+        if self._exports == 1:
+            self._store._exported[self._oid] = self
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self._exports -= 1
+        if self._exports == 0:
+            self._store._exported.pop(self._oid, None)
+
+    cdef int _refuse_with_views(self, str what) except -1:
+        # Freeing the memory under a live writable view would let it
+        # scribble over other objects later.
+        if self._exports:
+            raise exc.ObjectStateError(
+                f"cannot {what} object {self._oid.hex()}: {self._exports} memoryview(s) or "
+                f"numpy array(s) of its buffer are still alive; release them first "
+                f"(view.release(), or del the arrays)")
+        return 0
 
     @property
     def object_id(self):
@@ -658,21 +683,28 @@ cdef class WritableBuffer:
 
     def seal(self):
         """Publish the object (immutable from now on). The buffer keeps its
-        pin until released or garbage-collected."""
+        pin until released or garbage-collected, so views taken before the
+        seal stay valid memory; writing through them afterwards is a bug
+        the store cannot see (new views are refused)."""
         if not self._held:
             raise exc.ObjectStateError(f"object {self._oid.hex()} was released")
         self._store.seal(self._oid)
 
     def abort(self):
-        """Drop the unsealed object."""
+        """Drop the unsealed object. Refused (ObjectStateError) while views
+        of this buffer are alive."""
         if not self._held:
             raise exc.ObjectStateError(f"object {self._oid.hex()} was released")
+        self._refuse_with_views("abort")
         self._store.abort(self._oid)
         self._held = False
         self._store._leave()
 
     def release(self):
-        """Drop this buffer's pin; an object not yet sealed is aborted."""
+        """Drop this buffer's pin; an object not yet sealed is aborted.
+        Refused (ObjectStateError) while views of this buffer are alive."""
+        if self._held:
+            self._refuse_with_views("release")
         self._release()
 
     cdef void _release(self):
