@@ -198,3 +198,24 @@ def test_every_public_exception_pickles():
     for e in errors:
         back = pickle.loads(pickle.dumps(e))
         assert type(back).__name__ == type(e).__name__ and str(back) == str(e)
+
+
+def test_retry_after_a_crash_between_two_returns(ray, tmp_path):
+    """The first attempt seals return 0 and dies before return 1: the
+    retry keeps the sealed value instead of failing on it."""
+    marker = tmp_path / "crashed"
+
+    class CrashOnce:
+        def __reduce__(self):
+            if not marker.exists():
+                marker.touch()
+                os._exit(1)
+            return (int, (7,))
+
+    @ray.remote(num_returns=2, max_retries=1)
+    def two():
+        return "first", CrashOnce()
+
+    a, b = two.remote()
+    assert ray.get([a, b], timeout=30) == ["first", 7]
+    assert marker.exists()

@@ -93,10 +93,10 @@ def test_blocked_worker_gives_back_cpu_and_queued_tasks():
     s.submit(task(3, fn=b"short"))  # prefetched behind 2
     actions = s.worker_blocked(1, returned=[3])
     # The CPU is free again and no worker is idle: the pool grows.
-    assert [type(a) for a in actions] == [StartWorker]
+    assert [type(a).__name__ for a in actions] == ["Revoke", "StartWorker"]
     s.check()
     assert s.available_resources() == {"CPU": 1}
-    assert dispatched(s.worker_started(actions[0].worker)) == [(actions[0].worker, 3)]
+    assert dispatched(s.worker_started(actions[1].worker)) == [(actions[1].worker, 3)]
     s.worker_unblocked(1)  # oversubscribed for a while, as in Ray
     assert s.available["CPU"] == -10_000 + 10_000 * 0
     s.check()
@@ -157,6 +157,64 @@ def test_retry_goes_to_the_front():
     s.submit(task(2))
     assert dispatched(s.task_finished(1, 1, 0.1, retry=True)) == [(1, 1)]
     assert s.tasks[1].attempts == 1
+    s.check()
+
+
+def test_cancelled_queued_task_handed_back_by_a_blocked_worker_fails():
+    s = started(1)
+    s.submit(task(1, fn=b"short"))
+    s.task_finished(1, 1, 1e-6)
+    s.submit(task(2, fn=b"short"))
+    s.submit(task(3, fn=b"short"))  # prefetched behind 2
+    assert s.cancel(3) == [CancelQueued(1, 3)]
+    actions = s.worker_blocked(1, returned=[3])  # read, not started, handed back
+    fails = [a for a in actions if type(a) is FailTask]
+    assert [(a.task.seq, a.kind) for a in fails] == [(3, "cancelled")]
+    assert 3 not in s.tasks
+    s.check()
+
+
+def test_cancelled_queued_task_of_a_dead_worker_fails():
+    s = started(1)
+    s.submit(task(1, fn=b"short"))
+    s.task_finished(1, 1, 1e-6)
+    s.submit(task(2, fn=b"short"))
+    s.submit(task(3, fn=b"short"))
+    s.cancel(3)
+    actions = s.worker_died(1, started=True)
+    assert (3, "cancelled") in [(a.task.seq, a.kind) for a in actions if type(a) is FailTask]
+    s.check()
+
+
+def test_cancel_then_retryable_error_seals_the_cancellation():
+    s = started(1)
+    s.submit(task(1))
+    assert s.cancel(1) == [CancelRunning(1, 1, False)]
+    actions = s.task_finished(1, 1, 0.1, retry=True)  # raised before the interrupt landed
+    assert [(a.task.seq, a.kind) for a in actions if type(a) is FailTask] == [(1, "cancelled")]
+    assert 1 not in s.tasks
+    s.check()
+
+
+def test_every_blocked_is_answered_with_one_revoke():
+    from shoal.scheduler.state import Revoke
+
+    s = started(1)
+    s.submit(task(1))
+    assert [a for a in s.worker_blocked(1, returned=[]) if type(a) is Revoke] == [Revoke(1, [])]
+    # a second BLOCKED (not busy any more) is answered too: the worker waits for it
+    assert s.worker_blocked(1, returned=[]) == [Revoke(1, [])]
+    s.check()
+
+
+def test_task_that_returns_while_another_thread_waits_frees_the_worker():
+    s = started(1)
+    s.submit(task(1))
+    s.worker_blocked(1, returned=[])
+    s.submit(task(2))  # runs on a second worker the pool starts (or waits)
+    s.task_finished(1, 1, 0.1)  # returned; a thread it started still waits in get()
+    assert s.workers[1].state in ("idle", "busy")
+    assert s.worker_unblocked(1) == []  # the late UNBLOCKED changes nothing
     s.check()
 
 

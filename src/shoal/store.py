@@ -149,6 +149,13 @@ class ObjectStore:
                 self.put_serialized(oid, s)
             except (exc.ObjectExistsError, exc.StoreClosedError):
                 pass
+            except exc.StoreFullError as full:
+                # Nothing else can report it: whoever waits for oid learns
+                # of it only through a timeout.
+                import warnings
+
+                warnings.warn(f"could not store the error for object {oid.hex()} ({type(error).__name__}: "
+                              f"{error}): {full}", RuntimeWarning, stacklevel=2)
 
     # Raw objects ---------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 import selectors
+import signal
 import sys
 import threading
 import warnings
@@ -37,6 +38,15 @@ from shoal.scheduler.state import (
 #: Workers that die before saying READY this many times in a row stop the
 #: pool from starting more (something in the environment is broken).
 MAX_START_FAILURES = 3
+
+
+def _signal(pid: int, sig: int) -> None:
+    """Send sig to pid, which may have exited already (its exit is then
+    reported by the fork server)."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 class Shell:
@@ -117,7 +127,11 @@ class Shell:
 
                 sys.stderr.write("shoal: the runtime's I/O thread failed; this is a bug:\n")
                 traceback.print_exc()
-                self._fail_everything(exc.RaySystemError("the runtime's I/O thread failed (a bug in shoal)"))
+                with self.lock:
+                    self.broken = exc.RaySystemError(
+                        "the runtime's I/O thread failed (a bug in shoal; its traceback is on stderr): "
+                        "call shutdown() and init() again")
+                    self._fail_everything(self.broken)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Fail what is unfinished, stop the I/O thread and the workers."""
@@ -205,7 +219,7 @@ class Shell:
                 if msgs:
                     got = True
                     for data in msgs:
-                        self._on_message(h, P.decode(data))
+                        self._handle(h, data)
                 if h.outbox:
                     h.flush()
         finally:
@@ -353,9 +367,7 @@ class Shell:
         elif t is A.KillProcess:
             h = self.workers.get(actor.wid)
             if h is not None and h.pid is not None:
-                import signal
-
-                os.kill(h.pid, signal.SIGKILL)
+                _signal(h.pid, signal.SIGKILL)
             elif h is not None:
                 h.kill_when_spawned = True
         elif t is A.StopProcess:
@@ -372,6 +384,17 @@ class Shell:
                     self._collect()
 
     # -- messages from workers ---------------------------------------------------------
+
+    def _handle(self, h: WorkerHandle, data: bytes) -> None:
+        """Handle one message; a failure in a handler is reported and
+        contained to that message, so the runtime goes on."""
+        try:
+            self._on_message(h, P.decode(data))
+        except Exception:
+            import traceback
+
+            sys.stderr.write(f"shoal: error handling a message from worker {h.wid} (a bug in shoal):\n")
+            traceback.print_exc()
 
     def _on_message(self, h: WorkerHandle, msg: tuple) -> None:
         kind = msg[0]
@@ -437,6 +460,8 @@ class Shell:
     def _on_done(self, h: WorkerHandle, msg: tuple) -> None:
         _, seq, status, duration, contained = msg
         for rid, inner in contained.items():
+            if rid in self.drop_when_sealed:
+                continue  # deleted as soon as this task ends: it keeps nothing alive
             self.refs.add_contained(rid, inner)
             self.shared.update(inner)
         actor = self.actors.by_wid.get(h.wid)
@@ -484,9 +509,7 @@ class Shell:
             if h is not None:
                 h.pid = pid
                 if h.kill_when_spawned:
-                    import signal
-
-                    os.kill(pid, signal.SIGKILL)
+                    _signal(pid, signal.SIGKILL)
             for fd, err in zip(fds, (False, True)):
                 self.output.add(fd, wid, pid, err)
                 self.sel.register(fd, selectors.EVENT_READ, "output")
@@ -503,7 +526,7 @@ class Shell:
             self._reading = True
             try:
                 for data in h.to_driver.recv_many():
-                    self._on_message(h, P.decode(data))
+                    self._handle(h, data)
             finally:
                 self._reading = False
         for fd in self.output.read_worker(wid):
@@ -559,7 +582,9 @@ class Shell:
             elif t is CancelRunning:
                 self._cancel_running(a)
             elif t is Revoke:
-                self.workers[a.worker].send(P.encode((P.REVOKE, a.seqs)))
+                h = self.workers.get(a.worker)
+                if h is not None:
+                    h.send(P.encode((P.REVOKE, a.seqs)))
             elif t is CancelQueued:
                 h = self.workers.get(a.worker)
                 if h is not None:
@@ -595,13 +620,11 @@ class Shell:
         h = self.workers.get(a.worker)
         if h is None or h.pid is None:
             return
-        import signal
-
         if a.force:
-            os.kill(h.pid, signal.SIGKILL)
+            _signal(h.pid, signal.SIGKILL)
         else:
             h.to_driver.user_word = a.seq  # the worker checks it is still that task
-            os.kill(h.pid, signal.SIGINT)
+            _signal(h.pid, signal.SIGINT)
 
     def _fail_everything(self, error: BaseException) -> None:
         """Seal `error` for every unfinished task and actor call (waiters wake)."""

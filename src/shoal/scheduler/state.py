@@ -321,25 +321,34 @@ class Scheduler:
         else:
             t.state = "done"
             self.tasks.pop(seq, None)
+            if retry:  # cancelled while it ran: nothing sealed, nothing will run it again
+                actions.append(FailTask(t, "cancelled", "cancelled while it ran"))
+        if w.state == "blocked":
+            # It returned while another of its threads still waited: that
+            # wait no longer counts, and its resources were given back.
+            w.state = "busy"
         self._after_progress(w, actions)
         return actions
 
     def worker_blocked(self, wid: int, returned: list[int]) -> list:
         """The worker's running task waits in get(): its resources go back,
-        and so do the queued tasks it handed back (seqs in `returned`)."""
+        and so do the queued tasks it handed back (seqs in `returned`).
+
+        Always answered with exactly one Revoke (maybe empty): the worker
+        holds back every task it reads after saying BLOCKED until then, so
+        a task revoked here can never also start there."""
         w = self.workers[wid]
-        if w.state != "busy":
-            return []
         actions: list = []
+        if w.state != "busy":
+            return [Revoke(wid, [])]
         for seq in returned:
-            self._requeue_unstarted(w, seq)
+            self._requeue_unstarted(w, seq, actions)
         # Tasks sent after the worker said it blocks: it has not read them, and
         # its task may be waiting for one of them. Take them back.
         late = [t.seq for t in list(w.queue)[1:]]
         for seq in reversed(late):
-            self._requeue_unstarted(w, seq)
-        if late:
-            actions.append(Revoke(wid, late))
+            self._requeue_unstarted(w, seq, actions)
+        actions.append(Revoke(wid, late))
         self._release(w)
         w.state = "blocked"
         self._schedule_all(actions)
@@ -367,8 +376,7 @@ class Scheduler:
             self._release(w)
         running = w.queue.popleft() if w.queue and started else None
         for t in reversed(w.queue):  # unstarted: back to the front, in order
-            t.state, t.worker = "ready", None
-            self._queue_ready(t, front=True)
+            self._requeue(t, actions)
         w.queue.clear()
         w.state = "dead"
         if running is not None:
@@ -494,8 +502,6 @@ class Scheduler:
     def _after_progress(self, w: Worker, actions: list) -> None:
         """Worker w finished a task: keep it fed with work of its shape, or
         let its lease go and give it other work."""
-        if w.state == "blocked":
-            return
         shape = w.shape
         q = self.ready.get(shape) if shape is not None else None
         if q:
@@ -525,14 +531,24 @@ class Scheduler:
                 self._fill_idle(w, actions)
         self._maybe_grow(actions)
 
-    def _requeue_unstarted(self, w: Worker, seq: int) -> None:
+    def _requeue_unstarted(self, w: Worker, seq: int, actions: list) -> None:
         for i, t in enumerate(w.queue):
             if t.seq == seq and i > 0:
                 del w.queue[i]
-                t.state, t.worker = "ready", None
-                if not t.cancelled:
-                    self._queue_ready(t, front=True)
+                self._requeue(t, actions)
                 return
+
+    def _requeue(self, t: Task, actions: list) -> None:
+        """A task taken back from a worker before it started: to the front
+        of the queue, or, if it was cancelled meanwhile, failed as such."""
+        t.worker = None
+        if t.cancelled:
+            t.state = "done"
+            self.tasks.pop(t.seq, None)
+            actions.append(FailTask(t, "cancelled", "cancelled before it ran"))
+        else:
+            t.state = "ready"
+            self._queue_ready(t, front=True)
 
     def _forget(self, t: Task) -> None:
         self.tasks.pop(t.seq, None)

@@ -43,8 +43,14 @@ class WorkerContext(Context):
         self.actor_info = None
         self._send_lock = threading.Lock()
         self._read_lock = threading.Lock()  # the ring has one consumer: one thread at a time
-        self._blocked = 0  # threads of the running task waiting in get()/wait()
+        # Tasks read after a BLOCKED are held back until the driver's REVOKE
+        # answering it says which of them it took back (see before_wait).
+        self.revokes_due = 0
+        self.held: list = []
+        self._blocked = 0  # threads of the task _blocked_seq waiting in get()/wait()
+        self._blocked_seq = 0
         self._blocked_lock = threading.Lock()
+        self._waiting = threading.local()  # .seq: the task a thread's wait belongs to
 
     # Channel -------------------------------------------------------------------
 
@@ -84,17 +90,24 @@ class WorkerContext(Context):
     def read_ring(self) -> None:
         """Take every message the driver queued for this worker."""
         with self._read_lock:
-            messages = self.to_worker.recv_many()
-        for data in messages:
+            self._read_ring_locked()
+
+    def _read_ring_locked(self) -> None:
+        for data in self.to_worker.recv_many():
             msg = P.decode(data)
             kind = msg[0]
             if kind == P.TASK:
-                self.pending.append((msg[1], msg[2]))
+                (self.held if self.revokes_due else self.pending).append((msg[1], msg[2]))
             elif kind == P.CANCEL:
                 self.cancelled.add(msg[1])
-            elif kind == P.REVOKE:  # always read after the TASK messages it names
+            elif kind == P.REVOKE:  # answers one BLOCKED; read after the TASKs it names
                 gone = set(msg[1])
-                self.pending = collections.deque(p for p in self.pending if p[0] not in gone)
+                self.cancelled -= gone
+                self.revokes_due -= 1
+                self.held = [p for p in self.held if p[0] not in gone]
+                if not self.revokes_due:
+                    self.pending.extend(self.held)
+                    self.held = []
             elif kind == P.EXIT:
                 self.exit_requested = True
 
@@ -111,24 +124,43 @@ class WorkerContext(Context):
 
     def before_wait(self, object_ids: list[bytes]) -> bool:
         """The running task is about to wait: hand back the tasks queued
-        here (another worker will run them) and the CPU."""
-        if self.is_actor:
+        here (another worker will run them) and the CPU.
+
+        The driver may have sent more tasks that we have not read yet; it
+        answers BLOCKED with a REVOKE naming those it takes back, and tasks
+        read meanwhile wait for that answer, so none runs twice."""
+        seq = self.current_seq
+        if self.is_actor or not seq:
             return False
         with self._blocked_lock:
-            self._blocked += 1
-            if self._blocked > 1:  # another thread of this task already gave the CPU back
+            self._waiting.seq = seq
+            if self._blocked_seq == seq and self._blocked:
+                self._blocked += 1  # another thread of this task already gave the CPU back
                 return True
-            self.read_ring()
-            returned = [seq for seq, _ in self.pending]
-            self.pending.clear()
+            self._blocked_seq, self._blocked = seq, 1
+            with self._read_lock:
+                self._read_ring_locked()
+                returned = [s for s, _ in self.pending]
+                self.pending.clear()
+                self.revokes_due += 1
+            self.cancelled -= set(returned)
             self.send((P.BLOCKED, returned))
         return True
 
     def after_wait(self) -> None:
         with self._blocked_lock:
+            if getattr(self._waiting, "seq", None) != self._blocked_seq or not self._blocked:
+                return  # its task has ended meanwhile (a thread it left behind)
             self._blocked -= 1
             if self._blocked == 0:
                 self.send((P.UNBLOCKED,))
+
+    def task_ended(self) -> None:
+        """The running task returned: threads it left waiting no longer
+        count as its wait (the driver learns from DONE that it is over)."""
+        with self._blocked_lock:
+            self._blocked = 0
+            self._blocked_seq = 0
 
     def submit(self, spec: P.TaskSpec, shape: tuple, deps: list, held: list) -> None:
         self.check_open()
@@ -154,6 +186,7 @@ class WorkerContext(Context):
 
         answer = serialization.deserialize(buf, buf.metadata)
         del buf
+        self.store.raw.delete(reply)  # nobody else refers to it
         return answer
 
     def create_actor(self, actor, deps: list, held: list, wait: bool) -> None:

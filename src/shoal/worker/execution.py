@@ -211,10 +211,22 @@ class Executor:
         for i, value in enumerate(values):
             rid = ids.return_id(spec.task_id, i)
             s = serialization.serialize(value)
-            self.store.put_serialized(rid, s)
+            if not self._put_result(spec, rid, s):
+                continue
             if s.nested:
                 contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
         return contained
+
+    def _put_result(self, spec, rid: bytes, s) -> bool:
+        """Seal one result; False if an earlier attempt of this task sealed
+        it before its process died (the retry keeps that value)."""
+        try:
+            self.store.put_serialized(rid, s)
+        except exc.ObjectExistsError:
+            if not getattr(spec, "attempt", 0):
+                raise
+            return False
+        return True
 
     def _stream(self, spec, gen: Any) -> tuple[int, dict]:
         """A generator: item k (1, 2, ...) is sealed as soon as it is
@@ -231,8 +243,10 @@ class Executor:
             for item in gen:
                 rid = ids.return_id(spec.task_id, len(items) + 1)
                 s = serialization.serialize(item)
-                self.store.put_serialized(rid, s)
+                sealed_now = self._put_result(spec, rid, s)
                 items.append(rid)
+                if not sealed_now:
+                    continue
                 if s.nested:
                     contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
             self.store.put(len(items), end)

@@ -80,6 +80,7 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
             ctx.send((P.DONE, seq, P.OK, clock() - t, {}))
             return
         duration = clock() - t
+        ctx.task_ended()
         ctx.current_seq = 0
         if stdout is not None:
             stdout.flush()
