@@ -42,6 +42,27 @@ def test_blocked_parents_give_back_their_cpu(ray):
     assert ray.get(refs, timeout=60) == [100 + i for i in range(6)]
 
 
+def test_pool_shrinks_back_after_blocked_parents_finish(ray):
+    """Blocked parents make the pool grow to run their children; once they
+    are done, the extra workers exit."""
+    from tests._child import wait_until
+
+    shell = shoal.objectref.current().shell
+    base = int(ray.cluster_resources()["CPU"])  # the pool's target size
+
+    @ray.remote
+    def child(i):
+        return i
+
+    @ray.remote
+    def parent(i):
+        return sum(ray.get([child.remote(j) for j in range(4)])) + i
+
+    assert ray.get([parent.remote(i) for i in range(8)], timeout=60) == [6 + i for i in range(8)]
+    wait_until(lambda: len(shell.worker_pids()) <= base, what="pool back to its size")
+    assert ray.get(child.remote(5), timeout=30) == 5  # and it still works
+
+
 def test_recursive_tasks(ray):
     @ray.remote
     def fib(n):

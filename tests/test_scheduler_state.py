@@ -234,3 +234,53 @@ def test_tasks_sent_after_blocked_are_revoked():
     assert Revoke(1, [3]) in actions
     assert s.tasks[3].state in ("ready", "assigned") and s.tasks[3].worker != 1
     s.check()
+
+
+def test_pool_grows_by_as_many_workers_as_blocked_cpus_allow_then_shrinks():
+    from shoal.scheduler.state import StopWorker
+
+    s = started(2)
+    for seq in (1, 2):  # two parents fill both CPUs
+        s.submit(task(seq))
+    for seq in (3, 4):  # their children wait
+        s.submit(task(seq))
+    s.worker_blocked(1, returned=[])
+    actions = s.worker_blocked(2, returned=[])
+    new = [a.worker for a in actions if type(a) is StartWorker]
+    assert len(new) == 1  # together with the one started at the first block: one per child
+    workers = [w for w in s.workers if w not in (1, 2)]
+    assert len(workers) == 2
+    for wid in workers:
+        s.worker_started(wid)
+    s.check()
+    # children finish, parents wake and finish: back to the target size
+    for wid in workers:
+        (child,) = [t.seq for t in s.workers[wid].queue]
+        s.task_finished(wid, child, 0.1)
+    s.worker_unblocked(1)
+    s.worker_unblocked(2)
+    stops = []
+    for wid, seq in ((1, 1), (2, 2)):
+        stops += [a.worker for a in s.task_finished(wid, seq, 0.2) if type(a) is StopWorker]
+    stops += [w.wid for w in s.workers.values() if w.state == "stopping" and w.wid not in stops]
+    assert len(stops) == 2
+    assert sum(1 for w in s.workers.values() if w.state != "stopping") == 2
+    for wid in stops:
+        s.worker_died(wid, started=False)
+    assert len(s.workers) == 2
+    s.check()
+
+
+def test_pool_never_grows_past_max_workers():
+    s = Scheduler({"CPU": 1}, target_workers=1, max_workers=2)
+    for a in s.start():
+        s.worker_started(a.worker)
+    s.submit(task(1))
+    s.submit(task(2))
+    s.submit(task(3))
+    started_ids = [a.worker for a in s.worker_blocked(1, returned=[]) if type(a) is StartWorker]
+    assert len(started_ids) == 1
+    s.worker_started(started_ids[0])
+    assert [a for a in s.worker_blocked(started_ids[0], returned=[]) if type(a) is StartWorker] == []
+    assert len(s.workers) == 2
+    s.check()

@@ -32,12 +32,17 @@ from shoal.scheduler.output import OutputRouter
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
 from shoal.scheduler.refs import DRIVER, ReferenceTable
 from shoal.scheduler.state import (
-    CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Revoke, Scheduler, StartWorker, Task, Warn,
+    CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Revoke, Scheduler, StartWorker, StopWorker, Task,
+    Warn,
 )
 
 #: Workers that die before saying READY this many times in a row stop the
 #: pool from starting more (something in the environment is broken).
 MAX_START_FAILURES = 3
+
+#: The pool's ceiling (blocked tasks make it grow past its target). Every
+#: process takes one of the store's client slots; leave room for actors.
+MAX_POOL_WORKERS = 192
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -72,7 +77,7 @@ class Shell:
         self.preload = list(preload)
         self.validate = validate
         self.lock = threading.RLock()
-        self.sched = Scheduler(resources, target_workers=num_workers)
+        self.sched = Scheduler(resources, target_workers=num_workers, max_workers=MAX_POOL_WORKERS)
         self.refs = ReferenceTable()
         self.shared: set[bytes] = set()  # objects another process may refer to
         self.drop_when_sealed: set[bytes] = set()
@@ -577,6 +582,10 @@ class Shell:
             elif t is StartWorker:
                 h = self.workers[a.worker] = self.pool.start(a.worker)
                 h.to_driver.prepare_sleep()  # its first message rings the doorbell
+            elif t is StopWorker:
+                h = self.workers.get(a.worker)
+                if h is not None:
+                    h.send(P.encode((P.EXIT,)))
             elif t is FailTask:
                 self._fail(a.task, a.kind, a.detail)
             elif t is CancelRunning:

@@ -65,6 +65,12 @@ class FailTask(NamedTuple):
     detail: str
 
 
+class StopWorker(NamedTuple):
+    """Tell idle worker `worker` to exit (the pool is above its size)."""
+
+    worker: int
+
+
 class CancelRunning(NamedTuple):
     """Interrupt task seq, which runs on worker (force: kill the worker)."""
 
@@ -135,7 +141,7 @@ class Worker:
 
     def __init__(self, wid: int):
         self.wid = wid
-        self.state = "starting"  # idle | busy | blocked | dead
+        self.state = "starting"  # idle | busy | blocked | stopping | dead
         self.shape: Shape | None = None  # the lease it holds while busy
         self.queue: collections.deque[Task] = collections.deque()  # head: running
 
@@ -299,6 +305,8 @@ class Scheduler:
 
     def worker_started(self, wid: int) -> list:
         w = self.workers[wid]
+        if w.state == "stopping":
+            return []
         w.state = "idle"
         actions: list = []
         self._fill_idle(w, actions)
@@ -365,7 +373,9 @@ class Scheduler:
         w.shape = shape
         for k, v in shape:
             self.available[k] = self.available.get(k, 0) - v
-        return []
+        actions: list = []
+        self._reap_idle(actions)
+        return actions
 
     def worker_died(self, wid: int, started: bool = True) -> list:
         """Worker wid is gone. Its running task (if `started`) failed once;
@@ -485,19 +495,47 @@ class Scheduler:
         actions.append(Dispatch(w.wid, t))
 
     def _maybe_grow(self, actions: list) -> None:
-        """Start workers up to the target size, and one more whenever work
-        could run (its resources are free) but no worker is idle."""
-        alive = len(self.workers)
+        """Start workers up to the target size, and more whenever ready work
+        could run (its resources are free) but no worker is idle for it."""
+        alive = sum(1 for w in self.workers.values() if w.state != "stopping")
         spare = sum(1 for w in self.workers.values() if w.state in ("idle", "starting"))
         need = max(0, self.target_workers - alive)
-        if need == 0 and spare == 0:
-            if any(q and self._fits_now(shape) for shape, q in self.ready.items()):
-                need = 1
+        if need == 0:
+            need = max(0, self._runnable_now(limit=spare + 64) - spare)
         for _ in range(min(need, self.max_workers - alive)):
             wid = self._next_wid
             self._next_wid += 1
             self.workers[wid] = Worker(wid)
             actions.append(StartWorker(wid))
+
+    def _runnable_now(self, limit: int) -> int:
+        """How many ready tasks the free resources could run at once (up to limit)."""
+        avail = dict(self.available)
+        n = 0
+        for shape, q in self.ready.items():
+            for _ in range(len(q)):
+                if n >= limit or any(avail.get(k, 0) < v for k, v in shape):
+                    break
+                for k, v in shape:
+                    avail[k] = avail.get(k, 0) - v
+                n += 1
+        return n
+
+    def _reap_idle(self, actions: list) -> None:
+        """Stop idle workers beyond the target size plus one per blocked
+        worker (those extra workers ran work in the blocked ones' place)."""
+        blocked = sum(1 for w in self.workers.values() if w.state == "blocked")
+        alive = sum(1 for w in self.workers.values() if w.state != "stopping")
+        extra = alive - (self.target_workers + blocked)
+        if extra <= 0:
+            return
+        for w in list(self.workers.values()):
+            if extra <= 0:
+                break
+            if w.state == "idle":
+                w.state = "stopping"
+                actions.append(StopWorker(w.wid))
+                extra -= 1
 
     def _after_progress(self, w: Worker, actions: list) -> None:
         """Worker w finished a task: keep it fed with work of its shape, or
@@ -513,6 +551,8 @@ class Scheduler:
             w.state = "idle"
             self._place_actors(actions)
             self._fill_idle(w, actions)
+            if w.state == "idle":
+                self._reap_idle(actions)
 
     def _fill_idle(self, w: Worker, actions: list) -> None:
         for shape, q in self.ready.items():
@@ -571,7 +611,7 @@ class Scheduler:
                     used[k] += v
                 assert w.queue, f"busy worker {w.wid} has no task"
                 assert all(t.shape == w.shape for t in w.queue)
-            if w.state == "idle":
+            if w.state in ("idle", "stopping"):
                 assert not w.queue and w.shape is None
             for t in w.queue:
                 assert t.state == "assigned" and t.worker == w.wid
