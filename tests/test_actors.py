@@ -394,6 +394,31 @@ def test_exit_actor(ray):
         ray.get(q.ping.remote(), timeout=30)
 
 
+def test_exit_actor_is_not_restarted(ray):
+    @ray.remote(max_restarts=3)
+    class Quitter:
+        def quit(self):
+            shoal.actor.exit_actor()
+
+        def pid(self):
+            return os.getpid()
+
+    q = Quitter.remote()
+    ray.get(q.pid.remote(), timeout=30)
+    ray.get(q.quit.remote(), timeout=30)
+    with pytest.raises(exc.RayActorError, match="exit"):
+        ray.get(q.pid.remote(), timeout=30)
+
+
+def test_calls_on_a_temporary_handle_still_run(ray):
+    """The handle is dropped at once, before the actor is even placed: its
+    queued calls run first, then the actor stops."""
+    Counter = make_counter(ray)
+    assert ray.get(Counter.remote(5).get_value.remote(), timeout=30) == 5
+    refs = [Counter.remote(i).get_value.remote() for i in range(4)]
+    assert ray.get(refs, timeout=60) == [0, 1, 2, 3]
+
+
 def test_actor_pool(ray):
     @ray.remote
     class Doubler:

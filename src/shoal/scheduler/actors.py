@@ -242,12 +242,22 @@ class ActorTable:
             return []
         return [KillProcess(actor)]
 
+    def exiting(self, actor: Actor) -> None:
+        """The actor ran exit_actor() (or __ray_terminate__): its process
+        exits on purpose and is not restarted."""
+        actor.no_restart = True
+        if actor.cause is None:
+            actor.cause = exc.ActorDiedError(
+                f"The actor {actor.describe()} exited on request (exit_actor() or __ray_terminate__)",
+                actor.actor_id.hex())
+
     def handles_gone(self, actor: Actor) -> list:
-        """No handle to the actor exists any more: stop it (unless named)."""
+        """No handle to the actor exists any more: stop it (unless named)
+        once the calls submitted so far are done."""
         if actor.keep or actor.state == "dead":
             return []
         actor.stopping = True
-        if actor.state == "placing":
+        if actor.state == "placing" and not actor.queue:
             actor.cause = exc.ActorDiedError(f"The actor {actor.describe()} was never used", actor.actor_id.hex())
             return self._dead(actor, actor.cause)
         if actor.state == "alive":

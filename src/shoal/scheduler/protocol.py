@@ -17,7 +17,9 @@ Worker -> driver
                                     task seq ended; its results are sealed.
                                     status: OK, FAILED (error objects sealed),
                                     RETRY (an exception to retry; nothing sealed),
-                                    CANCELLED; contained: {result id: [ids]}
+                                    CANCELLED, EXITED (an actor's call ran
+                                    exit_actor(): done, and the actor exits
+                                    for good); contained: {result id: [ids]}
   (SUBMIT, spec, owner_holds)       a nested task (the worker holds its returns)
   (PUT, object_id, contained)       the worker put an object and holds it
   (REFS, added, removed)            the worker's first / last references changed
@@ -47,7 +49,7 @@ TASK, CANCEL, EXIT, REVOKE = 1, 2, 3, 4
 READY, DONE, SUBMIT, PUT, REFS, BLOCKED, UNBLOCKED = 10, 11, 12, 13, 14, 15, 16
 ACTOR_INIT, CONSTRUCTED, CREATE_ACTOR, CALL_ACTOR, GET_ACTOR, KILL_ACTOR = 20, 21, 22, 23, 24, 25
 
-OK, FAILED, RETRY, CANCELLED = 0, 1, 2, 3
+OK, FAILED, RETRY, CANCELLED, EXITED = 0, 1, 2, 3, 4
 
 STREAMING = -1  # num_returns of a generator task
 

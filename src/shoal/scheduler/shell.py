@@ -471,6 +471,8 @@ class Shell:
             self.shared.update(inner)
         actor = self.actors.by_wid.get(h.wid)
         if actor is not None:
+            if status == P.EXITED:
+                self.actors.exiting(actor)
             call = self.actors.call_done(actor, seq)
             if call is not None:
                 self._call_ended(actor, call)

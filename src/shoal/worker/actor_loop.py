@@ -76,7 +76,7 @@ def _serve_threaded(ctx, executor: Executor, threads: int) -> None:
             status, contained = executor.run_call(spec)
         except ActorExit:
             done["exit"] = True
-            status, contained = P.OK, {}
+            status, contained = P.EXITED, {}
         ctx.send((P.DONE, seq, status, time.perf_counter() - t, contained))
         if done["exit"]:
             os.eventfd_write(ctx.own_fd, 1)  # wake the reading thread to exit
@@ -117,7 +117,7 @@ async def _serve_async(ctx, executor: Executor, concurrency: int, spin: float) -
             try:
                 status, contained = await executor.run_call_async(spec)
             except ActorExit:
-                ctx.send((P.DONE, seq, P.OK, time.perf_counter() - t, {}))
+                ctx.send((P.DONE, seq, P.EXITED, time.perf_counter() - t, {}))
                 if not stop.done():
                     stop.set_result(None)
                 return

@@ -77,7 +77,7 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
         try:
             status, contained = run(spec)
         except ActorExit:  # exit_actor() or __ray_terminate__: this call is done, then exit
-            ctx.send((P.DONE, seq, P.OK, clock() - t, {}))
+            ctx.send((P.DONE, seq, P.EXITED, clock() - t, {}))
             return
         duration = clock() - t
         ctx.task_ended()
