@@ -284,3 +284,12 @@ def test_pool_never_grows_past_max_workers():
     assert [a for a in s.worker_blocked(started_ids[0], returned=[]) if type(a) is StartWorker] == []
     assert len(s.workers) == 2
     s.check()
+
+
+def test_short_tasks_are_not_queued_behind_a_long_one():
+    s = started(1)
+    s.submit(task(1, fn=b"short"))
+    s.task_finished(1, 1, 1e-6)
+    s.submit(task(2, fn=b"long"))  # runs now; its length is unknown
+    assert dispatched(s.submit(task(3, fn=b"short"))) == []  # waits in the queue instead
+    s.check()

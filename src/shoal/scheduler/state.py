@@ -461,6 +461,11 @@ class Scheduler:
             return 1  # unknown or long: only the task it runs
         return min(PREFETCH_MAX, 1 + int(PREFETCH_BUDGET / max(s.avg, 1e-6)))
 
+    def _is_short(self, t: Task) -> bool:
+        """Known to run briefly: a task may be queued behind it."""
+        s = self.stats.get(t.function_id)
+        return s is not None and s.avg <= PREFETCH_MAX_TASK
+
     def _queue_ready(self, t: Task, front: bool = False) -> None:
         q = self.ready.get(t.shape)
         if q is None:
@@ -482,7 +487,8 @@ class Scheduler:
             limit = self._prefetch_limit(t.function_id)
             if limit > 1:
                 for w in self.workers.values():
-                    if w.state == "busy" and w.shape == t.shape and len(w.queue) < limit:
+                    if (w.state == "busy" and w.shape == t.shape and len(w.queue) < limit
+                            and self._is_short(w.queue[0]) and self._is_short(w.queue[-1])):
                         self._assign(w, t, actions)
                         return
         self._queue_ready(t)
