@@ -165,14 +165,26 @@ def test_named_actors(ray):
     other = Counter.options(name="counter", namespace="other").remote(9)
     assert ray.get(ray.get_actor("counter", namespace="other").get_value.remote(), timeout=30) == 9
     assert "counter" in shoal.util.list_named_actors()
-    del a, same, other  # named actors outlive their handles
-    assert ray.get(ray.get_actor("counter").get_value.remote(), timeout=30) == 5
 
     @ray.remote
     def lookup():
         return ray.get(ray.get_actor("counter").get_value.remote())
 
     assert ray.get(lookup.remote(), timeout=30) == 5
+    # As in Ray, a named actor that is not detached ends with its last handle.
+    del a, same, other
+    shoal.objectref.current().shell.flush_refs()
+    assert "counter" not in shoal.util.list_named_actors()
+    with pytest.raises(ValueError, match="Failed to look up"):
+        ray.get_actor("counter")
+
+
+def test_detached_actor_outlives_its_handles(ray):
+    Counter = make_counter(ray)
+    with pytest.warns(UserWarning, match="detached"):
+        Counter.options(name="kept", lifetime="detached").remote(3)
+    shoal.objectref.current().shell.flush_refs()
+    assert ray.get(ray.get_actor("kept").get_value.remote(), timeout=30) == 3
 
 
 def test_kill_fails_pending_and_later_calls(ray):
@@ -405,7 +417,8 @@ def test_exit_actor_is_not_restarted(ray):
 
     q = Quitter.remote()
     ray.get(q.pid.remote(), timeout=30)
-    ray.get(q.quit.remote(), timeout=30)
+    with pytest.raises(exc.ActorDiedError, match="exit"):  # the exiting call too, as in Ray
+        ray.get(q.quit.remote(), timeout=30)
     with pytest.raises(exc.RayActorError, match="exit"):
         ray.get(q.pid.remote(), timeout=30)
 
@@ -417,6 +430,28 @@ def test_calls_on_a_temporary_handle_still_run(ray):
     assert ray.get(Counter.remote(5).get_value.remote(), timeout=30) == 5
     refs = [Counter.remote(i).get_value.remote() for i in range(4)]
     assert ray.get(refs, timeout=60) == [0, 1, 2, 3]
+
+
+def test_cancel_a_running_async_actor_call(ray, tmp_path):
+    started = tmp_path / "started"
+
+    @ray.remote
+    class Sleeper:
+        async def nap(self):
+            started.touch()
+            await asyncio.sleep(30)
+            return "woke"
+
+        async def ping(self):
+            return "pong"
+
+    s = Sleeper.remote()
+    ref = s.nap.remote()
+    wait_until(started.exists, timeout=30, what="the call to start")
+    ray.cancel(ref)
+    with pytest.raises(exc.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    assert ray.get(s.ping.remote(), timeout=30) == "pong"  # the actor lives on
 
 
 def test_actor_pool(ray):

@@ -12,6 +12,7 @@ import pytest
 
 import shoal
 from shoal import exceptions as exc
+from tests._child import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -184,6 +185,35 @@ def test_cancel_queued_and_running(ray):
     assert ray.get(sleeper.remote(0), timeout=30) == 0  # still usable
     with pytest.raises(ValueError, match="put"):
         ray.cancel(ray.put(1))
+
+
+def test_keyboard_interrupt_in_a_task_is_a_cancellation_not_a_crash(ray):
+    @ray.remote
+    def interrupted():
+        raise KeyboardInterrupt()
+
+    with pytest.raises(exc.TaskCancelledError):
+        ray.get(interrupted.remote(), timeout=30)
+    assert ray.get(ray.remote(lambda: 1).remote(), timeout=30) == 1
+
+
+def test_a_task_may_catch_its_cancellation(ray, tmp_path):
+    """As in Ray, cancel() raises KeyboardInterrupt in the task: code that
+    catches it decides the result."""
+    started = tmp_path / "started"
+
+    @ray.remote
+    def stubborn():
+        started.touch()
+        try:
+            time.sleep(30)
+        except KeyboardInterrupt:
+            return "caught"
+
+    ref = stubborn.remote()
+    wait_until(started.exists, timeout=30, what="the task to start")
+    ray.cancel(ref)
+    assert ray.get(ref, timeout=30) == "caught"
 
 
 def test_every_public_exception_pickles():

@@ -124,6 +124,8 @@ def validate(options: dict, kind: str) -> dict:
                 raise ValueError("retry_exceptions must be a bool or a list of exception types")
     if options.get("name") is not None and not isinstance(options["name"], str):
         raise ValueError(f"option name must be a str, not {options['name']!r}")
+    if options.get("name") == "" and kind != "task":
+        raise ValueError("an actor name cannot be an empty string (leave name out for an unnamed actor)")
     return options
 
 

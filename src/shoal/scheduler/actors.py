@@ -257,6 +257,7 @@ class ActorTable:
         if actor.keep or actor.state == "dead":
             return []
         actor.stopping = True
+        self._unname(actor)  # nobody can hold a handle to it now: the name is free
         if actor.state == "placing" and not actor.queue:
             actor.cause = exc.ActorDiedError(f"The actor {actor.describe()} was never used", actor.actor_id.hex())
             return self._dead(actor, actor.cause)
@@ -264,14 +265,17 @@ class ActorTable:
             return [StopProcess(actor)]
         return []  # stopped as soon as it is built
 
+    def _unname(self, actor: Actor) -> None:
+        if actor.name is not None and self.names.get((actor.namespace, actor.name)) == actor.actor_id:
+            del self.names[(actor.namespace, actor.name)]
+
     def _dead(self, actor: Actor, cause: BaseException) -> list:
         actor.state = "dead"
         actor.cause = cause
         calls = list(actor.inflight.values()) + list(actor.queue)
         actor.inflight.clear()
         actor.queue.clear()
-        if actor.name is not None and self.names.get((actor.namespace, actor.name)) == actor.actor_id:
-            del self.names[(actor.namespace, actor.name)]
+        self._unname(actor)
         actions: list = [Release(actor)]
         if calls:
             actions.append(FailCalls(actor, calls, cause))

@@ -100,7 +100,7 @@ async def _serve_async(ctx, executor: Executor, concurrency: int, spin: float) -
     wake = asyncio.Event()
     limit = asyncio.Semaphore(concurrency)
     stop = loop.create_future()
-    running: set = set()
+    running: dict = {}  # seq -> asyncio task of each call not finished
 
     def readable() -> None:
         try:
@@ -112,16 +112,20 @@ async def _serve_async(ctx, executor: Executor, concurrency: int, spin: float) -
     loop.add_reader(ctx.own_fd, readable)
 
     async def run(seq: int, spec) -> None:
-        async with limit:
-            t = time.perf_counter()
-            try:
+        t = time.perf_counter()
+        try:
+            async with limit:
+                t = time.perf_counter()
                 status, contained = await executor.run_call_async(spec)
-            except ActorExit:
-                ctx.send((P.DONE, seq, P.EXITED, time.perf_counter() - t, {}))
-                if not stop.done():
-                    stop.set_result(None)
-                return
-            ctx.send((P.DONE, seq, status, time.perf_counter() - t, contained))
+        except ActorExit:
+            ctx.send((P.DONE, seq, P.EXITED, time.perf_counter() - t, {}))
+            if not stop.done():
+                stop.set_result(None)
+            return
+        except asyncio.CancelledError:  # ray.cancel() of this call: as in Ray, it ends here
+            seal_error(ctx.store, return_ids(spec), _cancelled(spec))
+            status, contained = P.CANCELLED, {}
+        ctx.send((P.DONE, seq, status, time.perf_counter() - t, contained))
 
     try:
         while not stop.done():
@@ -129,9 +133,11 @@ async def _serve_async(ctx, executor: Executor, concurrency: int, spin: float) -
             while ctx.pending:
                 seq, spec = ctx.pending.popleft()
                 if not _skip_if_cancelled(ctx, seq, spec):
-                    task = loop.create_task(run(seq, spec))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                    task = running[seq] = loop.create_task(run(seq, spec))
+                    task.add_done_callback(lambda _, seq=seq: running.pop(seq, None))
+            for seq in [s for s in ctx.cancelled if s in running]:  # cancel of a running call
+                ctx.cancelled.discard(seq)
+                running[seq].cancel()
             if ctx.exit_requested:
                 break
             ctx.flush_refs()
@@ -145,6 +151,6 @@ async def _serve_async(ctx, executor: Executor, concurrency: int, spin: float) -
             ring.end_sleep()
             wake.clear()
         if running and ctx.exit_requested:
-            await asyncio.wait(running)
+            await asyncio.wait(list(running.values()))
     finally:
         loop.remove_reader(ctx.own_fd)

@@ -21,9 +21,11 @@ from shoal.worker import arguments
 from shoal.worker.actor_info import class_info
 
 
-class TaskCancelled(BaseException):
+class TaskCancelled(KeyboardInterrupt):
     """Raised in the worker's main thread when the running task is
-    cancelled (so that `except Exception` in user code does not catch it)."""
+    cancelled. A KeyboardInterrupt, as in Ray: `except Exception` in user
+    code does not catch it, `except KeyboardInterrupt` may (and the task
+    then returns normally)."""
 
 
 class ActorExit(BaseException):
@@ -136,7 +138,7 @@ class Executor:
                 result = [item async for item in result]
             return P.OK, self._store_results(spec, result)
         except ActorExit:
-            self._store_results(spec, None)
+            seal_error(self.store, return_ids(spec), self._exit_error())
             raise
         except Exception as e:
             seal_error(self.store, return_ids(spec), describe_exception(spec.name, e, self.pid, self.actor_repr))
@@ -170,17 +172,23 @@ class Executor:
             result = fn(*args, **kwargs)
             del args, kwargs
             return P.OK, self._store_results(spec, result)
-        except TaskCancelled:
+        except KeyboardInterrupt:  # cancelled, or raised by the code itself: Ray reports both so
             seal_error(store, return_ids(spec), _cancelled(spec))
             return P.CANCELLED, {}
         except ActorExit:
-            self._store_results(spec, None)
+            seal_error(self.store, return_ids(spec), self._exit_error())
             raise
         except Exception as e:
             if self._retryable(spec, e):
                 return P.RETRY, {}
             seal_error(store, return_ids(spec), describe_exception(spec.name, e, self.pid, self.actor_repr))
             return P.FAILED, {}
+
+    def _exit_error(self) -> exc.ActorDiedError:
+        """The result of the call that made its actor exit (as in Ray)."""
+        actor_id = self.ctx.actor_id.hex() if self.ctx.actor_id else None
+        return exc.ActorDiedError(f"The actor {self.actor_repr} exited on request (exit_actor() or "
+                                  f"__ray_terminate__) in this call", actor_id)
 
     def _retryable(self, spec, e: Exception) -> bool:
         rule = getattr(spec, "retry_exceptions", False)
@@ -250,7 +258,7 @@ class Executor:
                 if s.nested:
                     contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
             self.store.put(len(items), end)
-        except TaskCancelled:
+        except KeyboardInterrupt:
             seal_error(self.store, [end], _cancelled(spec))
             status = P.CANCELLED
         except Exception as e:
