@@ -235,6 +235,30 @@ def test_method_num_returns_and_generators(ray):
     assert ray.get(m.pair.options(num_returns=1).remote(), timeout=30) == ("a", "b")
 
 
+def test_generator_methods_of_an_async_actor_stream(ray):
+    @ray.remote
+    class Streams:
+        def count(self, n):
+            yield from range(n)
+
+        async def acount(self, n):
+            for i in range(n):
+                await asyncio.sleep(0)
+                yield i * 10
+
+        async def broken(self):
+            yield 1
+            raise ValueError("stream broke")
+
+    s = Streams.remote()
+    assert [ray.get(r, timeout=30) for r in s.count.remote(3)] == [0, 1, 2]
+    assert [ray.get(r, timeout=30) for r in s.acount.remote(3)] == [0, 10, 20]
+    gen = s.broken.remote()
+    assert ray.get(next(gen), timeout=30) == 1
+    with pytest.raises(ValueError, match="stream broke"):
+        ray.get(next(gen), timeout=30)
+
+
 def test_threaded_actor_runs_calls_concurrently(ray):
     @ray.remote(max_concurrency=3)
     class Meeting:

@@ -32,7 +32,7 @@ def class_info(cls: type) -> ActorInfo:
         is_async = is_async or coro
         n = opts.get("num_returns")
         if n is None:
-            n = "streaming" if inspect.isgeneratorfunction(fn) else 1
+            n = "streaming" if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) else 1
         methods[name] = MethodInfo(P.STREAMING if n == "streaming" else n, coro)
     methods["__ray_terminate__"] = MethodInfo(1, False)
     return ActorInfo(cls.__name__, methods, is_async)

@@ -134,7 +134,11 @@ class Executor:
             result = fn(*args, **kwargs)
             if inspect.iscoroutine(result):
                 result = await result
-            elif inspect.isasyncgen(result):
+            if spec.num_returns == P.STREAMING:
+                if inspect.isasyncgen(result):
+                    return await self._stream_async(spec, result)
+                return self._stream(spec, result)
+            if inspect.isasyncgen(result):
                 result = [item async for item in result]
             return P.OK, self._store_results(spec, result)
         except ActorExit:
@@ -205,6 +209,10 @@ class Executor:
         n = spec.num_returns
         if n == 0:
             return {}
+        if inspect.isgenerator(result):  # a generator with a fixed num_returns: its items are the returns
+            result = list(result)
+            if n == 1 and result:
+                result = result[0]  # (Ray keeps the first item)
         if n == 1:
             values = (result,)
         else:
@@ -243,30 +251,61 @@ class Executor:
         record."""
         if not inspect.isgenerator(gen) and not hasattr(gen, "__next__"):
             gen = iter([gen])
-        end = ids.return_id(spec.task_id, 0)
-        contained: dict = {}
-        items: list = []
-        status = P.OK
+        out = _Stream(self, spec)
         try:
             for item in gen:
-                rid = ids.return_id(spec.task_id, len(items) + 1)
-                s = serialization.serialize(item)
-                sealed_now = self._put_result(spec, rid, s)
-                items.append(rid)
-                if not sealed_now:
-                    continue
-                if s.nested:
-                    contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
-            self.store.put(len(items), end)
-        except KeyboardInterrupt:
-            seal_error(self.store, [end], _cancelled(spec))
+                out.add(item)
+        except BaseException as e:
+            return out.end(e)
+        return out.end(None)
+
+    async def _stream_async(self, spec, agen: Any) -> tuple[int, dict]:
+        """_stream for an async generator (an asyncio actor's method)."""
+        out = _Stream(self, spec)
+        try:
+            async for item in agen:
+                out.add(item)
+        except BaseException as e:
+            return out.end(e)
+        return out.end(None)
+
+
+class _Stream:
+    """The objects of one streaming call: items, then the end record."""
+
+    def __init__(self, executor: Executor, spec):
+        self.executor = executor
+        self.spec = spec
+        self.items: list = []
+        self.contained: dict = {}
+
+    def add(self, item: Any) -> None:
+        rid = ids.return_id(self.spec.task_id, len(self.items) + 1)
+        s = serialization.serialize(item)
+        sealed_now = self.executor._put_result(self.spec, rid, s)
+        self.items.append(rid)
+        if sealed_now and s.nested:
+            self.contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
+
+    def end(self, error: BaseException | None) -> tuple[int, dict]:
+        """Seal the end record: the count, or the error that ended it.
+        ActorExit and asyncio cancellation propagate once it is sealed."""
+        ex, spec = self.executor, self.spec
+        end = ids.return_id(spec.task_id, 0)
+        status = P.OK
+        if error is None:
+            ex.store.put(len(self.items), end)
+        elif isinstance(error, KeyboardInterrupt):
+            seal_error(ex.store, [end], _cancelled(spec))
             status = P.CANCELLED
-        except Exception as e:
-            seal_error(self.store, [end], describe_exception(spec.name, e, self.pid, self.actor_repr))
+        elif isinstance(error, Exception):
+            seal_error(ex.store, [end], describe_exception(spec.name, error, ex.pid, ex.actor_repr))
             status = P.FAILED
-        if items:
-            contained[end] = items
-        return status, contained
+        else:  # ActorExit, CancelledError, SystemExit: the caller's handlers seal and report it
+            raise error
+        if self.items:
+            self.contained[end] = self.items
+        return status, self.contained
 
 
 def _terminate() -> None:
