@@ -164,6 +164,34 @@ def test_streaming_generator(ray):
         ray.get(refs[1], timeout=30)
 
 
+def test_cancel_a_streaming_generator(ray, tmp_path):
+    started = tmp_path / "started"
+
+    @ray.remote
+    def endless():
+        started.touch()
+        i = 0
+        while True:
+            yield i
+            i += 1
+            time.sleep(0.01)
+
+    gen = endless.remote()
+    assert ray.get(next(gen), timeout=30) == 0
+    ray.cancel(gen)
+    with pytest.raises(exc.TaskCancelledError):
+        for ref in gen:  # items already made may come first
+            ray.get(ref, timeout=30)
+
+
+def test_generator_with_a_fixed_num_returns(ray):
+    @ray.remote
+    def gen(n):
+        yield from range(n)
+
+    assert ray.get(gen.options(num_returns=3).remote(3), timeout=30) == [0, 1, 2]
+
+
 def test_generator_items_arrive_before_the_end(ray, tmp_path):
     gate = tmp_path / "gate"
 

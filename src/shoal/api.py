@@ -17,16 +17,35 @@ from shoal.objectref import ObjectRef, ObjectRefGenerator
 from shoal.options import warn_once
 from shoal.remote_function import RemoteFunction
 
-#: Ray's init keywords that shoal accepts without implementing them.
-_IGNORED_INIT = {
-    "include_dashboard", "dashboard_host", "dashboard_port", "job_config", "configure_logging",
-    "logging_level", "logging_format", "logging_config", "runtime_env", "labels",
-    "enable_resource_isolation", "cgroup_path", "system_reserved_cpu", "system_reserved_memory",
-    "proxy_server_url", "_system_config", "_temp_dir", "_plasma_directory", "object_spilling_directory",
-    "_node_ip_address", "_redis_password", "_memory", "_metrics_export_port", "_enable_object_reconstruction",
-    "_tracing_startup_hook", "_node_name", "_driver_object_store_memory", "_disable_object_store_spilling",
-    "storage", "runtime_env_setup_hook",
+#: Ray's init keywords that change nothing shoal does, silently accepted:
+#: its own logging and temp files, and settings for a cluster that shoal
+#: never connects to (address= already warns).
+_HARMLESS_INIT = {
+    "dashboard_host", "configure_logging", "logging_level", "logging_format", "logging_config",
+    "_temp_dir", "_node_name", "_node_ip_address", "_metrics_export_port", "_redis_password",
+    "_redis_username", "_skip_env_hook", "_enable_object_reconstruction",
+    "_disable_object_store_spilling", "_driver_object_store_memory",
 }
+
+#: Ray's init keywords whose effect shoal lacks: a warning (once) says so.
+_UNIMPLEMENTED_INIT = {
+    "dashboard_port", "job_config", "runtime_env", "labels", "enable_resource_isolation",
+    "cgroup_path", "system_reserved_cpu", "system_reserved_memory", "proxy_server_url",
+    "_system_config", "_plasma_directory", "object_spilling_directory", "_memory",
+    "_tracing_startup_hook", "storage", "runtime_env_setup_hook",
+}
+
+
+def _check_init_kwargs(kwargs: dict) -> None:
+    for key, value in kwargs.items():
+        if key == "include_dashboard":
+            if value:  # False and None (Ray: "if its packages are installed") are what shoal does
+                warn_once("init:include_dashboard", "shoal has no dashboard: include_dashboard=True "
+                                                    "is ignored")
+        elif key in _UNIMPLEMENTED_INIT:
+            warn_once(f"init:{key}", f"shoal does not implement init({key}=...); it is ignored")
+        elif key not in _HARMLESS_INIT:
+            raise TypeError(f"init() got an unexpected keyword argument {key!r}")
 
 
 class RayContext(dict):
@@ -51,7 +70,7 @@ class RayContext(dict):
 
 def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
          resources: dict | None = None, object_store_memory: int | None = None, local_mode: bool = False,
-         ignore_reinit_error: bool = False, log_to_driver: bool = True, namespace: str | None = None,
+         ignore_reinit_error: bool = False, log_to_driver: bool | None = True, namespace: str | None = None,
          **kwargs: Any) -> RayContext:
     """Start shoal in this process (the driver).
 
@@ -67,10 +86,16 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         local_mode: run every task in this process, in order, when it is
             submitted (for pdb and print debugging).
         ignore_reinit_error: a second init() returns instead of raising.
-        log_to_driver: forward what workers print, prefixed with the task.
+        log_to_driver: forward what workers print, prefixed with the task
+            (None: the default, True).
         namespace: the namespace of named actors.
+        kwargs: Ray's other init keywords. Those that change nothing here
+            (logging, temp directory, dashboard host, ...) are accepted
+            silently; those shoal does not implement (runtime_env,
+            dashboard_port, include_dashboard=True, ...) warn once.
     Raises:
         RuntimeError: already initialized (and not ignore_reinit_error).
+        TypeError: a keyword that Ray's init does not have either.
     """
     if objectref.current() is not None:
         if ignore_reinit_error:
@@ -81,10 +106,9 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             "'ray.init()'.")
     if address not in (None, "local", "auto") and not str(address).startswith("local"):
         warn_once("init:address", f"shoal runs on this machine only: address={address!r} is ignored")
-    for key in kwargs:
-        if key not in _IGNORED_INIT:
-            raise TypeError(f"init() got an unexpected keyword argument {key!r}")
-        warn_once(f"init:{key}", f"shoal does not implement init({key}=...); it is ignored")
+    _check_init_kwargs(kwargs)
+    if log_to_driver is None:  # Ray's default
+        log_to_driver = True
     runtime.start(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                   object_store_memory=object_store_memory, log_to_driver=log_to_driver,
                   namespace=namespace, local_mode=local_mode)
@@ -104,9 +128,15 @@ def _info() -> dict:
     }
 
 
-def shutdown(_exiting_interpreter: bool = False) -> None:
+def shutdown(*, wait_for_processes: bool = False, _exiting_interpreter: bool = False) -> None:
     """Stop the runtime: its worker processes end and its objects are freed.
-    Calls on refs of the old runtime raise RuntimeClosedError."""
+    Calls on refs of the old runtime raise RuntimeClosedError.
+
+    Args (Ray's; accepted for compatibility):
+        wait_for_processes: wait until the runtime's processes have exited.
+            Shoal always does, so this changes nothing.
+        _exiting_interpreter: called from an atexit hook; changes nothing.
+    """
     runtime.stop()
 
 
@@ -164,22 +194,26 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = Non
             raise TypeError(f"wait() expects a list of ObjectRefs; it holds a {type(r).__name__}")
     if len(set(refs)) != len(refs):
         raise ValueError("wait() requires a list of unique ObjectRefs")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be None or >= 0 seconds, not {timeout!r}")
+    if not refs:  # as Ray: before num_returns is checked against the list
+        return [], []
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
         raise ValueError(f"num_returns must be an int >= 1, not {num_returns!r}")
     if num_returns > len(refs):
         raise ValueError(
             f"num_returns ({num_returns}) cannot be larger than the number of refs ({len(refs)})")
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be None or >= 0 seconds, not {timeout!r}")
-    if not refs:
-        return [], []
     return _ctx().wait(refs, num_returns, timeout)
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that returns `object_ref`: dropped if not started;
-    interrupted with KeyboardInterrupt if running (force: its worker is
-    killed). get() then raises TaskCancelledError."""
+    """Cancel the task that returns `object_ref` (or the generator task of
+    an ObjectRefGenerator): dropped if not started; interrupted with
+    KeyboardInterrupt if running (force: its worker is killed). get() then
+    raises TaskCancelledError. A ref made by put() has no task: nothing
+    happens, as in Ray."""
+    if isinstance(object_ref, ObjectRefGenerator):
+        object_ref = object_ref._end
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, not {type(object_ref).__name__}")
     _ctx().cancel(object_ref, force, recursive)
@@ -276,7 +310,10 @@ class RuntimeContext:
     def is_canceled(self) -> bool:
         return False
 
+    @property
     def was_current_actor_reconstructed(self) -> bool:
+        """Whether the current actor was restarted (a property, as in Ray).
+        Always False: workers are not told their actor's restart count."""
         return False
 
     def get(self) -> dict:

@@ -19,9 +19,14 @@ numbers, the likely cause, and what to do.
     |   +-- InvalidSegmentError (ValueError)
     +-- GetTimeoutError (TimeoutError)
     +-- RayTaskError (TaskError): an exception raised by user code in a task
-    +-- WorkerCrashedError, TaskCancelledError, ObjectLostError, ...
+    +-- RuntimeClosedError > StaleObjectRefError (ValueError)
+    +-- WorkerCrashedError, TaskCancelledError, OutOfMemoryError, ...
+    +-- ObjectLostError > ObjectFreedError, OwnerDiedError, ...
     +-- RayActorError > ActorDiedError, ActorUnavailableError
     +-- RaySystemError: an internal invariant broke (a bug)
+
+Every class of Ray's ``ray.exceptions`` has a namesake here with the same
+base classes (some are never raised by shoal; see the end of this module).
 """
 
 from __future__ import annotations
@@ -150,6 +155,11 @@ class RaySystemError(RayError):
 
 class RuntimeClosedError(RayError):
     """The runtime was shut down, or a call needs a runtime that is not there."""
+
+
+class StaleObjectRefError(RuntimeClosedError, ValueError):
+    """An ObjectRef of a runtime that was shut down was used (its value is
+    gone). A ValueError, as Ray's "objects whose owner is unknown" error."""
 
 
 class RayTaskError(RayError):
@@ -320,3 +330,117 @@ class AsyncioActorExit(RayError):
 
 class ObjectRefStreamEndOfStreamError(RayError, StopIteration):
     """A streaming generator has no more items."""
+
+
+# --------------------------------------------------------------------------
+# Ray's other exceptions. Shoal raises few of them (a single machine has no
+# nodes, RPCs or spilling to fail), but each exists, with Ray's base
+# classes, so that code written for Ray can name it in an ``except``.
+# --------------------------------------------------------------------------
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    """Fetching the object from another node timed out."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """The object was lost and recomputing it failed."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """The object was deleted while references to it remained (a bug)."""
+
+
+class OutOfMemoryError(RayError):
+    """The task's worker was killed because the machine ran out of memory."""
+
+
+class OutOfDiskError(RayError):
+    """The object could not be stored or spilled: the disk is full."""
+
+
+class NodeDiedError(RayError):
+    """The node running the task died."""
+
+
+class LocalRayletDiedError(RayError):
+    """The local node manager (raylet) died."""
+
+
+class RuntimeEnvSetupError(RayError):
+    """The runtime environment of the task or actor could not be set up."""
+
+
+class ActorUnschedulableError(RayError):
+    """The actor cannot be scheduled (its resources or placement cannot be had)."""
+
+
+class ActorHandleNotFoundError(RayError, ValueError):
+    """The actor handle is not known to this process."""
+
+
+class ActorPlacementGroupRemoved(RayError):
+    """The placement group of the actor was removed."""
+
+
+class TaskPlacementGroupRemoved(RayError):
+    """The placement group of the task was removed."""
+
+
+class PlasmaObjectNotAvailable(RayError):
+    """The object is not in the object store (yet)."""
+
+
+class RpcError(RayError):
+    """A remote procedure call between runtime processes failed.
+
+    Attributes: ``rpc_code`` (or None).
+    """
+
+    def __init__(self, message: str = "", rpc_code: int | None = None):
+        RayError.__init__(self, message, rpc_code)
+        self.rpc_code = rpc_code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class AuthenticationError(RayError):
+    """The connection to the cluster was refused: bad or missing credentials."""
+
+
+class CrossLanguageError(RayError):
+    """An error raised by code in another language (Java, C++)."""
+
+
+class UnserializableException(RayError):
+    """A task raised an exception that could not be pickled; the text holds
+    its traceback."""
+
+
+class UserCodeException(RayError):
+    """User code raised during a runtime operation (e.g. a __reduce__)."""
+
+
+class OufOfBandObjectRefSerializationException(RayError):
+    """An ObjectRef was pickled out of band, which Ray forbids by setting."""
+
+
+class RayChannelError(RaySystemError):
+    """A compiled-graph channel failed."""
+
+
+class RayChannelTimeoutError(RayChannelError, TimeoutError):
+    """A compiled-graph channel operation timed out."""
+
+
+class RayCgraphCapacityExceeded(RaySystemError):
+    """A compiled graph has too many executions in flight."""
+
+
+class RayDirectTransportError(RaySystemError):
+    """A direct (device-to-device) object transfer failed."""
+
+
+class StreamingGeneratorReplayInconsistentError(RaySystemError):
+    """A retried generator task yielded different items than its first run."""

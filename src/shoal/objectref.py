@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # imported lazily: asyncio alone costs ~20 ms at start-up
 
 _current: "Context | None" = None
 
+#: Seconds, at least, between two scans of a get()'s list for errors.
+FAIL_FAST_SCAN_S = 0.002
+
 
 def current() -> "Context | None":
     """This process's context, or None outside a runtime."""
@@ -160,9 +163,23 @@ class ObjectRef:
     def _require_ctx(self) -> "Context":
         ctx = self._ctx
         if ctx is None or ctx.closed:
-            raise exc.RuntimeClosedError(
-                f"{self!r} belongs to a runtime that was shut down; its value is gone")
+            raise _stale_error(self)
         return ctx
+
+
+def _stale_error(ref: ObjectRef) -> exc.StaleObjectRefError:
+    return exc.StaleObjectRefError(
+        f"{ref!r} belongs to a runtime that was shut down; its value is gone. Refs do not "
+        f"outlive shutdown(): recompute or put() the value again in the current runtime")
+
+
+def _check_stale(ctx: "Context", refs: list) -> None:
+    """Raise StaleObjectRefError for a ref of a runtime that was shut down
+    (its object can never appear: waiting for it would hang)."""
+    for ref in refs:
+        owner = ref._ctx
+        if owner is not ctx and owner is not None and owner.closed:
+            raise _stale_error(ref)
 
 
 def _rebuild_ref(object_id: bytes) -> ObjectRef:
@@ -231,11 +248,18 @@ class ObjectRefGenerator:
     async def __anext__(self) -> ObjectRef:
         import asyncio
 
-        loop = asyncio.get_running_loop()
+        # The end travels as None: a StopIteration cannot be set on an
+        # asyncio future (the await would never complete).
+        ref = await asyncio.get_running_loop().run_in_executor(None, self._next_or_none)
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
+
+    def _next_or_none(self) -> ObjectRef | None:
         try:
-            return await loop.run_in_executor(None, self._next, None)
+            return self._next(None)
         except StopIteration:
-            raise StopAsyncIteration from None
+            return None
 
     def completed(self) -> ObjectRef:
         """A ref that resolves (to the number of items) when the generator ends."""
@@ -246,6 +270,46 @@ class ObjectRefGenerator:
 
     def __repr__(self) -> str:
         return f"ObjectRefGenerator({self._task_id.hex()})"
+
+
+class _ErrorScan:
+    """The refs of a get()'s list that it has not reached and not seen
+    sealed yet, scanned for errors while get() waits.
+
+    A scan costs time in proportion to len(oids), and a get() may wait
+    once per ref: scans are spaced to take at most ~1/20 of the time
+    (FAIL_FAST_SCAN_S apart at least), and none runs when nothing was
+    sealed since the last. Objects found sealed without an error leave
+    `oids` (they stay so)."""
+
+    __slots__ = ("oids", "seq", "next_at")
+
+    def __init__(self, oids: list[bytes]) -> None:
+        self.oids = oids
+        self.seq: int | None = None  # the store's seal sequence at the last scan
+        self.next_at = 0.0  # time.monotonic() after which the next may run
+
+    def run(self, ctx: "Context", seq: int, started: float) -> None:
+        """Raise the error of the first object sealed as an error."""
+        store = ctx.store.raw
+        mask = store.sealed_mask(self.oids)
+        if 1 in mask:
+            pending = []
+            for oid, sealed in zip(self.oids, mask):
+                if not sealed:
+                    pending.append(oid)
+                    continue
+                try:
+                    buf = store.get(oid, 0.0)
+                except exc.ObjectNotFoundError:  # deleted since: nothing to report
+                    continue
+                if buf.metadata == serialization.ERROR:
+                    ctx._value(buf)  # raises the object's error
+                buf.release()
+            self.oids = pending
+        self.seq = seq
+        end = time.monotonic()
+        self.next_at = end + max(FAIL_FAST_SCAN_S, 20 * (end - started))
 
 
 class Context:
@@ -283,32 +347,70 @@ class Context:
     # Objects -----------------------------------------------------------------
 
     def get(self, refs: list, timeout: float | None) -> list:
-        """Values of refs, in order (see api.get)."""
+        """Values of refs, in order (see api.get). Fails fast: while it
+        waits for one ref, an error sealed for any later ref of the list is
+        raised at once, as Ray does."""
         self.check_open()
         store = self.store.raw
         values = []
         blocked = False
+        scan = None  # made when a ref is not ready (the rare path)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             for ref in refs:
-                oid = ref._id
                 try:
-                    buf = store.get(oid, 0.0)
+                    buf = store.get(ref._id, 0.0)
                 except (exc.ObjectNotFoundError, exc.GetTimeoutError):
-                    if not blocked and timeout != 0:
-                        blocked = self.before_wait([r._id for r in refs])
-                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    try:
-                        buf = store.get(oid, left)
-                    except (exc.ObjectNotFoundError, exc.GetTimeoutError):
-                        raise exc.GetTimeoutError(
-                            f"get timed out after {timeout} s: {ref!r} is not ready (its task is "
-                            f"still queued or running)") from None
+                    if scan is None:
+                        _check_stale(self, refs)
+                        scan = _ErrorScan([r._id for r in refs[len(values) + 1:]])
+                        if timeout != 0:
+                            blocked = self.before_wait([r._id for r in refs])
+                    buf = self._wait_get(ref, scan, deadline, timeout)
                 values.append(self._value(buf))
         finally:
             if blocked:
                 self.after_wait()
         return values
+
+    def _wait_get(self, ref: ObjectRef, scan: "_ErrorScan", deadline: float | None,
+                  timeout: float | None):
+        """The buffer of `ref` once it is sealed; meanwhile, the error of
+        any object of `scan` sealed as an error is raised.
+
+        Woken by each seal in the store while `scan` has objects; see
+        _ErrorScan for what a scan costs.
+        """
+        store = self.store.raw
+        oid = ref._id
+        while True:
+            seq = store.seal_sequence()
+            now = time.monotonic()
+            wait = None if deadline is None else max(0.0, deadline - now)
+            if not scan.oids:  # nothing left to fail fast on: the store waits for us
+                try:
+                    return store.get(oid, wait)
+                except (exc.ObjectNotFoundError, exc.GetTimeoutError):
+                    raise self._get_timeout(ref, timeout) from None
+            try:
+                return store.get(oid, 0.0)
+            except (exc.ObjectNotFoundError, exc.GetTimeoutError):
+                pass
+            if seq != scan.seq and now >= scan.next_at:
+                scan.run(self, seq, now)
+                continue  # look again: `ref` may have been sealed meanwhile
+            if wait == 0:
+                raise self._get_timeout(ref, timeout)
+            if seq != scan.seq:  # seals not scanned yet: come back for them
+                gap = max(0.0, scan.next_at - now)
+                wait = gap if wait is None else min(wait, gap)
+            store.wait_seal_after(seq, wait)
+
+    @staticmethod
+    def _get_timeout(ref: ObjectRef, timeout: float | None) -> exc.GetTimeoutError:
+        return exc.GetTimeoutError(
+            f"get timed out after {timeout} s: {ref!r} is not ready (its task is still queued "
+            f"or running)")
 
     def _value(self, buf) -> Any:
         value = serialization.deserialize(buf, buf.metadata)
@@ -324,7 +426,7 @@ class Context:
         store = self.store.raw
         oids = [r._id for r in refs]
         deadline = None if timeout is None else time.monotonic() + timeout
-        blocked = False
+        blocked = waited = False
         try:
             while True:
                 seq = store.seal_sequence()
@@ -334,7 +436,9 @@ class Context:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                if not blocked:
+                if not waited:
+                    waited = True
+                    _check_stale(self, refs)
                     blocked = self.before_wait(oids)
                 store.wait_seal_after(seq, left)
         finally:

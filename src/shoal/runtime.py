@@ -93,9 +93,8 @@ class Runtime(Context):
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         task_id = ids.task_of(ref._id)
-        if task_id is None:
-            raise ValueError(f"{ref!r} is not the result of a task (it was put): it cannot be cancelled")
-        self.shell.cancel(task_id, force)
+        if task_id is not None:  # (a put object has no task to cancel)
+            self.shell.cancel(task_id, force)
 
     # -- actors ------------------------------------------------------------------
 

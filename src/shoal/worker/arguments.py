@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from shoal import serialization
-from shoal.objectref import ObjectRef
+from shoal.objectref import ObjectRef, _stale_error
 
 
 class TopRef:
@@ -54,6 +54,9 @@ def encode(args: tuple, kwargs: dict, inline_limit: int) -> EncodedArgs:
 
 def _top(value: Any, deps: list) -> Any:
     if type(value) is ObjectRef:
+        owner = value._ctx
+        if owner is not None and owner.closed:  # its object is gone: the task would wait forever
+            raise _stale_error(value)
         deps.append(value._id)
         return TopRef(value._id)
     return value

@@ -1,0 +1,236 @@
+"""Ray compatibility of the API's edges: async iteration of generator
+tasks, wait() of nothing, get() failing fast on a list, Ray's exception
+classes, shutdown()'s and init()'s keywords, the runtime context, and refs
+that outlive their runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import pickle
+import warnings
+
+import pytest
+
+import shoal
+from shoal import exceptions as exc
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# -- ObjectRefGenerator ---------------------------------------------------------
+
+
+def test_async_for_over_a_streaming_generator(ray):
+    @ray.remote(num_returns="streaming")
+    def produce(n):
+        for i in range(n):
+            yield i * 10
+
+    async def collect(gen):
+        return [await ref async for ref in gen]
+
+    assert asyncio.run(asyncio.wait_for(collect(produce.remote(5)), 30)) == [0, 10, 20, 30, 40]
+    assert asyncio.run(asyncio.wait_for(collect(produce.remote(0)), 30)) == []
+
+
+def test_async_for_over_a_failing_generator_raises_its_error(ray):
+    @ray.remote(num_returns="streaming")
+    def fails_midway():
+        yield 1
+        raise ValueError("midway")
+
+    async def collect(gen):
+        return [await ref async for ref in gen]
+
+    with pytest.raises(ValueError, match="midway"):
+        asyncio.run(asyncio.wait_for(collect(fails_midway.remote()), 30))
+
+
+# -- wait -----------------------------------------------------------------------
+
+
+def test_wait_of_an_empty_list_returns_two_empty_lists(ray):
+    assert ray.wait([]) == ([], [])
+    assert ray.wait([], num_returns=2, timeout=0) == ([], [])  # Ray checks num_returns after
+    with pytest.raises(ValueError, match="num_returns"):
+        ray.wait([ray.put(1)], num_returns=2)
+
+
+# -- get fails fast ---------------------------------------------------------------
+
+
+def _gate(ray):
+    @ray.remote
+    class Gate:
+        def __init__(self):
+            self.opened = asyncio.Event()
+
+        async def wait(self):
+            await self.opened.wait()
+            return "through"
+
+        async def open(self):
+            self.opened.set()
+
+    return Gate.remote()
+
+
+def test_get_of_a_list_raises_a_later_error_without_waiting_for_earlier_refs(ray):
+    @ray.remote
+    def fail():
+        raise ValueError("fails fast")
+
+    @ray.remote
+    def ok(x):
+        return x
+
+    gate = _gate(ray)
+    blocked = gate.wait.remote()  # not ready until the gate opens
+    refs = [ok.remote(1), blocked, ok.remote(2), fail.remote()]
+    with pytest.raises(ValueError, match="fails fast") as info:
+        ray.get(refs)  # no timeout: waiting for `blocked` would hang
+    assert isinstance(info.value, exc.RayTaskError)
+    assert ray.wait([blocked], timeout=0) == ([], [blocked])
+    with pytest.raises(ValueError, match="fails fast"):
+        ray.get(refs, timeout=0)  # what is ready now is enough to know
+    ray.get(gate.open.remote(), timeout=30)
+    assert ray.get(refs[:3], timeout=30) == [1, "through", 2]
+
+
+def test_get_of_a_list_that_times_out_still_raises_timeout(ray):
+    gate = _gate(ray)
+    blocked = gate.wait.remote()
+    refs = [blocked, ray.put(1)]
+    with pytest.raises(exc.GetTimeoutError, match="not ready"):
+        ray.get(refs, timeout=0)
+    with pytest.raises(exc.GetTimeoutError, match="not ready"):
+        ray.get(refs, timeout=0.05)
+    ray.get(gate.open.remote(), timeout=30)
+    assert ray.get(refs, timeout=30) == ["through", 1]
+
+
+# -- exceptions ---------------------------------------------------------------------
+
+#: Ray 2.60's exception classes (ray.exceptions) that users catch, with the
+#: builtin bases that Ray gives them besides RayError (ObjectStoreFullError,
+#: built from byte counts, is in test_api_errors).
+RAY_EXCEPTIONS = {
+    "OutOfMemoryError": (), "OutOfDiskError": (), "NodeDiedError": (), "LocalRayletDiedError": (),
+    "ObjectLostError": (), "ObjectFetchTimedOutError": (), "ObjectReconstructionFailedError": (),
+    "ObjectFreedError": (), "OwnerDiedError": (), "ReferenceCountingAssertionError": (AssertionError,),
+    "RuntimeEnvSetupError": (), "ActorUnschedulableError": (), "TaskUnschedulableError": (),
+    "ActorHandleNotFoundError": (ValueError,), "ActorAlreadyExistsError": (ValueError,),
+    "ActorPlacementGroupRemoved": (), "TaskPlacementGroupRemoved": (), "PendingCallsLimitExceeded": (),
+    "PlasmaObjectNotAvailable": (), "RpcError": (), "AuthenticationError": (), "CrossLanguageError": (),
+    "UnserializableException": (), "UserCodeException": (), "AsyncioActorExit": (),
+    "OufOfBandObjectRefSerializationException": (), "ObjectRefStreamEndOfStreamError": (),
+    "RayChannelError": (), "RayChannelTimeoutError": (TimeoutError,), "RayCgraphCapacityExceeded": (),
+    "RayDirectTransportError": (), "StreamingGeneratorReplayInconsistentError": (),
+    "GetTimeoutError": (TimeoutError,), "WorkerCrashedError": (), "TaskCancelledError": (),
+    "RaySystemError": (), "RayActorError": (), "ActorDiedError": (),
+    "ActorUnavailableError": (),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RAY_EXCEPTIONS))
+def test_ray_exception_exists_catches_and_pickles(name):
+    cls = getattr(shoal.exceptions, name)
+    assert issubclass(cls, exc.RayError)
+    for base in RAY_EXCEPTIONS[name]:
+        assert issubclass(cls, base)
+    e = cls("what happened")
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is cls and str(back) == str(e)
+    with pytest.raises(getattr(shoal.exceptions, name)):
+        raise back
+
+
+def test_ray_exception_bases_follow_rays():
+    assert issubclass(exc.ObjectFetchTimedOutError, exc.ObjectLostError)
+    assert issubclass(exc.ObjectReconstructionFailedError, exc.ObjectLostError)
+    assert issubclass(exc.ReferenceCountingAssertionError, exc.ObjectLostError)
+    assert issubclass(exc.OwnerDiedError, exc.ObjectLostError)
+    assert issubclass(exc.RayChannelTimeoutError, exc.RayChannelError)
+    assert issubclass(exc.RayChannelError, exc.RaySystemError)
+    assert exc.RpcError("down", rpc_code=14).rpc_code == 14
+    assert pickle.loads(pickle.dumps(exc.RpcError("down", 14))).rpc_code == 14
+
+
+# -- shutdown and init keywords ---------------------------------------------------------
+
+
+def test_shutdown_takes_rays_keywords(ray):
+    params = inspect.signature(ray.shutdown).parameters
+    assert {"wait_for_processes", "_exiting_interpreter"} <= set(params)
+    assert all(p.kind is p.KEYWORD_ONLY for p in params.values())
+    ray.shutdown(wait_for_processes=True, _exiting_interpreter=False)
+    assert not ray.is_initialized()
+
+
+def test_init_accepts_harmless_ray_keywords_silently():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shoal.init(num_cpus=1, object_store_memory=64 << 20, include_dashboard=False,
+                   dashboard_host="0.0.0.0", configure_logging=False, logging_level="warning",
+                   logging_format="%(message)s", _temp_dir="/tmp/elsewhere", log_to_driver=None,
+                   _node_name="here", _disable_object_store_spilling=True)
+    try:
+        assert shoal.is_initialized()
+    finally:
+        shoal.shutdown()
+
+
+def test_init_warns_once_for_unimplemented_ray_keywords():
+    from shoal import options
+
+    options._warned.discard("init:job_config")  # another test of this process may have warned
+    try:
+        with pytest.warns(UserWarning, match="job_config"):
+            shoal.init(num_cpus=1, object_store_memory=64 << 20, job_config=object())
+    finally:
+        shoal.shutdown()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shoal.init(num_cpus=1, object_store_memory=64 << 20, job_config=object())
+    shoal.shutdown()
+
+
+# -- runtime context ------------------------------------------------------------------
+
+
+def test_was_current_actor_reconstructed_is_a_property(ray):
+    assert isinstance(inspect.getattr_static(type(ray.get_runtime_context()),
+                                             "was_current_actor_reconstructed"), property)
+
+    @ray.remote
+    class Probe:
+        def reconstructed(self):
+            return ray.get_runtime_context().was_current_actor_reconstructed
+
+    assert ray.get(Probe.remote().reconstructed.remote(), timeout=30) is False
+
+
+# -- refs of an earlier runtime ---------------------------------------------------------
+
+
+def test_get_of_a_ref_from_a_previous_runtime_raises(ray):
+    @ray.remote
+    def f():
+        return 3
+
+    put_ref, task_ref = ray.put(5), f.remote()
+    assert ray.get(task_ref, timeout=30) == 3
+    ray.shutdown()
+    ray.init(num_cpus=1, object_store_memory=64 << 20)
+    for old in (put_ref, task_ref):
+        with pytest.raises(exc.StaleObjectRefError, match="shut down") as info:
+            ray.get(old)  # no timeout: its object can never appear
+        assert isinstance(info.value, ValueError) and isinstance(info.value, exc.RuntimeClosedError)
+        with pytest.raises(exc.StaleObjectRefError):
+            ray.get([ray.put(1), old])
+        with pytest.raises(exc.StaleObjectRefError):
+            ray.wait([old])
+        with pytest.raises(exc.StaleObjectRefError):  # as an argument: at submission
+            f.remote(old)
+    assert ray.get(ray.put(2), timeout=30) == 2
