@@ -234,3 +234,62 @@ def test_get_of_a_ref_from_a_previous_runtime_raises(ray):
         with pytest.raises(exc.StaleObjectRefError):  # as an argument: at submission
             f.remote(old)
     assert ray.get(ray.put(2), timeout=30) == 2
+
+
+# -- runtime_env and the runtime context -------------------------------------------
+
+
+def test_runtime_env_vars_for_tasks_and_actors():
+    import os
+
+    shoal.init(num_cpus=1, object_store_memory=64 << 20, runtime_env={"env_vars": {"SHOAL_T_JOB": "job"}})
+    try:
+        @shoal.remote
+        def read(*names):
+            return [os.environ.get(n) for n in names]
+
+        assert shoal.get(read.remote("SHOAL_T_JOB", "SHOAL_T_TASK"), timeout=30) == ["job", None]
+        task_env = read.options(runtime_env={"env_vars": {"SHOAL_T_TASK": "task", "SHOAL_T_JOB": "over"}})
+        assert shoal.get(task_env.remote("SHOAL_T_JOB", "SHOAL_T_TASK"), timeout=30) == ["over", "task"]
+        # the worker's environment is restored for the next task
+        assert shoal.get(read.remote("SHOAL_T_JOB", "SHOAL_T_TASK"), timeout=30) == ["job", None]
+
+        @shoal.remote
+        class Env:
+            def read(self, name):
+                return os.environ.get(name)
+
+        a = Env.options(runtime_env={"env_vars": {"SHOAL_T_ACTOR": "actor"}}).remote()
+        assert shoal.get(a.read.remote("SHOAL_T_ACTOR"), timeout=30) == "actor"
+        assert shoal.get(a.read.remote("SHOAL_T_JOB"), timeout=30) == "job"
+        with pytest.raises(TypeError, match="env_vars"):
+            read.options(runtime_env={"env_vars": {"X": 1}}).remote()
+        with pytest.warns(UserWarning, match="pip"):
+            read.options(runtime_env={"pip": ["requests"]}).remote()
+    finally:
+        shoal.shutdown()
+
+
+def test_runtime_context_in_tasks_and_actors(ray):
+    @ray.remote(num_cpus=0.5)
+    def where():
+        ctx = ray.get_runtime_context()
+        return ctx.get_node_id(), ctx.get_assigned_resources(), sorted(ctx.get()), ctx.get_worker_id()
+
+    node, assigned, keys, worker = ray.get(where.remote(), timeout=30)
+    driver = ray.get_runtime_context()
+    assert node == driver.get_node_id() != ""
+    assert assigned == {"CPU": 0.5}
+    assert keys == ["job_id", "namespace", "node_id", "task_id"]
+    assert len(worker) == 56 and worker != driver.get_worker_id()
+    assert sorted(driver.get()) == ["job_id", "namespace", "node_id"]
+
+    @ray.remote
+    class Named:
+        def name(self):
+            return ray.get_runtime_context().get_actor_name()
+
+    a = Named.options(name="who").remote()
+    b = Named.remote()
+    assert ray.get([a.name.remote(), b.name.remote()], timeout=30) == ["who", None]
+    assert driver.get_actor_name() is None

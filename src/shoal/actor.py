@@ -15,7 +15,7 @@ from typing import Any
 from shoal import exceptions as exc
 from shoal import ids, objectref, serialization
 from shoal.objectref import ObjectRef, ObjectRefGenerator
-from shoal.options import ACTOR_DEFAULTS, validate, warn_once
+from shoal.options import ACTOR_DEFAULTS, env_vars, validate, warn_once
 from shoal.remote_function import current_context
 from shoal.scheduler import protocol as P
 from shoal.scheduler.actors import Actor
@@ -107,7 +107,9 @@ class ActorClass:
         class_id = self._class_id(ctx)
         actor_id = ids.new_task_id()
         a = arguments.prepare(ctx, args, kwargs)
-        spec = P.ActorSpec(actor_id, class_id, info.class_name, a.blob, a.args_id, max_concurrency, info.is_async)
+        env = env_vars(opts["runtime_env"], f"the options of actor {info.class_name}") or None
+        spec = P.ActorSpec(actor_id, class_id, info.class_name, a.blob, a.args_id, max_concurrency, info.is_async,
+                           name, env)
         extra = {"GPU": opts["num_gpus"] or 0, **(opts["resources"] or {})}
         if opts["memory"]:
             extra["memory"] = opts["memory"]

@@ -14,7 +14,7 @@ from typing import Any
 from shoal import exceptions as exc
 from shoal import objectref, runtime
 from shoal.objectref import ObjectRef, ObjectRefGenerator
-from shoal.options import warn_once
+from shoal.options import env_vars, warn_once
 from shoal.remote_function import RemoteFunction
 
 #: Ray's init keywords that change nothing shoal does, silently accepted:
@@ -29,7 +29,7 @@ _HARMLESS_INIT = {
 
 #: Ray's init keywords whose effect shoal lacks: a warning (once) says so.
 _UNIMPLEMENTED_INIT = {
-    "dashboard_port", "job_config", "runtime_env", "labels", "enable_resource_isolation",
+    "dashboard_port", "job_config", "labels", "enable_resource_isolation",
     "cgroup_path", "system_reserved_cpu", "system_reserved_memory", "proxy_server_url",
     "_system_config", "_plasma_directory", "object_spilling_directory", "_memory",
     "_tracing_startup_hook", "storage", "runtime_env_setup_hook",
@@ -71,7 +71,7 @@ class RayContext(dict):
 def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
          resources: dict | None = None, object_store_memory: int | None = None, local_mode: bool = False,
          ignore_reinit_error: bool = False, log_to_driver: bool | None = True, namespace: str | None = None,
-         **kwargs: Any) -> RayContext:
+         runtime_env: dict | None = None, **kwargs: Any) -> RayContext:
     """Start shoal in this process (the driver).
 
     Args:
@@ -89,6 +89,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         log_to_driver: forward what workers print, prefixed with the task
             (None: the default, True).
         namespace: the namespace of named actors.
+        runtime_env: {"env_vars": {name: value}} set in every worker and
+            actor process (other fields warn and are ignored).
         kwargs: Ray's other init keywords. Those that change nothing here
             (logging, temp directory, dashboard host, ...) are accepted
             silently; those shoal does not implement (runtime_env,
@@ -109,9 +111,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     _check_init_kwargs(kwargs)
     if log_to_driver is None:  # Ray's default
         log_to_driver = True
+    env = env_vars(runtime_env, "init()")
     runtime.start(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                   object_store_memory=object_store_memory, log_to_driver=log_to_driver,
-                  namespace=namespace, local_mode=local_mode)
+                  namespace=namespace, local_mode=local_mode, env_vars=env)
     return RayContext(_info())
 
 
@@ -272,7 +275,9 @@ class RuntimeContext:
         return getattr(self._ctx, "node_id", "") or ""
 
     def get_worker_id(self) -> str:
-        return str(getattr(self._ctx, "wid", "driver"))
+        """56 hex digits, as Ray's: the job id, then the process's number
+        in it (0: the driver)."""
+        return getattr(self._ctx, "session", "").ljust(8, "0") + f"{getattr(self._ctx, 'wid', 0):048x}"
 
     def get_task_id(self) -> str | None:
         tid = getattr(self._ctx, "current_task_id", None)
@@ -301,14 +306,22 @@ class RuntimeContext:
         # when every other handle is gone.
         return ActorHandle(aid, self._ctx.actor_info, None)
 
+    def get_actor_name(self) -> str | None:
+        """The name of the actor this code runs in (None: unnamed, or not in an actor)."""
+        return getattr(self._ctx, "actor_name", None)
+
     def get_assigned_resources(self) -> dict:
-        return {}
+        """The logical resources of the running task, e.g. {"CPU": 1.0}
+        ({} in the driver and in actors that hold none)."""
+        return dict(getattr(self._ctx, "assigned", None) or {})
 
     def get_accelerator_ids(self) -> dict:
         return {"GPU": [str(g) for g in get_gpu_ids()]}
 
     def is_canceled(self) -> bool:
-        return False
+        """Whether cancel() was called for the running task."""
+        check = getattr(self._ctx, "cancel_requested", None)
+        return bool(check and getattr(self._ctx, "current_seq", 0) and check())
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
@@ -317,8 +330,11 @@ class RuntimeContext:
         return False
 
     def get(self) -> dict:
-        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "namespace": self.namespace,
-                "task_id": self.get_task_id(), "actor_id": self.get_actor_id()}
+        info = {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "namespace": self.namespace}
+        for key, value in (("task_id", self.get_task_id()), ("actor_id", self.get_actor_id())):
+            if value is not None:  # as Ray: only where there is one
+                info[key] = value
+        return info
 
 
 def get_runtime_context() -> RuntimeContext:

@@ -16,7 +16,7 @@ from typing import Any
 import cloudpickle
 
 from shoal.scheduler import protocol as P
-from shoal.scheduler.state import make_shape
+from shoal.scheduler.state import UNIT, make_shape
 
 TASK_DEFAULTS = {
     "num_cpus": 1,
@@ -27,6 +27,7 @@ TASK_DEFAULTS = {
     "max_retries": 3,
     "retry_exceptions": False,
     "name": None,
+    "runtime_env": None,
 }
 
 ACTOR_DEFAULTS = {
@@ -36,6 +37,7 @@ ACTOR_DEFAULTS = {
     "memory": None,
     "name": None,
     "namespace": None,
+    "runtime_env": None,
     "lifetime": None,
     "get_if_exists": False,
     "max_restarts": 0,
@@ -53,8 +55,8 @@ SILENT = {
 }
 
 #: Ray options shoal accepts but does not implement (a warning says so).
-UNIMPLEMENTED_TASK = {"max_calls", "runtime_env"}
-UNIMPLEMENTED_ACTOR = {"runtime_env", "concurrency_groups", "allow_out_of_order_execution", "_max_pending_calls"}
+UNIMPLEMENTED_TASK = {"max_calls"}
+UNIMPLEMENTED_ACTOR = {"concurrency_groups", "allow_out_of_order_execution", "_max_pending_calls"}
 
 _warned: set[str] = set()
 
@@ -83,6 +85,24 @@ def _check_resources(value: Any) -> dict:
             raise ValueError(f"use num_{k.lower()}s=..., not resources={{'{k}': ...}}")
         _check_number(f"resources[{k!r}]", v)
     return dict(value)
+
+
+def env_vars(runtime_env: Any, where: str) -> dict[str, str]:
+    """The environment variables of a runtime_env ({} for None). Only
+    env_vars is implemented on one machine; other fields (pip, conda,
+    working_dir, ...) warn once and are ignored."""
+    if runtime_env is None:
+        return {}
+    if not isinstance(runtime_env, dict):
+        raise TypeError(f"runtime_env must be a dict, not {type(runtime_env).__name__}")
+    for key in runtime_env:
+        if key != "env_vars":
+            warn_once(f"runtime_env:{key}", f"shoal implements only env_vars of runtime_env: {key} "
+                                            f"(in {where}) is ignored")
+    env = runtime_env.get("env_vars") or {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise TypeError(f"runtime_env['env_vars'] must be a dict of str to str, not {env!r}")
+    return dict(env)
 
 
 def validate(options: dict, kind: str) -> dict:
@@ -132,7 +152,7 @@ def validate(options: dict, kind: str) -> dict:
 class TaskOptions:
     """Compiled options of a remote function, as submission uses them."""
 
-    __slots__ = ("options", "shape", "num_returns", "max_retries", "retry_exceptions", "name")
+    __slots__ = ("options", "shape", "num_returns", "max_retries", "retry_exceptions", "name", "assigned", "env")
 
     def __init__(self, options: dict, default_name: str, is_generator: bool):
         opts = {**TASK_DEFAULTS, **options}
@@ -150,6 +170,8 @@ class TaskOptions:
         rule = opts["retry_exceptions"]
         self.retry_exceptions = rule if isinstance(rule, bool) else cloudpickle.dumps(tuple(rule))
         self.name = opts["name"] or default_name
+        self.assigned = {k: v / UNIT for k, v in self.shape}  # what get_assigned_resources() reports
+        self.env = env_vars(opts["runtime_env"], f"the options of {self.name}") or None
 
 
 def loads_exception_types(data: bytes) -> tuple:

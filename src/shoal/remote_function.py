@@ -76,7 +76,7 @@ class RemoteFunction:
         a = arguments.prepare(ctx, args, kwargs)
         n = opts.num_returns
         spec = P.TaskSpec(task_id, fid, opts.name, a.blob, a.args_id, n, opts.max_retries,
-                          opts.retry_exceptions, 0, {})
+                          opts.retry_exceptions, 0, opts.assigned, opts.env)
         if n == P.STREAMING:
             result: Any = objectref.ObjectRefGenerator(task_id, ctx)
         elif n == 1:

@@ -46,7 +46,7 @@ class Runtime(Context):
 
     def __init__(self, *, num_cpus: int | float | None = None, num_gpus: int | float | None = None,
                  resources: dict | None = None, object_store_memory: int | None = None,
-                 log_to_driver: bool = True, namespace: str | None = None):
+                 log_to_driver: bool = True, namespace: str | None = None, env_vars: dict | None = None):
         self.started_at = time.time()
         config = cfg.Config.from_env()
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
@@ -77,7 +77,8 @@ class Runtime(Context):
         schedulable = {k: v for k, v in self.resources_total.items() if k != "object_store_memory"}
         self.shell = Shell(store, self.refs, schedulable, max(0, int(cpus)), self.session, spin=spin,
                            log_to_driver=log_to_driver, preload=preload, validate=config.validate,
-                           namespace=self.namespace)
+                           namespace=self.namespace,
+                           worker_cfg={"node_id": self.node_id, "env": dict(env_vars or {})})
         try:
             self.shell.start()
         except BaseException:

@@ -91,10 +91,12 @@ class WorkerPool:
     that lives as long as the pool (the fork server dies with it)."""
 
     def __init__(self, store_fd: int, driver_fd: int, session: str, spin: float,
-                 preload: list[str], ring_capacity: int = RING_CAPACITY, namespace: str = ""):
+                 preload: list[str], ring_capacity: int = RING_CAPACITY, namespace: str = "",
+                 worker_cfg: dict | None = None):
         self.driver_fd = driver_fd
         self.session = session
         self.namespace = namespace
+        self.worker_cfg = dict(worker_cfg or {})  # passed to every worker (node id, environment)
         self.spin = spin
         self.ring_capacity = ring_capacity
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -120,6 +122,7 @@ class WorkerPool:
             "channel_size": h.size,
             "ring_offset": h.ring_offset,
             "spin": self.spin,
+            **self.worker_cfg,
         }
         protocol.send_with_fds(self.sock, ("spawn", cfg), [h.channel_fd, h.wake_fd, h.room_fd, self.driver_fd])
         os.close(h.channel_fd)  # the mapping stays; the worker has its own copy

@@ -69,7 +69,8 @@ class TaskSpec(NamedTuple):
     max_retries: int  #: system failures retried this many times (-1: forever)
     retry_exceptions: Any  #: False, True, or a tuple of exception types
     attempt: int  #: 0 for the first run
-    resources: dict  #: assigned resources, e.g. {"GPU": [0]} (empty for CPU only)
+    resources: dict  #: its logical resources, e.g. {"CPU": 1.0} (get_assigned_resources)
+    env: dict | None = None  #: runtime_env env_vars, set while it runs
 
 
 class ActorSpec(NamedTuple):
@@ -82,6 +83,8 @@ class ActorSpec(NamedTuple):
     args_id: bytes | None
     max_concurrency: int  #: > 1: calls run in a thread pool (or as asyncio tasks)
     is_async: bool  #: the class has async methods: calls run on an event loop
+    name: str | None = None  #: its name, if named
+    env: dict | None = None  #: runtime_env env_vars, set for the process's life
 
 
 class CallSpec(NamedTuple):

@@ -68,11 +68,12 @@ class Shell:
 
     def __init__(self, store, local_refs, resources: dict, num_workers: int, session: str, *,
                  spin: float = 0.0, log_to_driver: bool = True, preload: tuple = (), validate: bool = False,
-                 namespace: str = ""):
+                 namespace: str = "", worker_cfg: dict | None = None):
         self.store = store
         self.local_refs = local_refs
         self.session = session
         self.namespace = namespace
+        self.worker_cfg = worker_cfg
         self.spin = spin
         self.preload = list(preload)
         self.validate = validate
@@ -114,7 +115,7 @@ class Shell:
     def _run(self) -> None:
         try:
             self.pool = WorkerPool(self.store.fd, self.doorbell, self.session, self.spin, self.preload,
-                                   namespace=self.namespace)
+                                   namespace=self.namespace, worker_cfg=self.worker_cfg)
             self.sel.register(self.doorbell, selectors.EVENT_READ, "doorbell")
             self.sel.register(self.pool.sock, selectors.EVENT_READ, "pool")
             with self.lock:

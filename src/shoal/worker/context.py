@@ -41,6 +41,9 @@ class WorkerContext(Context):
         self.current_task_id: bytes | None = None
         self.actor_id: bytes | None = None
         self.actor_info = None
+        self.actor_name: str | None = None
+        self.node_id = ""
+        self.assigned: dict = {}  # logical resources of the running task
         self._send_lock = threading.Lock()
         self._read_lock = threading.Lock()  # the ring has one consumer: one thread at a time
         # Tasks read after a BLOCKED are held back until the driver's REVOKE

@@ -10,6 +10,7 @@ crash of the process (the driver seals the errors then).
 from __future__ import annotations
 
 import inspect
+import os
 import pickle
 import traceback
 from typing import Any, Callable
@@ -89,13 +90,28 @@ class Executor:
         except BaseException as e:
             seal_error(self.store, return_ids(spec), describe_exception(spec.name, e, self.pid))
             return P.FAILED, {}
-        return self._invoke(spec, fn)
+        self.ctx.assigned = spec.resources
+        if not spec.env:
+            return self._invoke(spec, fn)
+        saved = {k: os.environ.get(k) for k in spec.env}
+        os.environ.update(spec.env)
+        try:
+            return self._invoke(spec, fn)
+        finally:  # the next task on this worker sees the environment it started with
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     # -- actors ----------------------------------------------------------------
 
     def construct(self, init: P.ActorSpec) -> str | None:
         """Build the actor's instance; the error's text if __init__ raised."""
         name = f"{init.class_name}.__init__"
+        self.ctx.actor_name = init.name
+        if init.env:
+            os.environ.update(init.env)  # the actor's process is its own: for its whole life
         try:
             cls = self.store.get(init.class_id, timeout=0)
             self.ctx.actor_info = class_info(cls)

@@ -36,6 +36,8 @@ def connect(cfg: dict) -> WorkerContext:
     ctx = WorkerContext(store, cfg["wid"], to_worker, to_driver, cfg["own_fd"], cfg["driver_fd"], cfg["session"],
                         room_fd=cfg["room_fd"])
     ctx.namespace = cfg.get("namespace", "")
+    ctx.node_id = cfg.get("node_id", "")
+    os.environ.update(cfg.get("env") or {})  # init(runtime_env={"env_vars": ...})
     return ctx
 
 
