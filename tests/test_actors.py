@@ -479,6 +479,25 @@ def test_cancel_a_running_async_actor_call(ray, tmp_path):
     assert ray.get(s.ping.remote(), timeout=30) == "pong"  # the actor lives on
 
 
+def test_max_pending_calls_raises_at_submission(ray, tmp_path):
+    gate = tmp_path / "gate"
+
+    @ray.remote
+    class Busy:
+        def wait_gate(self):
+            while not gate.exists():
+                time.sleep(0.01)
+            return 1
+
+    b = Busy.options(max_pending_calls=2).remote()
+    first = [b.wait_gate.remote(), b.wait_gate.remote()]
+    with pytest.raises(exc.PendingCallsLimitExceeded, match="max_pending_calls"):
+        b.wait_gate.remote()
+    gate.touch()
+    assert ray.get(first, timeout=30) == [1, 1]
+    assert ray.get(b.wait_gate.remote(), timeout=30) == 1  # room again
+
+
 def test_actor_pool(ray):
     @ray.remote
     class Doubler:

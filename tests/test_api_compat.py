@@ -216,7 +216,7 @@ def test_was_current_actor_reconstructed_is_a_property(ray):
 
 def test_get_of_a_ref_from_a_previous_runtime_raises(ray):
     @ray.remote
-    def f():
+    def f(x=None):
         return 3
 
     put_ref, task_ref = ray.put(5), f.remote()
@@ -293,3 +293,44 @@ def test_runtime_context_in_tasks_and_actors(ray):
     b = Named.remote()
     assert ray.get([a.name.remote(), b.name.remote()], timeout=30) == ["who", None]
     assert driver.get_actor_name() is None
+
+
+# -- submission checks and built-in actor methods ----------------------------------------
+
+
+def test_wrong_arguments_raise_at_submission(ray):
+    @ray.remote
+    def f(a, b=1, *, c=2):
+        return a + b + c
+
+    @ray.remote
+    class C:
+        def __init__(self, x):
+            self.x = x
+
+        def m(self, y, *rest):
+            return self.x + y + len(rest)
+
+        @staticmethod
+        def s(z):
+            return z
+
+    for call in (lambda: f.remote(), lambda: f.remote(1, 2, 3), lambda: f.remote(1, d=4),
+                 lambda: C.remote(), lambda: C.remote(1, 2)):
+        with pytest.raises(TypeError):
+            call()
+    c = C.remote(1)
+    with pytest.raises(TypeError, match="C.m"):
+        c.m.remote()
+    assert ray.get([f.remote(1), f.remote(1, c=5), c.m.remote(1, 2, 3), c.s.remote(4)], timeout=30) == [4, 7, 4, 4]
+
+
+def test_ray_ready_and_ray_call(ray):
+    @ray.remote
+    class Box:
+        def __init__(self):
+            self.v = 41
+
+    b = Box.remote()
+    assert ray.get(b.__ray_ready__.remote(), timeout=30) is True
+    assert ray.get(b.__ray_call__.remote(lambda self, d: self.v + d, 1), timeout=30) == 42

@@ -104,6 +104,7 @@ class ActorClass:
             v = opts[key]
             if isinstance(v, bool) or not isinstance(v, int) or v < -1:
                 raise ValueError(f"{key} must be an int >= -1 (-1: forever), not {v!r}")
+        arguments.check_call(info.init_params, args, kwargs, f"{info.class_name}.__init__()")
         class_id = self._class_id(ctx)
         actor_id = ids.new_task_id()
         a = arguments.prepare(ctx, args, kwargs)
@@ -186,6 +187,9 @@ class ActorHandle:
         ctx = objectref.current()
         if ctx is None or ctx.closed:
             raise exc.RuntimeClosedError("the runtime this actor belongs to was shut down")
+        method = self._info.methods.get(method_name)
+        if method is not None:
+            arguments.check_call(method.params, args, kwargs, f"{self._info.class_name}.{method_name}()")
         task_id = ids.new_task_id()
         a = arguments.prepare(ctx, args, kwargs)
         spec = P.CallSpec(task_id, method_name, name or f"{self._info.class_name}.{method_name}", a.blob,
@@ -196,7 +200,12 @@ class ActorHandle:
             result = ObjectRef(ids.return_id(task_id, 0), ctx)
         else:
             result = [ObjectRef(ids.return_id(task_id, i), ctx) for i in range(num_returns)] or None
-        ctx.call_actor(self._actor_id, spec, a.deps, a.held)
+        try:
+            ctx.call_actor(self._actor_id, spec, a.deps, a.held)
+        except BaseException:
+            if a.args_id is not None:  # stored for this call alone
+                ctx.store.delete(a.args_id)
+            raise
         return result
 
 

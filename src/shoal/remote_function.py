@@ -34,6 +34,7 @@ class RemoteFunction:
             raise TypeError(f"@remote needs a function or a class, not {function!r}")
         self._function = function
         self._is_generator = inspect.isgeneratorfunction(function)
+        self._params = arguments.describe_params(function)
         self._default_name = getattr(function, "__name__", "task")
         self._options = validate(dict(options), "task")
         self._compiled = TaskOptions(self._options, self._default_name, self._is_generator)
@@ -69,6 +70,7 @@ class RemoteFunction:
     def _submit(self, args: tuple, kwargs: dict, opts: TaskOptions) -> Any:
         ctx = current_context()
         ctx.check_open()
+        arguments.check_call(self._params, args, kwargs, f"{opts.name}()")
         if getattr(ctx, "local", False):
             return ctx.run_task(self._function, opts.name, args, kwargs, opts.num_returns)
         fid = self._function_id(ctx)

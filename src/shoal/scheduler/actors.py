@@ -166,13 +166,21 @@ class ActorTable:
             actions.append(StopProcess(actor))
         return actions
 
+    def pending_limit_error(self, actor: Actor) -> exc.PendingCallsLimitExceeded | None:
+        """The error for one call too many (max_pending_calls), or None."""
+        if actor.max_pending >= 0 and actor.state != "dead" and \
+                len(actor.queue) + len(actor.inflight) >= actor.max_pending:
+            return exc.PendingCallsLimitExceeded(
+                f"the actor {actor.describe()} already has {actor.max_pending} pending calls "
+                f"(max_pending_calls); wait for some to finish")
+        return None
+
     def call(self, actor: Actor, call: Call) -> list:
         if actor.state == "dead":
             return [FailCalls(actor, [call], actor.cause)]
-        if actor.max_pending >= 0 and len(actor.queue) + len(actor.inflight) >= actor.max_pending:
-            return [FailCalls(actor, [call], exc.PendingCallsLimitExceeded(
-                f"the actor {actor.describe()} already has {actor.max_pending} pending calls "
-                f"(max_pending_calls); wait for some to finish"))]
+        full = self.pending_limit_error(actor)
+        if full is not None:
+            return [FailCalls(actor, [call], full)]
         if call.spec.method == "__ray_terminate__":
             actor.stopping = True
         if actor.state == "alive":

@@ -299,9 +299,19 @@ class Shell:
         self._execute(actions)
 
     def call_actor(self, actor_id: bytes, spec, deps: list, held: list) -> None:
+        """Submit a call from the driver; raises PendingCallsLimitExceeded
+        at once, as Ray does, when the actor has max_pending_calls queued."""
         with self.lock:
             if self.closed:
                 raise exc.RuntimeClosedError("the runtime was shut down")
+            actor = self.actors.actors.get(actor_id)
+            full = self.actors.pending_limit_error(actor) if actor is not None else None
+            if full is not None:
+                self._read_rings()  # calls may have ended without our having read it yet
+                self.wake()  # (the I/O thread collects what those messages released)
+                full = self.actors.pending_limit_error(actor)
+                if full is not None:
+                    raise full
             self._apply_driver_refs()
             self._call_actor(actor_id, spec, held)
 

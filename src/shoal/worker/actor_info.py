@@ -8,17 +8,20 @@ import inspect
 from typing import NamedTuple
 
 from shoal.scheduler import protocol as P
+from shoal.worker.arguments import describe_params
 
 
 class MethodInfo(NamedTuple):
     num_returns: int
     is_async: bool
+    params: tuple | None = None  #: arguments.describe_params, checked at submission
 
 
 class ActorInfo(NamedTuple):
     class_name: str
     methods: dict
     is_async: bool
+    init_params: tuple | None = None  #: the constructor's, likewise
 
 
 def class_info(cls: type) -> ActorInfo:
@@ -33,6 +36,14 @@ def class_info(cls: type) -> ActorInfo:
         n = opts.get("num_returns")
         if n is None:
             n = "streaming" if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) else 1
-        methods[name] = MethodInfo(P.STREAMING if n == "streaming" else n, coro)
+        bound = isinstance(inspect.getattr_static(cls, name, None), (staticmethod, classmethod))
+        params = describe_params(fn, skip_first=not bound)
+        methods[name] = MethodInfo(P.STREAMING if n == "streaming" else n, coro, params)
+    # Ray's built-in methods: terminate, a no-op that waits for the
+    # constructor, and running a function on the instance.
     methods["__ray_terminate__"] = MethodInfo(1, False)
-    return ActorInfo(cls.__name__, methods, is_async)
+    methods["__ray_ready__"] = MethodInfo(1, False, ())
+    methods["__ray_call__"] = MethodInfo(1, False)
+    init = cls.__init__
+    init_params = describe_params(init, skip_first=True) if inspect.isfunction(init) else None
+    return ActorInfo(cls.__name__, methods, is_async, init_params)

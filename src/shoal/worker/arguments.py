@@ -9,10 +9,64 @@ ones as ObjectRefs (the worker then holds them too).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, NamedTuple
 
 from shoal import serialization
 from shoal.objectref import ObjectRef, _stale_error
+
+
+# Checking a call against the signature at submission, as Ray does: a wrong
+# call raises TypeError from .remote() instead of failing later in the worker.
+# A signature travels as `params`, a small picklable tuple of (name, kind,
+# has_default), so that actor handles carry their methods' signatures.
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_checks: dict[tuple, tuple] = {}  # params -> (min positional, max positional, Signature)
+
+
+def describe_params(fn: Any, skip_first: bool = False) -> tuple | None:
+    """`fn`'s parameters as (name, kind, has_default) tuples (skip_first: a
+    method's self); None when they cannot be inspected (a builtin...)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if skip_first:
+        if not params or params[0].kind not in _POSITIONAL:
+            return None
+        params = params[1:]
+    return tuple((p.name, int(p.kind), p.default is not inspect.Parameter.empty) for p in params)
+
+
+def check_call(params: tuple | None, args: tuple, kwargs: dict, what: str) -> None:
+    """Raise TypeError if (args, kwargs) cannot bind to `params` (None: no check)."""
+    if params is None:
+        return
+    check = _checks.get(params)
+    if check is None:
+        check = _checks[params] = _compile(params)
+    low, high, sig = check
+    if not kwargs and low <= len(args) <= high:
+        return  # the common case, without building a binding (~1.5 us)
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"{what}: {e}") from None
+
+
+def _compile(params: tuple) -> tuple:
+    sig = inspect.Signature([
+        inspect.Parameter(name, inspect._ParameterKind(kind),
+                          default=None if has_default else inspect.Parameter.empty)
+        for name, kind, has_default in params])
+    kinds = [(inspect._ParameterKind(kind), has_default) for _, kind, has_default in params]
+    if any(k == inspect.Parameter.KEYWORD_ONLY and not d for k, d in kinds):
+        return (1, 0, sig)  # a required keyword: always bind
+    positional = [d for k, d in kinds if k in _POSITIONAL]
+    low = sum(1 for d in positional if not d)
+    high = float("inf") if any(k == inspect.Parameter.VAR_POSITIONAL for k, _ in kinds) else len(positional)
+    return (low, high, sig)
 
 
 class TopRef:

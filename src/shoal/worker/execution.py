@@ -125,6 +125,11 @@ class Executor:
     def method(self, spec: P.CallSpec) -> Callable:
         if spec.method == "__ray_terminate__":
             return _terminate
+        if spec.method == "__ray_ready__":
+            return _ready
+        if spec.method == "__ray_call__":
+            instance = self.instance
+            return lambda fn, *args, **kwargs: fn(instance, *args, **kwargs)
         return getattr(self.instance, spec.method)
 
     def run_call(self, spec: P.CallSpec) -> tuple[int, dict]:
@@ -322,6 +327,10 @@ class _Stream:
         if self.items:
             self.contained[end] = self.items
         return status, self.contained
+
+
+def _ready() -> bool:
+    return True
 
 
 def _terminate() -> None:
