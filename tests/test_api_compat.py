@@ -334,3 +334,32 @@ def test_ray_ready_and_ray_call(ray):
     b = Box.remote()
     assert ray.get(b.__ray_ready__.remote(), timeout=30) is True
     assert ray.get(b.__ray_call__.remote(lambda self, d: self.v + d, 1), timeout=30) == 42
+
+
+def test_gpu_ids_and_cuda_visible_devices():
+    import os
+
+    shoal.init(num_cpus=2, num_gpus=2, object_store_memory=64 << 20)
+    try:
+        @shoal.remote(num_gpus=1)
+        def which():
+            return shoal.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        @shoal.remote
+        def cpu_only():
+            return shoal.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        got = shoal.get([which.remote(), which.remote()], timeout=30)
+        assert all(ids in ([0], [1]) and env == str(ids[0]) for ids, env in got)
+        assert shoal.get(cpu_only.remote(), timeout=30)[0] == []
+
+        @shoal.remote(num_gpus=1)
+        class OnGpu:
+            def where(self):
+                return shoal.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        a, b = OnGpu.remote(), OnGpu.remote()
+        (ia, ea), (ib, eb) = shoal.get([a.where.remote(), b.where.remote()], timeout=30)
+        assert sorted(ia + ib) == [0, 1] and (ea, eb) == (str(ia[0]), str(ib[0]))
+    finally:
+        shoal.shutdown()

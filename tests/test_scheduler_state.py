@@ -293,3 +293,57 @@ def test_short_tasks_are_not_queued_behind_a_long_one():
     s.submit(task(2, fn=b"long"))  # runs now; its length is unknown
     assert dispatched(s.submit(task(3, fn=b"short"))) == []  # waits in the queue instead
     s.check()
+
+
+def test_gpu_devices_are_assigned_whole_or_shared():
+    gpu1, half = make_shape({"CPU": 1, "GPU": 1}), make_shape({"CPU": 1, "GPU": 0.5})
+    s = Scheduler({"CPU": 4, "GPU": 2}, target_workers=4)
+    for a in s.start():
+        s.worker_started(a.worker)
+    s.submit(task(1, shape=gpu1))
+    s.submit(task(2, shape=half))
+    s.submit(task(3, shape=half))
+    s.check()
+    ids = {t: s.workers[s.tasks[t].worker].gpu_ids() for t in (1, 2, 3)}
+    assert ids[1] in ((0,), (1,))
+    assert ids[2] == ids[3] != ids[1]  # the halves pack onto the other device
+    # 1.5 GPUs are free in total but no whole device: a whole-GPU task waits
+    s.task_finished(s.tasks[2].worker, 2, 0.1)
+    assert dispatched(s.submit(task(4, shape=gpu1))) == []
+    s.task_finished(s.tasks[3].worker, 3, 0.1)  # now a device is whole again
+    s.check()
+    assert s.tasks[4].state == "assigned"
+    assert s.workers[s.tasks[4].worker].gpu_ids() == ids[2]
+    s.check()
+
+
+def test_blocked_task_lends_its_cpu_but_keeps_its_gpu():
+    shape = make_shape({"CPU": 1, "GPU": 1})
+    s = Scheduler({"CPU": 1, "GPU": 1}, target_workers=1)
+    for a in s.start():
+        s.worker_started(a.worker)
+    s.submit(task(1, shape=shape))
+    s.worker_blocked(1, returned=[])
+    assert s.available_resources() == {"CPU": 1}
+    s.check()
+    s.worker_unblocked(1)
+    assert s.available_resources() == {}
+    s.task_finished(1, 1, 0.1)
+    assert s.available_resources() == {"CPU": 1, "GPU": 1}
+    s.check()
+
+
+def test_actor_holds_its_gpu_device():
+    from shoal.scheduler.state import PlaceActor
+
+    s = Scheduler({"CPU": 2, "GPU": 2}, target_workers=2)
+    place = make_shape({"CPU": 1, "GPU": 1})
+    live = make_shape({"GPU": 1})
+    (a,) = s.place_actor(b"a" * 16, place, live)
+    (b,) = s.place_actor(b"b" * 16, place, live)
+    assert type(a) is PlaceActor and {a.gpu_ids, b.gpu_ids} == {(0,), (1,)}
+    s.actor_constructed(b"a" * 16)
+    s.check()
+    s.actor_gone(b"a" * 16)
+    assert s.gpu_free[a.gpu_ids[0]] == 10_000
+    s.check()

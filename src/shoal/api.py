@@ -369,7 +369,11 @@ def nodes() -> list[dict]:
 
 
 def get_gpu_ids() -> list:
-    """GPU ids assigned to the current task (all visible ones in the driver)."""
+    """GPU device indices assigned to the current task or actor (in the
+    driver: every device CUDA_VISIBLE_DEVICES lists)."""
+    ctx = objectref.current()
+    if ctx is not None and hasattr(ctx, "gpu_ids"):  # a worker
+        return list(ctx.gpu_ids)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if not visible:
         return []

@@ -110,7 +110,7 @@ class WorkerPool:
         theirs.close()
         self.server_pid: int | None = None
 
-    def start(self, wid: int, actor: bool = False) -> WorkerHandle:
+    def start(self, wid: int, actor: bool = False, gpu_ids: tuple = ()) -> WorkerHandle:
         """Ask for a worker (an actor's process if `actor`); it reports
         READY over its ring when it runs."""
         h = WorkerHandle(wid, self.ring_capacity)
@@ -123,6 +123,7 @@ class WorkerPool:
             "ring_offset": h.ring_offset,
             "spin": self.spin,
             **self.worker_cfg,
+            "gpu_ids": list(gpu_ids),  # an actor's devices, for its whole life
         }
         protocol.send_with_fds(self.sock, ("spawn", cfg), [h.channel_fd, h.wake_fd, h.room_fd, self.driver_fd])
         os.close(h.channel_fd)  # the mapping stays; the worker has its own copy

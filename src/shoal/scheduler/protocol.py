@@ -71,6 +71,7 @@ class TaskSpec(NamedTuple):
     attempt: int  #: 0 for the first run
     resources: dict  #: its logical resources, e.g. {"CPU": 1.0} (get_assigned_resources)
     env: dict | None = None  #: runtime_env env_vars, set while it runs
+    gpu_ids: tuple = ()  #: GPU devices of its lease (CUDA_VISIBLE_DEVICES), set at dispatch
 
 
 class ActorSpec(NamedTuple):

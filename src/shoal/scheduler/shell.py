@@ -591,6 +591,9 @@ class Shell:
             if t is Dispatch:
                 task = a.task
                 spec = task.payload if not task.attempts else task.payload._replace(attempt=task.attempts)
+                w = self.sched.workers[a.worker]
+                if w.gpus:
+                    spec = spec._replace(gpu_ids=w.gpu_ids())
                 self.workers[a.worker].send(P.encode((P.TASK, task.seq, spec)))
             elif t is StartWorker:
                 h = self.workers[a.worker] = self.pool.start(a.worker)
@@ -619,7 +622,7 @@ class Shell:
                     self._execute(self.sched.actor_gone(a.actor_id))
                     continue
                 wid = self.sched.new_process_id()
-                h = self.workers[wid] = self.pool.start(wid, actor=True)
+                h = self.workers[wid] = self.pool.start(wid, actor=True, gpu_ids=a.gpu_ids)
                 h.to_driver.prepare_sleep()
                 self.actors.placed(actor, wid)
             else:

@@ -13,8 +13,12 @@ released when that worker runs out of work of the same shape. A busy worker
 may be handed more tasks of its shape ahead of time (prefetch) when the
 function is known to be short: this hides the round trip per task without
 letting a long task hold others back. A worker whose task blocks in get()
-gives back its resources and its unstarted tasks, so nested tasks cannot
+gives back its CPU and its unstarted tasks, so nested tasks cannot
 deadlock; the pool grows to run them.
+
+GPUs are also counted per device: a lease (or an actor) that needs GPU gets
+device indices (whole devices, or a share of one for a fraction), which the
+shell hands to the process as CUDA_VISIBLE_DEVICES, as Ray does.
 """
 
 from __future__ import annotations
@@ -99,9 +103,11 @@ class Warn(NamedTuple):
 
 
 class PlaceActor(NamedTuple):
-    """The actor's resources are held: start its process."""
+    """The actor's resources are held: start its process (with these GPU
+    device indices)."""
 
     actor_id: bytes
+    gpu_ids: tuple = ()
 
 
 # ---------------------------------------------------------------------------
@@ -137,13 +143,18 @@ class Task:
 
 
 class Worker:
-    __slots__ = ("wid", "state", "shape", "queue")
+    __slots__ = ("wid", "state", "shape", "queue", "gpus", "cpu_lent")
 
     def __init__(self, wid: int):
         self.wid = wid
         self.state = "starting"  # idle | busy | blocked | stopping | dead
-        self.shape: Shape | None = None  # the lease it holds while busy
+        self.shape: Shape | None = None  # the lease it holds while busy (or blocked)
         self.queue: collections.deque[Task] = collections.deque()  # head: running
+        self.gpus: list[tuple[int, int]] = []  # (device, units) of its lease
+        self.cpu_lent = 0  # CPU units of its lease given back while blocked
+
+    def gpu_ids(self) -> tuple:
+        return tuple(i for i, _ in self.gpus)
 
 
 class _Stats:
@@ -172,6 +183,10 @@ class Scheduler:
     def __init__(self, resources: dict[str, float], target_workers: int, max_workers: int = 1024):
         self.total = dict(make_shape(resources))
         self.available = dict(self.total)
+        # Free units per GPU device (a last partial device if the total is fractional).
+        gpu = self.total.get("GPU", 0)
+        self.gpu_free = [UNIT] * (gpu // UNIT) + ([gpu % UNIT] if gpu % UNIT else [])
+        self.actor_gpus: dict[bytes, list[tuple[int, int]]] = {}
         self.target_workers = target_workers
         self.max_workers = max_workers
         self.tasks: dict[int, Task] = {}
@@ -281,6 +296,7 @@ class Scheduler:
         self.actor_queue = collections.deque(e for e in self.actor_queue if e[0] != actor_id)
         self._living.pop(actor_id, None)
         held = self.actor_holds.pop(actor_id, None)
+        self._give_gpus(self.actor_gpus.pop(actor_id, []))
         if held:
             for k, v in held:
                 self.available[k] = self.available.get(k, 0) + v
@@ -298,7 +314,10 @@ class Scheduler:
                     self.available[k] = self.available.get(k, 0) - v
                 self.actor_holds[actor_id] = placing
                 self._living[actor_id] = living
-                actions.append(PlaceActor(actor_id))
+                gpus = self._take_gpus(dict(placing).get("GPU", 0))
+                if gpus:
+                    self.actor_gpus[actor_id] = gpus
+                actions.append(PlaceActor(actor_id, tuple(i for i, _ in gpus)))
             else:
                 waiting.append((actor_id, placing, living))
         self.actor_queue = waiting
@@ -333,7 +352,8 @@ class Scheduler:
                 actions.append(FailTask(t, "cancelled", "cancelled while it ran"))
         if w.state == "blocked":
             # It returned while another of its threads still waited: that
-            # wait no longer counts, and its resources were given back.
+            # wait no longer counts.
+            self._take_back_cpu(w)
             w.state = "busy"
         self._after_progress(w, actions)
         return actions
@@ -357,7 +377,10 @@ class Scheduler:
         for seq in reversed(late):
             self._requeue_unstarted(w, seq, actions)
         actions.append(Revoke(wid, late))
-        self._release(w)
+        # Only its CPU goes back, as in Ray: a GPU stays with the task using it.
+        w.cpu_lent = dict(w.shape or ()).get("CPU", 0)
+        if w.cpu_lent:
+            self.available["CPU"] = self.available.get("CPU", 0) + w.cpu_lent
         w.state = "blocked"
         self._schedule_all(actions)
         return actions
@@ -368,11 +391,8 @@ class Scheduler:
         w = self.workers[wid]
         if w.state != "blocked":
             return []
+        self._take_back_cpu(w)
         w.state = "busy"
-        shape = w.queue[0].shape if w.queue else ()
-        w.shape = shape
-        for k, v in shape:
-            self.available[k] = self.available.get(k, 0) - v
         actions: list = []
         self._reap_idle(actions)
         return actions
@@ -382,7 +402,7 @@ class Scheduler:
         its unstarted ones go back to the queue."""
         w = self.workers.pop(wid)
         actions: list = []
-        if w.state == "busy":
+        if w.state in ("busy", "blocked"):
             self._release(w)
         running = w.queue.popleft() if w.queue and started else None
         for t in reversed(w.queue):  # unstarted: back to the front, in order
@@ -435,18 +455,63 @@ class Scheduler:
         for k, v in shape:
             if avail.get(k, 0) < v:
                 return False
+            if k == "GPU" and self.gpu_free and self._gpu_choice(v) is None:
+                return False  # enough in total, but not on the devices one lease can use
         return True
 
     def _acquire(self, w: Worker, shape: Shape) -> None:
         for k, v in shape:
             self.available[k] -= v
         w.shape = shape
+        if self.gpu_free:
+            w.gpus = self._take_gpus(dict(shape).get("GPU", 0))
 
     def _release(self, w: Worker) -> None:
         if w.shape is not None:
             for k, v in w.shape:
+                if k == "CPU":
+                    v -= w.cpu_lent  # (already given back while it was blocked)
                 self.available[k] = self.available.get(k, 0) + v
             w.shape = None
+            w.cpu_lent = 0
+            self._give_gpus(w.gpus)
+            w.gpus = []
+
+    def _take_back_cpu(self, w: Worker) -> None:
+        """A blocked task runs again: it takes its CPU back, even if that
+        oversubscribes it for a while (as Ray does)."""
+        if w.cpu_lent:
+            self.available["CPU"] = self.available.get("CPU", 0) - w.cpu_lent
+            w.cpu_lent = 0
+
+    # GPU devices: whole ones for amounts >= 1, else a share of the fullest
+    # device that still has room (so that fractions pack together).
+
+    def _gpu_choice(self, units: int) -> list[int] | None:
+        free = self.gpu_free
+        if units >= UNIT:
+            whole = [i for i, f in enumerate(free) if f == UNIT]
+            need = -(-units // UNIT)
+            return whole[:need] if len(whole) >= need else None
+        fits = [i for i, f in enumerate(free) if f >= units]
+        return [min(fits, key=lambda i: free[i])] if fits else None
+
+    def _take_gpus(self, units: int) -> list[tuple[int, int]]:
+        if not units or not self.gpu_free:
+            return []
+        choice = self._gpu_choice(units)
+        if choice is None:  # (callers check _fits_now first)
+            raise AssertionError(f"no GPU device has {units / UNIT:g} free")
+        taken = []
+        for i in choice:
+            share = min(units, UNIT)
+            self.gpu_free[i] -= share
+            taken.append((i, share))
+        return taken
+
+    def _give_gpus(self, gpus: list[tuple[int, int]]) -> None:
+        for i, share in gpus:
+            self.gpu_free[i] += share
 
     def _record(self, function_id: bytes, duration: float) -> None:
         s = self.stats.get(function_id)
@@ -610,15 +675,19 @@ class Scheduler:
     def check(self) -> None:
         """Assert the invariants (tests and validate mode)."""
         used: dict[str, int] = collections.defaultdict(int)
+        gpu_units = sum(self.gpu_free) + sum(u for g in self.actor_gpus.values() for _, u in g)
         for w in self.workers.values():
-            if w.state == "busy":
+            if w.state in ("busy", "blocked"):
                 assert w.shape is not None, w.wid
                 for k, v in w.shape:
-                    used[k] += v
-                assert w.queue, f"busy worker {w.wid} has no task"
+                    used[k] += v - (w.cpu_lent if k == "CPU" else 0)
+                assert w.queue, f"{w.state} worker {w.wid} has no task"
                 assert all(t.shape == w.shape for t in w.queue)
+                assert w.state == "blocked" or not w.cpu_lent
+                gpu_units += sum(u for _, u in w.gpus)
+                assert sum(u for _, u in w.gpus) == (dict(w.shape).get("GPU", 0) if self.gpu_free else 0)
             if w.state in ("idle", "stopping"):
-                assert not w.queue and w.shape is None
+                assert not w.queue and w.shape is None and not w.gpus
             for t in w.queue:
                 assert t.state == "assigned" and t.worker == w.wid
         for shape in self.actor_holds.values():
@@ -626,6 +695,8 @@ class Scheduler:
                 used[k] += v
         for k, total in self.total.items():
             assert self.available.get(k, 0) + used[k] == total, (k, self.available, used)
+        assert gpu_units == self.total.get("GPU", 0), (gpu_units, self.gpu_free)
+        assert all(0 <= f <= UNIT for f in self.gpu_free)
         for shape, q in self.ready.items():
             for t in q:
                 assert t.state == "ready" and t.shape == shape

@@ -91,10 +91,14 @@ class Executor:
             seal_error(self.store, return_ids(spec), describe_exception(spec.name, e, self.pid))
             return P.FAILED, {}
         self.ctx.assigned = spec.resources
-        if not spec.env:
+        self.ctx.gpu_ids = list(spec.gpu_ids)
+        env = spec.env or {}
+        if spec.gpu_ids:  # as Ray: the task sees only its own devices
+            env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, spec.gpu_ids))}
+        if not env:
             return self._invoke(spec, fn)
-        saved = {k: os.environ.get(k) for k in spec.env}
-        os.environ.update(spec.env)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             return self._invoke(spec, fn)
         finally:  # the next task on this worker sees the environment it started with

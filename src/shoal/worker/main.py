@@ -38,6 +38,9 @@ def connect(cfg: dict) -> WorkerContext:
     ctx.namespace = cfg.get("namespace", "")
     ctx.node_id = cfg.get("node_id", "")
     os.environ.update(cfg.get("env") or {})  # init(runtime_env={"env_vars": ...})
+    if cfg.get("gpu_ids"):  # an actor that holds GPUs: before any CUDA library starts
+        ctx.gpu_ids = list(cfg["gpu_ids"])
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ctx.gpu_ids))
     return ctx
 
 
