@@ -162,7 +162,8 @@ uint64_t process_start_time(pid_t pid) {
 }
 
 int client_alive(const slot_t *slot) {
-    if (slot->pid == getpid()) return 1;
+    /* Our own pid: alive if it is us, not a dead process whose pid we reuse. */
+    if (slot->pid == getpid()) return slot->start_time == process_start_time(getpid());
     uint64_t start = process_start_time(slot->pid);
     if (start == START_TIME_UNKNOWN) return 1; /* cannot tell (out of fds, ...): keep its records */
     return start != 0 && start == slot->start_time;

@@ -166,8 +166,10 @@ uint32_t store_seal_sequence(store_t *s);
  * Used to wait for several objects at once. */
 store_status_t store_wait_seal_after(store_t *s, uint32_t seq, int64_t timeout_ms);
 
-/* Free every evictable, sealed, unpinned object, least recently used first,
- * until at least `bytes` are free in one block or none is left. */
+/* Free evictable, sealed, unpinned objects, least recently used first,
+ * until their blocks add up to at least `bytes` (freed blocks coalesce with
+ * free neighbours, but need not form one block of that size) or none is
+ * left; *freed_out gets the bytes of the blocks freed. */
 store_status_t store_evict(store_t *s, uint64_t bytes, uint64_t *freed_out);
 
 /* Release the pins and abort the unsealed objects of processes that died
