@@ -374,15 +374,37 @@ def test_restart_reruns_the_constructor_and_retries_calls(ray, tmp_path):
         def pid(self):
             return os.getpid()
 
+        def reborn(self):
+            return ray.get_runtime_context().was_current_actor_reconstructed
+
     p = Phoenix.remote()
     first = ray.get(p.pid.remote(), timeout=30)
     ray.get(p.incr.remote(), timeout=30)
+    assert ray.get(p.reborn.remote(), timeout=30) is False
     assert ray.get(p.crash_once.remote(), timeout=60) == "survived"  # retried after the restart
     assert ray.get(p.pid.remote(), timeout=30) != first
+    assert ray.get(p.reborn.remote(), timeout=30) is True
     assert ray.get(p.incr.remote(), timeout=30) == 1  # a new instance
     ray.kill(p, no_restart=False)  # out of restarts now: it stays dead
     with pytest.raises(exc.RayActorError):
         ray.get(p.pid.remote(), timeout=30)
+
+
+def test_call_lost_in_a_restart_is_unavailable_not_dead(ray):
+    @ray.remote(max_restarts=1)
+    class Fragile:
+        def die(self):
+            os._exit(1)
+
+        def ping(self):
+            return "pong"
+
+    f = Fragile.remote()
+    with pytest.raises(exc.ActorUnavailableError):  # as in Ray: it is coming back
+        ray.get(f.die.remote(), timeout=30)
+    assert ray.get(f.ping.remote(), timeout=30) == "pong"
+    with pytest.raises(exc.ActorDiedError):  # out of restarts
+        ray.get(f.die.remote(), timeout=30)
 
 
 def test_many_actors_on_two_cpus(ray):

@@ -325,9 +325,9 @@ class RuntimeContext:
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
-        """Whether the current actor was restarted (a property, as in Ray).
-        Always False: workers are not told their actor's restart count."""
-        return False
+        """Whether the current actor is a restarted one (a property, as in
+        Ray; False outside actors)."""
+        return getattr(self._ctx, "actor_restarts", 0) > 0
 
     def get(self) -> dict:
         info = {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "namespace": self.namespace}

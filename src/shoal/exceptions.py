@@ -271,6 +271,9 @@ class WorkerCrashedError(RayError):
     """The worker process running the task died (a crash, os._exit, a signal
     such as the kernel's OOM killer's SIGKILL), after every retry."""
 
+    def __str__(self) -> str:
+        return super().__str__() or "The worker died unexpectedly while executing this task."
+
 
 class TaskCancelledError(RayError):
     """The task was cancelled with cancel() before it produced its result."""
@@ -299,7 +302,8 @@ class RayActorError(RayError):
     Attributes: ``actor_id`` (hex), ``error_msg``.
     """
 
-    def __init__(self, error_msg: str = "The actor died unexpectedly.", actor_id: str | None = None):
+    def __init__(self, error_msg: str = "The actor experienced an error before finishing this task.",
+                 actor_id: str | None = None):
         RayError.__init__(self, error_msg, actor_id)
         self.error_msg = error_msg
         self.actor_id = actor_id
@@ -310,6 +314,10 @@ class RayActorError(RayError):
 
 class ActorDiedError(RayActorError):
     """The actor's process died, or its constructor raised; calls fail."""
+
+    def __init__(self, error_msg: str = "The actor died unexpectedly before finishing this task.",
+                 actor_id: str | None = None):
+        super().__init__(error_msg, actor_id)
 
 
 class ActorUnavailableError(RayActorError):

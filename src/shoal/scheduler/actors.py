@@ -231,8 +231,8 @@ class ActorTable:
         actor.inflight.clear()
         actor.queue.extendleft(reversed(retry))
         actions: list = [Release(actor), Place(actor)]
-        if fail:
-            actions.append(FailCalls(actor, fail, exc.ActorDiedError(
+        if fail:  # as Ray: the actor is unavailable for these, not dead
+            actions.append(FailCalls(actor, fail, exc.ActorUnavailableError(
                 f"The actor {actor.describe()} died while running this call ({how}); it is being "
                 f"restarted, but the call is not retried (max_task_retries={actor.max_task_retries})",
                 actor.actor_id.hex())))

@@ -375,7 +375,7 @@ class Shell:
             if actor.state == "dead":
                 self.refs.release_task(actor.creation_seq)
         elif t is A.SendInit:
-            self.workers[actor.wid].send(P.encode((P.ACTOR_INIT, actor.spec)))
+            self.workers[actor.wid].send(P.encode((P.ACTOR_INIT, actor.spec, actor.restarts)))
         elif t is A.FailCalls:
             for call in a.calls:
                 self.store.put_error(P.return_ids(call.spec), a.error)

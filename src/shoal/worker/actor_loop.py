@@ -25,6 +25,7 @@ def wait_for_init(ctx) -> P.ActorSpec | None:
         for data in ring.recv_many():
             msg = P.decode(data)
             if msg[0] == P.ACTOR_INIT:
+                ctx.actor_restarts = msg[2] if len(msg) > 2 else 0
                 return msg[1]
             if msg[0] == P.EXIT:
                 return None
