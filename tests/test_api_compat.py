@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import pickle
+import time
 import warnings
 
 import pytest
@@ -363,3 +364,31 @@ def test_gpu_ids_and_cuda_visible_devices():
         assert sorted(ia + ib) == [0, 1] and (ea, eb) == (str(ia[0]), str(ib[0]))
     finally:
         shoal.shutdown()
+
+
+def test_wait_on_a_streaming_generator(ray, tmp_path):
+    gate = tmp_path / "gate"
+
+    @ray.remote
+    def gated():
+        yield 1
+        while not gate.exists():
+            time.sleep(0.01)
+        yield 2
+
+    @ray.remote
+    def never():
+        while not gate.exists():
+            time.sleep(0.01)
+        return 0
+
+    gen, slow = gated.remote(), never.remote()
+    ready, not_ready = ray.wait([slow, gen], num_returns=1, timeout=30)
+    assert ready == [gen] and not_ready == [slow]  # its first item is there
+    assert ray.get(next(gen), timeout=30) == 1
+    ready, _ = ray.wait([gen], timeout=0.05)
+    assert ready == []  # the second item waits for the gate
+    gate.touch()
+    ready, _ = ray.wait([gen], timeout=30)
+    assert ready == [gen] and ray.get(next(gen), timeout=30) == 2
+    assert ray.get(slow, timeout=30) == 0

@@ -188,12 +188,14 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
 def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = None,
          fetch_local: bool = True) -> tuple[list, list]:
     """Wait until `num_returns` of the refs are ready or `timeout` seconds
-    pass (None: no limit). Returns (ready, not_ready), each in input order."""
+    pass (None: no limit). Returns (ready, not_ready), each in input order.
+    A streaming generator in the list is ready when its next item is (or
+    it has ended)."""
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expects a list of ObjectRefs, not {type(object_refs).__name__}")
     refs = list(object_refs)
     for r in refs:
-        if not isinstance(r, ObjectRef):
+        if not isinstance(r, (ObjectRef, ObjectRefGenerator)):
             raise TypeError(f"wait() expects a list of ObjectRefs; it holds a {type(r).__name__}")
     if len(set(refs)) != len(refs):
         raise ValueError("wait() requires a list of unique ObjectRefs")

@@ -421,8 +421,11 @@ class Context:
         return value
 
     def wait(self, refs: list, num_returns: int, timeout: float | None) -> tuple[list, list]:
-        """(ready, not_ready) in input order (see api.wait)."""
+        """(ready, not_ready) in input order (see api.wait). A generator in
+        `refs` is ready when its next item (or its end) is."""
         self.check_open()
+        if any(type(r) is ObjectRefGenerator for r in refs):
+            return self._wait_generators(refs, num_returns, timeout)
         store = self.store.raw
         oids = [r._id for r in refs]
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -448,6 +451,39 @@ class Context:
         for ref, flag in zip(refs, mask):
             (ready if flag and len(ready) < num_returns else not_ready).append(ref)
         return ready, not_ready
+
+    def _wait_generators(self, refs: list, num_returns: int, timeout: float | None) -> tuple[list, list]:
+        # Two objects per generator (its next item and its end), one per ref.
+        store = self.store.raw
+        oids, owners = [], []
+        for i, r in enumerate(refs):
+            if type(r) is ObjectRefGenerator:
+                oids += [ids.return_id(r._task_id, r._index), r._end._id]
+                owners += [i, i]
+            else:
+                oids.append(r._id)
+                owners.append(i)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        blocked = waited = False
+        try:
+            while True:
+                seq = store.seal_sequence()
+                ready = sorted({owners[j] for j, sealed in enumerate(store.sealed_mask(oids)) if sealed})
+                if len(ready) >= num_returns:
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                if not waited:
+                    waited = True
+                    _check_stale(self, [r for r in refs if type(r) is ObjectRef])
+                    blocked = self.before_wait(oids)
+                store.wait_seal_after(seq, left)
+        finally:
+            if blocked:
+                self.after_wait()
+        chosen = set(ready[:num_returns])
+        return [refs[i] for i in sorted(chosen)], [r for i, r in enumerate(refs) if i not in chosen]
 
     def put(self, value: Any) -> ObjectRef:
         """Store value and return a ref this process holds."""
