@@ -127,6 +127,7 @@ struct store {
     int slot;
     int closed;
     uint64_t fork_epoch; /* g_fork_epoch at attach: detects use after fork */
+    int64_t wait_spin_ns; /* store_get spins this long before sleeping (0: never) */
 };
 
 static inline block_t *block_at(const struct store *s, uint64_t off) {

@@ -208,13 +208,25 @@ static int64_t clamp_timeout(int64_t timeout_ms) {
     return timeout_ms > 1000000000000LL ? -1 : timeout_ms;
 }
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+void store_set_wait_spin(store_t *s, int64_t ns) {
+    if (s) s->wait_spin_ns = ns < 0 ? 0 : ns;
+}
+
 store_status_t store_get(store_t *s, const uint8_t *id, int64_t timeout_ms, store_object_t *out,
                          int *exists_out) {
     CHECK(s);
     timeout_ms = clamp_timeout(timeout_ms);
     header_t *h = s->h;
     int64_t deadline = timeout_ms > 0 ? now_ns() + timeout_ms * 1000000 : 0;
-    int b = wait_bucket(id), interrupted = 0;
+    int b = wait_bucket(id), interrupted = 0, spun = 0;
     LOCK(s);
     for (;;) {
         uint32_t i = table_lookup(s, id);
@@ -240,6 +252,20 @@ store_status_t store_get(store_t *s, const uint8_t *id, int64_t timeout_ms, stor
         }
         if (left > WAIT_SLICE_NS) left = WAIT_SLICE_NS;
         uint32_t seq = atomic_load(&h->seal_bucket[b]);
+        if (!spun && s->wait_spin_ns > 0) {
+            /* Once per call: watch the bucket's seal counter without the lock
+             * (and without registering as a waiter, so a sealer makes no
+             * futex call), then look again. */
+            spun = 1;
+            seg_unlock(s);
+            int64_t end = now_ns() + (s->wait_spin_ns < left ? s->wait_spin_ns : left);
+            while (atomic_load_explicit(&h->seal_bucket[b], memory_order_acquire) == seq) {
+                for (int k = 0; k < 32; k++) cpu_relax();
+                if (now_ns() >= end) break;
+            }
+            LOCK(s);
+            continue;
+        }
         h->waiters[b]++;
         s->slots[s->slot].waits[b]++;
         seg_unlock(s);

@@ -161,6 +161,12 @@ store_status_t store_count_sealed(store_t *s, const uint8_t *ids, size_t n,
  * with the value read, so that a seal in between is never missed. */
 uint32_t store_seal_sequence(store_t *s);
 
+/* Make store_get on this handle spin up to `ns` nanoseconds (watching the
+ * seal counter, without the lock) before it sleeps on the futex: a result
+ * that comes within that time costs no wake-up. 0 (the default): sleep at
+ * once. Worth it only with a CPU to spare for the spinner. */
+void store_set_wait_spin(store_t *s, int64_t ns);
+
 /* Block until the seal counter differs from `seq` or timeout_ms passes
  * (< 0: forever). Returns STORE_OK, STORE_E_TIMEOUT or STORE_E_INTERRUPTED.
  * Used to wait for several objects at once. */

@@ -248,6 +248,22 @@ def test_write_out_of_bounds(store):
         w.write(5, b"0123456789")
 
 
+def test_get_with_spin_sees_a_seal_and_still_times_out(store):
+    import threading
+
+    store.raw.set_wait_spin(0.002)
+    with pytest.raises(exc.GetTimeoutError):
+        store.get(oid(), timeout=0.01)  # nothing comes: spin, then sleep, then time out
+    i = oid()
+    w = store.create(i, 3)
+    w.write(0, b"abc")
+    sealer = threading.Timer(0.001, w.seal)  # sealed while the getter spins (or sleeps)
+    sealer.start()
+    assert bytes(store.get_buffer(i, timeout=5)) == b"abc"
+    sealer.join()
+    store.raw.set_wait_spin(0.0)
+
+
 def test_bad_timeouts(store):
     for t in (-1, float("nan")):
         with pytest.raises(ValueError):

@@ -401,6 +401,16 @@ cdef class Store:
             self._leave()
         return bytes(ready)
 
+    def set_wait_spin(self, double seconds):
+        """Make get() with a timeout spin up to `seconds` before sleeping, so
+        that an object sealed within that time costs no wake-up (0: never).
+        Only worth it with a CPU to spare for the spinning thread."""
+        self._enter()
+        try:
+            lib.store_set_wait_spin(self._s, <int64_t>(max(0.0, seconds) * 1e9))
+        finally:
+            self._leave()
+
     def seal_sequence(self):
         """The seal counter: read it before checking objects, then pass it to
         wait_seal_after so that no seal in between is missed."""

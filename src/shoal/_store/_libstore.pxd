@@ -71,6 +71,7 @@ cdef extern from "store.h" nogil:
     store_status_t store_count_sealed(store_t *s, const uint8_t *ids, size_t n,
                                       uint8_t *ready_out, size_t *count_out)
     uint32_t store_seal_sequence(store_t *s)
+    void store_set_wait_spin(store_t *s, int64_t ns)
     store_status_t store_wait_seal_after(store_t *s, uint32_t seq, int64_t timeout_ms)
     store_status_t store_evict(store_t *s, uint64_t bytes, uint64_t *freed_out)
     store_status_t store_reap_dead_clients(store_t *s, uint32_t *n_out)

@@ -27,6 +27,7 @@ MARKER = b"\x00shoal:"
 def connect(cfg: dict) -> WorkerContext:
     """Map the store and the channel described by the fork server."""
     store = ObjectStore.attach(cfg["store_fd"])
+    store.raw.set_wait_spin(cfg.get("spin", 0.0))
     os.close(cfg["store_fd"]) if cfg.get("close_store_fd") else None
     size = cfg["channel_size"]
     mem = mmap.mmap(cfg["channel_fd"], size)
