@@ -337,9 +337,31 @@ def test_ray_ready_and_ray_call(ray):
     assert ray.get(b.__ray_call__.remote(lambda self, d: self.v + d, 1), timeout=30) == 42
 
 
-def test_gpu_ids_and_cuda_visible_devices():
+def test_gpu_ids_follow_the_drivers_visible_devices(monkeypatch):
     import os
 
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    shoal.init(num_cpus=2, object_store_memory=64 << 20)
+    try:
+        assert shoal.cluster_resources()["GPU"] == 2
+
+        @shoal.remote(num_gpus=1)
+        def which():
+            return shoal.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        got = shoal.get([which.remote() for _ in range(4)], timeout=30)
+        assert {tuple(ids) for ids, _ in got} <= {(5,), (7,)}
+        assert all(env == str(ids[0]) for ids, env in got)
+        with pytest.raises(ValueError, match="whole number"):
+            which.options(num_gpus=1.5).remote()
+    finally:
+        shoal.shutdown()
+
+
+def test_gpu_ids_and_cuda_visible_devices(monkeypatch):
+    import os
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     shoal.init(num_cpus=2, num_gpus=2, object_store_memory=64 << 20)
     try:
         @shoal.remote(num_gpus=1)

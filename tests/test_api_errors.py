@@ -188,6 +188,22 @@ def test_cancel_queued_and_running(ray):
     assert ray.get(kept, timeout=30) == 1
 
 
+def test_cancel_right_after_submission_is_never_ignored(ray):
+    """The task may already sit on an idle worker, not started: it must
+    still end cancelled, not run."""
+    @ray.remote
+    def f():
+        time.sleep(0.2)
+        return "ran"
+
+    ray.get([f.remote() for _ in range(2)], timeout=30)  # workers up and known
+    for _ in range(10):
+        ref = f.remote()
+        ray.cancel(ref)
+        with pytest.raises(exc.TaskCancelledError):
+            ray.get(ref, timeout=30)
+
+
 def test_keyboard_interrupt_in_a_task_is_a_cancellation_not_a_crash(ray):
     @ray.remote
     def interrupted():

@@ -63,6 +63,50 @@ def test_pool_shrinks_back_after_blocked_parents_finish(ray):
     assert ray.get(child.remote(5), timeout=30) == 5  # and it still works
 
 
+def test_tasks_run_in_the_order_their_worker_was_sent_them(tmp_path):
+    """A task that ends makes both its worker's next queued tasks and a
+    dependent ready; the dispatches must reach the worker in the order the
+    scheduler queued them, or the worker's DONE no longer matches and
+    dependents hang. One CPU, so that everything queues on one worker."""
+    gate = tmp_path / "gate"
+    shoal.init(num_cpus=1, object_store_memory=64 << 20)
+    try:
+        @shoal.remote
+        def slow(release):
+            while release and not gate.exists():
+                time.sleep(0.001)
+            return "s"
+
+        @shoal.remote
+        def short():
+            t = time.perf_counter()
+            while time.perf_counter() - t < 0.0003:  # ~0.3 ms: a prefetch window of a few
+                pass
+            return "p"
+
+        @shoal.remote
+        def after(x):
+            return "h"
+
+        for _ in range(30):  # the scheduler learns that all three are short
+            shoal.get([slow.remote(False), short.remote(), after.remote(1)], timeout=30)
+        ctx = shoal.objectref.current()
+        with ctx.shell.lock:  # how many `short` calls one worker takes at once
+            window = ctx.shell.sched._prefetch_limit(short._function_id(ctx))
+        head = slow.remote(True)
+        # window - 1 of them queue behind head on the worker, one stays ready:
+        # when head ends, the worker takes that one, and head's dependent
+        # becomes ready at the same moment and queues behind it.
+        many = [short.remote() for _ in range(window)]
+        dependent = after.remote(head)
+        later = [after.remote(dependent), after.remote(many[-1])]
+        gate.touch()
+        assert shoal.get([dependent, *later], timeout=30) == ["h", "h", "h"]
+        assert shoal.get(many, timeout=30) == ["p"] * window
+    finally:
+        shoal.shutdown()
+
+
 def test_recursive_tasks(ray):
     @ray.remote
     def fib(n):

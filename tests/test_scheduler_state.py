@@ -237,7 +237,7 @@ def test_tasks_sent_after_blocked_are_revoked():
 
 
 def test_pool_grows_by_as_many_workers_as_blocked_cpus_allow_then_shrinks():
-    from shoal.scheduler.state import StopWorker
+    from shoal.scheduler.state import StopWorker, Surplus
 
     s = started(2)
     for seq in (1, 2):  # two parents fill both CPUs
@@ -253,21 +253,44 @@ def test_pool_grows_by_as_many_workers_as_blocked_cpus_allow_then_shrinks():
     for wid in workers:
         s.worker_started(wid)
     s.check()
-    # children finish, parents wake and finish: back to the target size
+    # children finish, parents wake and finish: two workers are surplus
+    surplus = []
     for wid in workers:
         (child,) = [t.seq for t in s.workers[wid].queue]
-        s.task_finished(wid, child, 0.1)
-    s.worker_unblocked(1)
-    s.worker_unblocked(2)
-    stops = []
+        surplus += [a.worker for a in s.task_finished(wid, child, 0.1) if type(a) is Surplus]
+    assert surplus == []  # the parents still wait: the extra workers are needed
+    surplus += [a.worker for a in s.worker_unblocked(1) + s.worker_unblocked(2) if type(a) is Surplus]
     for wid, seq in ((1, 1), (2, 2)):
-        stops += [a.worker for a in s.task_finished(wid, seq, 0.2) if type(a) is StopWorker]
-    stops += [w.wid for w in s.workers.values() if w.state == "stopping" and w.wid not in stops]
+        surplus += [a.worker for a in s.task_finished(wid, seq, 0.2) if type(a) is Surplus]
+    assert len(set(surplus)) >= 2
+    # later: the shell asks again; only as many stop as the pool can spare
+    stops = []
+    for wid in dict.fromkeys(surplus):
+        stops += [a.worker for a in s.stop_if_surplus(wid) if type(a) is StopWorker]
     assert len(stops) == 2
     assert sum(1 for w in s.workers.values() if w.state != "stopping") == 2
     for wid in stops:
         s.worker_died(wid, started=False)
     assert len(s.workers) == 2
+    s.check()
+
+
+def test_a_surplus_worker_that_got_work_again_is_kept():
+    from shoal.scheduler.state import Surplus
+
+    s = Scheduler({"CPU": 2}, target_workers=1)
+    for a in s.start():
+        s.worker_started(a.worker)
+    s.submit(task(1))
+    (grow,) = [a for a in s.submit(task(2)) if type(a) is StartWorker]  # CPU free, no idle worker
+    s.worker_started(grow.worker)
+    assert s.tasks[2].worker == grow.worker
+    assert Surplus(grow.worker) in s.task_finished(grow.worker, 2, 0.1)
+    s.submit(task(3))  # work again before the shell asks
+    assert s.workers[grow.worker].state == "busy"
+    assert s.stop_if_surplus(grow.worker) == []
+    s.task_finished(grow.worker, 3, 0.1)
+    assert [type(a).__name__ for a in s.stop_if_surplus(grow.worker)] == ["StopWorker"]
     s.check()
 
 
@@ -346,4 +369,31 @@ def test_actor_holds_its_gpu_device():
     s.check()
     s.actor_gone(b"a" * 16)
     assert s.gpu_free[a.gpu_ids[0]] == 10_000
+    s.check()
+
+
+def test_prefetch_takes_only_short_tasks_behind_the_head():
+    s = started(2)
+    s.submit(task(1, fn=b"short"))
+    s.task_finished(1, 1, 1e-5)  # "short" is known to be short
+    s.submit(task(2, fn=b"longX"))
+    s.submit(task(3, fn=b"longY"))
+    for seq, fn in ((4, b"short"), (5, b"long"), (6, b"long")):
+        s.submit(task(seq, fn=fn))
+    assert dispatched(s.task_finished(1, 2, 5.0)) == [(1, 4)]  # not 5 and 6 behind it
+    assert dispatched(s.task_finished(2, 3, 5.0)) == [(2, 5)]
+    s.check()
+
+
+def test_revoke_is_the_first_answer_to_blocked():
+    from shoal.scheduler.state import Revoke
+
+    s = started(1)
+    s.submit(task(1, fn=b"short"))
+    s.task_finished(1, 1, 1e-6)
+    s.submit(task(2, fn=b"short"))
+    s.submit(task(3, fn=b"short"))
+    s.cancel(3)
+    actions = s.worker_blocked(1, returned=[3])
+    assert type(actions[0]) is Revoke  # before the FailTask that sealing may trip on
     s.check()

@@ -476,7 +476,7 @@ class Context:
                     break
                 if not waited:
                     waited = True
-                    _check_stale(self, [r for r in refs if type(r) is ObjectRef])
+                    _check_stale(self, [r if type(r) is ObjectRef else r._end for r in refs])
                     blocked = self.before_wait(oids)
                 store.wait_seal_after(seq, left)
         finally:

@@ -123,6 +123,9 @@ def validate(options: dict, kind: str) -> dict:
         _check_number("num_cpus", options["num_cpus"])
     if options.get("num_gpus") is not None:
         _check_number("num_gpus", options["num_gpus"])
+        g = options["num_gpus"]
+        if g > 1 and g != int(g):  # as Ray: a share of one device, or whole devices
+            raise ValueError(f"num_gpus must be at most 1 or a whole number, not {g!r}")
     if options.get("memory") is not None:
         _check_number("memory", options["memory"])
     _check_resources(options.get("resources"))

@@ -30,10 +30,18 @@ from shoal.store import ObjectStore
 WORKER_SPIN_S = 50e-6
 
 
-def detect_gpus() -> int:
+def visible_gpus() -> list[str] | None:
+    """The devices CUDA_VISIBLE_DEVICES lists (None: the variable is unset)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return None
+    return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+
+
+def detect_gpus() -> int:
+    visible = visible_gpus()
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+        return len(visible)
     try:
         return len([d for d in os.listdir("/proc/driver/nvidia/gpus")])
     except OSError:
@@ -80,7 +88,8 @@ class Runtime(Context):
         self.shell = Shell(store, self.refs, schedulable, max(0, int(cpus)), self.session, spin=spin,
                            log_to_driver=log_to_driver, preload=preload, validate=config.validate,
                            namespace=self.namespace,
-                           worker_cfg={"node_id": self.node_id, "env": dict(env_vars or {})})
+                           worker_cfg={"node_id": self.node_id, "env": dict(env_vars or {})},
+                           gpu_names=visible_gpus())
         try:
             self.shell.start()
         except BaseException:

@@ -16,12 +16,14 @@ asleep), the fork server's socket and the workers' output pipes.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import selectors
 import signal
 import sys
 import threading
+import time
 import warnings
 
 from shoal import exceptions as exc
@@ -32,8 +34,8 @@ from shoal.scheduler.output import OutputRouter
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
 from shoal.scheduler.refs import DRIVER, ReferenceTable
 from shoal.scheduler.state import (
-    CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Revoke, Scheduler, StartWorker, StopWorker, Task,
-    Warn,
+    CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Revoke, Scheduler, StartWorker, StopWorker, Surplus,
+    Task, Warn,
 )
 
 #: Workers that die before saying READY this many times in a row stop the
@@ -43,6 +45,11 @@ MAX_START_FAILURES = 3
 #: The pool's ceiling (blocked tasks make it grow past its target). Every
 #: process takes one of the store's client slots; leave room for actors.
 MAX_POOL_WORKERS = 192
+
+#: An idle worker beyond the pool's size exits after this many seconds idle
+#: (Ray keeps idle workers for one second too): bursts of nested or
+#: fractional-CPU work then reuse workers instead of forking new ones.
+IDLE_STOP_S = 1.0
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -68,12 +75,15 @@ class Shell:
 
     def __init__(self, store, local_refs, resources: dict, num_workers: int, session: str, *,
                  spin: float = 0.0, log_to_driver: bool = True, preload: tuple = (), validate: bool = False,
-                 namespace: str = "", worker_cfg: dict | None = None):
+                 namespace: str = "", worker_cfg: dict | None = None, gpu_names: list | None = None):
         self.store = store
         self.local_refs = local_refs
         self.session = session
         self.namespace = namespace
         self.worker_cfg = worker_cfg
+        # Device i of the scheduler is the driver's i-th visible device (as
+        # in Ray: a task gets the ids CUDA_VISIBLE_DEVICES lists, not 0..n-1).
+        self.gpu_names = gpu_names or None
         self.spin = spin
         self.preload = list(preload)
         self.validate = validate
@@ -86,6 +96,9 @@ class Shell:
         self.actors = A.ActorTable()
         self.calls: dict[int, A.Actor] = {}  # seq of an actor call -> its actor
         self._reading = False  # inside _read_rings
+        self._actions: collections.deque = collections.deque()  # see _execute
+        self._executing = False
+        self._surplus: dict[int, float] = {}  # worker -> time.monotonic() to stop it at
         self._orphans: list = []  # calls to actors whose creation is not read yet
         self.workers: dict[int, WorkerHandle] = {}
         self.exit_codes: dict[int, int] = {}
@@ -179,11 +192,13 @@ class Shell:
                 if ready or self.local_refs.pending():
                     self._end_sleep()
                     continue
-            events = self.sel.select()
+            events = self.sel.select(self._select_timeout())
             with self.lock:
                 self._end_sleep()
                 if self.closed:
                     return
+                if self._surplus:
+                    self._stop_surplus()
                 for key, _ in events:
                     what = key.data
                     if what == "doorbell":
@@ -195,6 +210,19 @@ class Shell:
                         self._on_pool_message()
                     elif key.fd in self.output.streams and self.output.read(key.fd) is False:
                         self.sel.unregister(key.fd)  # (a pipe may have closed earlier in this batch)
+
+    def _select_timeout(self) -> float | None:
+        """Sleep until the next surplus worker is due (None: no deadline)."""
+        if not self._surplus:
+            return None
+        return max(0.0, min(self._surplus.values()) - time.monotonic())
+
+    def _stop_surplus(self) -> None:
+        now = time.monotonic()
+        for wid, due in list(self._surplus.items()):
+            if due <= now:
+                del self._surplus[wid]
+                self._execute(self.sched.stop_if_surplus(wid))
 
     def _end_sleep(self) -> None:
         for h in self.workers.values():
@@ -490,10 +518,9 @@ class Shell:
             return
         task = self.sched.tasks.get(seq)
         retry = status == P.RETRY
-        actions = self.sched.task_finished(h.wid, seq, duration, retry)
+        self._execute(self.sched.task_finished(h.wid, seq, duration, retry))  # decided first: sent first
         if not retry and task is not None:
             self._task_ended(task)
-        self._execute(actions)
 
     def _task_ended(self, task: Task) -> None:
         """A task's results (or errors) are sealed: release what it held and
@@ -550,6 +577,7 @@ class Shell:
         for fd in self.output.read_worker(wid):
             self.sel.unregister(fd)
         self.exit_codes[wid] = code
+        self._surplus.pop(wid, None)
         actor = self.actors.by_wid.get(wid)
         if actor is not None:
             self._execute(self.actors.process_died(actor, describe_exit(code)))
@@ -586,47 +614,74 @@ class Shell:
     # -- actions -------------------------------------------------------------------------
 
     def _execute(self, actions: list) -> None:
-        for a in actions:
-            t = type(a)
-            if t is Dispatch:
-                task = a.task
-                spec = task.payload if not task.attempts else task.payload._replace(attempt=task.attempts)
-                w = self.sched.workers[a.worker]
-                if w.gpus:
-                    spec = spec._replace(gpu_ids=w.gpu_ids())
-                self.workers[a.worker].send(P.encode((P.TASK, task.seq, spec)))
-            elif t is StartWorker:
-                h = self.workers[a.worker] = self.pool.start(a.worker)
-                h.to_driver.prepare_sleep()  # its first message rings the doorbell
-            elif t is StopWorker:
-                h = self.workers.get(a.worker)
-                if h is not None:
-                    h.send(P.encode((P.EXIT,)))
-            elif t is FailTask:
-                self._fail(a.task, a.kind, a.detail)
-            elif t is CancelRunning:
-                self._cancel_running(a)
-            elif t is Revoke:
-                h = self.workers.get(a.worker)
-                if h is not None:
-                    h.send(P.encode((P.REVOKE, a.seqs)))
-            elif t is CancelQueued:
-                h = self.workers.get(a.worker)
-                if h is not None:
-                    h.send(P.encode((P.CANCEL, a.seq, False)))
-            elif t is Warn:
-                warnings.warn(a.text, RuntimeWarning, stacklevel=4)
-            elif t is PlaceActor:
-                actor = self.actors.actors.get(a.actor_id)
-                if actor is None or actor.state != "placing":
-                    self._execute(self.sched.actor_gone(a.actor_id))
-                    continue
-                wid = self.sched.new_process_id()
-                h = self.workers[wid] = self.pool.start(wid, actor=True, gpu_ids=a.gpu_ids)
-                h.to_driver.prepare_sleep()
-                self.actors.placed(actor, wid)
-            else:
-                self._execute_actor(a)
+        """Carry out actions in the order the state machines decided them.
+
+        Carrying one out may feed the state machines again (a FailTask seals
+        results, which makes dependents ready): the actions that follows go
+        to the end of the queue, after the rest of this list, which was
+        decided first. Otherwise a worker could be sent its tasks in
+        another order than its queue in the scheduler."""
+        queue = self._actions
+        queue.extend(actions)
+        if self._executing:
+            return  # the outer call carries them out, in order
+        self._executing = True
+        try:
+            while queue:
+                self._execute_one(queue.popleft())
+        finally:
+            self._executing = False
+
+    def _execute_one(self, a) -> None:
+        t = type(a)
+        if t is Dispatch:
+            task = a.task
+            spec = task.payload if not task.attempts else task.payload._replace(attempt=task.attempts)
+            w = self.sched.workers[a.worker]
+            if w.gpus:
+                spec = spec._replace(gpu_ids=self._gpu_names(w.gpu_ids()))
+            self.workers[a.worker].send(P.encode((P.TASK, task.seq, spec)))
+        elif t is StartWorker:
+            h = self.workers[a.worker] = self.pool.start(a.worker)
+            h.to_driver.prepare_sleep()  # its first message rings the doorbell
+        elif t is StopWorker:
+            h = self.workers.get(a.worker)
+            if h is not None:
+                h.send(P.encode((P.EXIT,)))
+        elif t is Surplus:
+            self._surplus[a.worker] = time.monotonic() + IDLE_STOP_S  # (idle again: the clock restarts)
+        elif t is FailTask:
+            self._fail(a.task, a.kind, a.detail)
+        elif t is CancelRunning:
+            self._cancel_running(a)
+        elif t is Revoke:
+            h = self.workers.get(a.worker)
+            if h is not None:
+                h.send(P.encode((P.REVOKE, a.seqs)))
+        elif t is CancelQueued:
+            h = self.workers.get(a.worker)
+            if h is not None:
+                h.send(P.encode((P.CANCEL, a.seq, False)))
+        elif t is Warn:
+            warnings.warn(a.text, RuntimeWarning, stacklevel=4)
+        elif t is PlaceActor:
+            actor = self.actors.actors.get(a.actor_id)
+            if actor is None or actor.state != "placing":
+                self._execute(self.sched.actor_gone(a.actor_id))
+                return
+            wid = self.sched.new_process_id()
+            h = self.workers[wid] = self.pool.start(wid, actor=True, gpu_ids=self._gpu_names(a.gpu_ids))
+            h.to_driver.prepare_sleep()
+            self.actors.placed(actor, wid)
+        else:
+            self._execute_actor(a)
+
+    def _gpu_names(self, devices: tuple) -> tuple:
+        names = self.gpu_names
+        if not names:
+            return devices
+        return tuple(int(n) if n.isdigit() else n for n in (names[i] if i < len(names) else str(i)
+                                                             for i in devices))
 
     def _fail(self, task: Task, kind: str, detail: str) -> None:
         spec = task.payload

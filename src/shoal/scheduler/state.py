@@ -75,6 +75,13 @@ class StopWorker(NamedTuple):
     worker: int
 
 
+class Surplus(NamedTuple):
+    """Idle worker `worker` is beyond the pool's size: if it is still idle
+    after a while, ask stop_if_surplus() (the shell keeps the time)."""
+
+    worker: int
+
+
 class CancelRunning(NamedTuple):
     """Interrupt task seq, which runs on worker (force: kill the worker)."""
 
@@ -366,17 +373,17 @@ class Scheduler:
         holds back every task it reads after saying BLOCKED until then, so
         a task revoked here can never also start there."""
         w = self.workers[wid]
-        actions: list = []
         if w.state != "busy":
             return [Revoke(wid, [])]
+        # Tasks sent after the worker said it blocks: it has not read them, and
+        # its task may be waiting for one of them. Take them back. The answer
+        # goes first: the worker holds every task it reads until it comes.
+        late = [t.seq for t in list(w.queue)[1:] if t.seq not in returned]
+        actions: list = [Revoke(wid, late)]
         for seq in returned:
             self._requeue_unstarted(w, seq, actions)
-        # Tasks sent after the worker said it blocks: it has not read them, and
-        # its task may be waiting for one of them. Take them back.
-        late = [t.seq for t in list(w.queue)[1:]]
         for seq in reversed(late):
             self._requeue_unstarted(w, seq, actions)
-        actions.append(Revoke(wid, late))
         # Only its CPU goes back, as in Ray: a GPU stays with the task using it.
         w.cpu_lent = dict(w.shape or ()).get("CPU", 0)
         if w.cpu_lent:
@@ -592,21 +599,33 @@ class Scheduler:
                 n += 1
         return n
 
-    def _reap_idle(self, actions: list) -> None:
-        """Stop idle workers beyond the target size plus one per blocked
-        worker (those extra workers ran work in the blocked ones' place)."""
+    def _surplus_count(self) -> int:
+        """Workers beyond the target size plus one per blocked worker (the
+        extra ones ran work in the blocked ones' place)."""
         blocked = sum(1 for w in self.workers.values() if w.state == "blocked")
         alive = sum(1 for w in self.workers.values() if w.state != "stopping")
-        extra = alive - (self.target_workers + blocked)
-        if extra <= 0:
-            return
-        for w in list(self.workers.values()):
+        return alive - (self.target_workers + blocked)
+
+    def _reap_idle(self, actions: list) -> None:
+        """Report idle workers the pool could do without (Surplus); they
+        stop only if still idle later, so a pool that needs them again
+        soon keeps them (as Ray keeps idle workers for a second)."""
+        extra = self._surplus_count()
+        for w in self.workers.values():
             if extra <= 0:
                 break
             if w.state == "idle":
-                w.state = "stopping"
-                actions.append(StopWorker(w.wid))
+                actions.append(Surplus(w.wid))
                 extra -= 1
+
+    def stop_if_surplus(self, wid: int) -> list:
+        """Worker wid was reported Surplus a while ago: stop it if it is
+        idle and still beyond the pool's size."""
+        w = self.workers.get(wid)
+        if w is None or w.state != "idle" or self._surplus_count() <= 0:
+            return []
+        w.state = "stopping"
+        return [StopWorker(wid)]
 
     def _after_progress(self, w: Worker, actions: list) -> None:
         """Worker w finished a task: keep it fed with work of its shape, or
@@ -614,9 +633,7 @@ class Scheduler:
         shape = w.shape
         q = self.ready.get(shape) if shape is not None else None
         if q:
-            limit = self._prefetch_limit(q[0].function_id)
-            while q and len(w.queue) < limit:
-                self._assign(w, q.popleft(), actions)
+            self._feed(w, q, actions)
         if not w.queue:
             self._release(w)
             w.state = "idle"
@@ -625,14 +642,21 @@ class Scheduler:
             if w.state == "idle":
                 self._reap_idle(actions)
 
+    def _feed(self, w: Worker, q: collections.deque, actions: list) -> None:
+        """Give worker w the head of q if it has nothing, then, behind it,
+        more tasks as long as they are known to be short (prefetch)."""
+        if not w.queue:
+            self._assign(w, q.popleft(), actions)
+        while q and self._is_short(q[0]) and self._is_short(w.queue[-1]) \
+                and len(w.queue) < self._prefetch_limit(q[0].function_id):
+            self._assign(w, q.popleft(), actions)
+
     def _fill_idle(self, w: Worker, actions: list) -> None:
         for shape, q in self.ready.items():
             if q and self._fits_now(shape):
                 self._acquire(w, shape)
                 w.state = "busy"
-                limit = self._prefetch_limit(q[0].function_id)
-                while q and len(w.queue) < limit:
-                    self._assign(w, q.popleft(), actions)
+                self._feed(w, q, actions)
                 return
 
     def _schedule_all(self, actions: list) -> None:

@@ -79,6 +79,11 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
             os.write(1, marker)
             os.write(2, marker)
         ctx.started(seq, spec.name, spec.task_id)
+        if ctx.cancel_requested():  # cancelled after it was sent, before it started
+            ctx.current_seq = 0
+            seal_error(ctx.store, return_ids(spec), _cancelled(spec))
+            ctx.send((P.DONE, seq, P.CANCELLED, 0.0, {}))
+            continue
         t = clock()
         try:
             status, contained = run(spec)
