@@ -290,9 +290,13 @@ def test_runtime_context_in_tasks_and_actors(ray):
         def name(self):
             return ray.get_runtime_context().get_actor_name()
 
+        def held(self):
+            return ray.get_runtime_context().get_assigned_resources()
+
     a = Named.options(name="who").remote()
-    b = Named.remote()
+    b = Named.options(num_cpus=1).remote()
     assert ray.get([a.name.remote(), b.name.remote()], timeout=30) == ["who", None]
+    assert ray.get([a.held.remote(), b.held.remote()], timeout=30) == [{}, {"CPU": 1.0}]
     assert driver.get_actor_name() is None
 
 

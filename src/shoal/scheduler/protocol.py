@@ -28,7 +28,7 @@ Worker -> driver
   (UNBLOCKED,)                      the wait is over
 
 Actors: an actor is a worker process of its own. The driver sends it
-(ACTOR_INIT, ActorSpec, restarts) once it is READY, then its method calls as TASK
+(ACTOR_INIT, ActorSpec, restarts, assigned resources) once it is READY, then its method calls as TASK
 messages carrying a CallSpec, in submission order; it answers
 (CONSTRUCTED, error) after __init__ (error: None, or the RayTaskError
 pickled) and DONE for each call. From any worker or actor:

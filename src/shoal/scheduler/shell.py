@@ -33,6 +33,7 @@ from shoal.scheduler import actors as A
 from shoal.scheduler.output import OutputRouter
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
 from shoal.scheduler.refs import DRIVER, ReferenceTable
+from shoal.scheduler.state import UNIT
 from shoal.scheduler.state import (
     CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Revoke, Scheduler, StartWorker, StopWorker, Surplus,
     Task, Warn,
@@ -403,7 +404,8 @@ class Shell:
             if actor.state == "dead":
                 self.refs.release_task(actor.creation_seq)
         elif t is A.SendInit:
-            self.workers[actor.wid].send(P.encode((P.ACTOR_INIT, actor.spec, actor.restarts)))
+            assigned = {k: v / UNIT for k, v in actor.living}  # what it holds while alive
+            self.workers[actor.wid].send(P.encode((P.ACTOR_INIT, actor.spec, actor.restarts, assigned)))
         elif t is A.FailCalls:
             for call in a.calls:
                 self.store.put_error(P.return_ids(call.spec), a.error)

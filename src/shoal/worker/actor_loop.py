@@ -26,6 +26,7 @@ def wait_for_init(ctx) -> P.ActorSpec | None:
             msg = P.decode(data)
             if msg[0] == P.ACTOR_INIT:
                 ctx.actor_restarts = msg[2] if len(msg) > 2 else 0
+                ctx.assigned = msg[3] if len(msg) > 3 else {}
                 return msg[1]
             if msg[0] == P.EXIT:
                 return None

@@ -97,6 +97,7 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
             stdout.flush()
         if stderr is not None:
             stderr.flush()
+        ctx.cancelled.discard(seq)  # a cancel that came too late to matter
         ctx.send((P.DONE, seq, status, duration, contained))
 
 
