@@ -652,6 +652,8 @@ class Shell:
                 h.send(P.encode((P.EXIT,)))
         elif t is Surplus:
             self._surplus[a.worker] = time.monotonic() + IDLE_STOP_S  # (idle again: the clock restarts)
+            if threading.current_thread() is not self._thread:
+                self.wake()  # the I/O thread may be asleep with no deadline
         elif t is FailTask:
             self._fail(a.task, a.kind, a.detail)
         elif t is CancelRunning:
