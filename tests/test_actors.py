@@ -517,6 +517,76 @@ def test_max_pending_calls_raises_at_submission(ray, tmp_path):
     assert ray.get(b.wait_gate.remote(), timeout=30) == 1  # room again
 
 
+def test_concurrency_groups_threaded_and_async(ray):
+    @ray.remote(concurrency_groups={"io": 2, "compute": 1})
+    class Threads:
+        def __init__(self):
+            self.meet = threading.Barrier(2, timeout=20)
+            self.lock = threading.Lock()
+            self.running = self.peak = 0
+
+        @ray.method(concurrency_group="io")
+        def io(self):
+            self.meet.wait()  # returns only if both io calls run at once
+            return "met"
+
+        @ray.method(concurrency_group="compute")
+        def compute(self):
+            with self.lock:
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+            x = sum(range(20000))
+            with self.lock:
+                self.running -= 1
+            return x
+
+        def peak_compute(self):
+            return self.peak
+
+    t = Threads.remote()
+    assert ray.get([t.io.remote(), t.io.remote()], timeout=30) == ["met", "met"]
+    ray.get([t.compute.remote() for _ in range(8)], timeout=30)
+    assert ray.get(t.peak_compute.remote(), timeout=30) == 1
+
+    @ray.remote(concurrency_groups={"io": 3})
+    class Loop:
+        def __init__(self):
+            self.arrived = 0
+            self.all_in = None
+
+        async def gather(self):
+            if self.all_in is None:
+                self.all_in = asyncio.Event()
+            self.arrived += 1
+            if self.arrived == 3:
+                self.all_in.set()
+            await asyncio.wait_for(self.all_in.wait(), 20)
+            return self.arrived
+
+        @ray.method(concurrency_group="one")
+        async def alone(self):
+            self.running = getattr(self, "running", 0) + 1
+            self.peak = max(getattr(self, "peak", 0), self.running)
+            for _ in range(20):
+                await asyncio.sleep(0)  # let any other call of the group in, if it could
+            self.running -= 1
+            return self.peak
+
+    lp = Loop.options(concurrency_groups={"io": 3, "one": 1}).remote()
+    refs = [lp.gather.options(concurrency_group="io").remote() for _ in range(3)]
+    assert ray.get(refs, timeout=30) == [3, 3, 3]
+    assert max(ray.get([lp.alone.remote() for _ in range(6)], timeout=30)) == 1
+
+    @ray.remote
+    class Undeclared:
+        @ray.method(concurrency_group="io")
+        def m(self):
+            return 1
+
+    with pytest.raises(ValueError, match="concurrency group"):
+        Undeclared.remote()
+
+
 def test_actor_pool(ray):
     @ray.remote
     class Doubler:

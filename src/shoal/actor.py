@@ -109,8 +109,13 @@ class ActorClass:
         actor_id = ids.new_task_id()
         a = arguments.prepare(ctx, args, kwargs)
         env = env_vars(opts["runtime_env"], f"the options of actor {info.class_name}") or None
+        groups = opts["concurrency_groups"] or None
+        for m, mi in info.methods.items():
+            if mi.group is not None and mi.group not in (groups or {}):
+                raise ValueError(f"method {info.class_name}.{m} is in concurrency group {mi.group!r}, "
+                                 f"which concurrency_groups does not define ({sorted(groups or {})})")
         spec = P.ActorSpec(actor_id, class_id, info.class_name, a.blob, a.args_id, max_concurrency, info.is_async,
-                           name, env)
+                           name, env, groups)
         extra = {"GPU": opts["num_gpus"] or 0, **(opts["resources"] or {})}
         if opts["memory"]:
             extra["memory"] = opts["memory"]
@@ -185,7 +190,8 @@ class ActorHandle:
     def __repr__(self) -> str:
         return f"Actor({self._info.class_name}, {self._actor_id.hex()})"
 
-    def _call(self, method_name: str, args: tuple, kwargs: dict, num_returns: int, name: str | None) -> Any:
+    def _call(self, method_name: str, args: tuple, kwargs: dict, num_returns: int, name: str | None,
+              group: str | None = None) -> Any:
         ctx = objectref.current()
         if ctx is None or ctx.closed:
             raise exc.RuntimeClosedError("the runtime this actor belongs to was shut down")
@@ -194,8 +200,10 @@ class ActorHandle:
             arguments.check_call(method.params, args, kwargs, f"{self._info.class_name}.{method_name}()")
         task_id = ids.new_task_id()
         a = arguments.prepare(ctx, args, kwargs)
+        if group is None and method is not None:
+            group = method.group
         spec = P.CallSpec(task_id, method_name, name or f"{self._info.class_name}.{method_name}", a.blob,
-                          a.args_id, num_returns, 0)
+                          a.args_id, num_returns, 0, group)
         if num_returns == P.STREAMING:
             result: Any = ObjectRefGenerator(task_id, ctx)
         elif num_returns == 1:
@@ -216,21 +224,25 @@ def _rebuild_handle(actor_id: bytes, info: ActorInfo) -> ActorHandle:
 
 
 class ActorMethod:
-    __slots__ = ("_handle", "_name", "_num_returns", "_task_name")
+    __slots__ = ("_handle", "_name", "_num_returns", "_task_name", "_group")
 
-    def __init__(self, handle: ActorHandle, name: str, num_returns: int, task_name: str | None = None):
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int, task_name: str | None = None,
+                 group: str | None = None):
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
         self._task_name = task_name
+        self._group = group
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Call the method in the actor; returns ObjectRef(s) at once."""
-        return self._handle._call(self._name, args, kwargs, self._num_returns, self._task_name)
+        return self._handle._call(self._name, args, kwargs, self._num_returns, self._task_name, self._group)
 
-    def options(self, num_returns: Any = None, name: str | None = None, **ignored: Any) -> "ActorMethod":
+    def options(self, num_returns: Any = None, name: str | None = None, concurrency_group: str | None = None,
+                **ignored: Any) -> "ActorMethod":
+        """This call with other options: num_returns, name, concurrency_group."""
         n = self._num_returns if num_returns is None else (P.STREAMING if num_returns == "streaming" else num_returns)
-        return ActorMethod(self._handle, self._name, n, name or self._task_name)
+        return ActorMethod(self._handle, self._name, n, name or self._task_name, concurrency_group or self._group)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

@@ -44,6 +44,7 @@ ACTOR_DEFAULTS = {
     "max_task_retries": 0,
     "max_concurrency": None,
     "max_pending_calls": -1,
+    "concurrency_groups": None,  # {name: max concurrent calls}
 }
 
 #: Ray options that change nothing on a single machine.
@@ -56,7 +57,7 @@ SILENT = {
 
 #: Ray options shoal accepts but does not implement (a warning says so).
 UNIMPLEMENTED_TASK = {"max_calls"}
-UNIMPLEMENTED_ACTOR = {"concurrency_groups", "allow_out_of_order_execution", "_max_pending_calls"}
+UNIMPLEMENTED_ACTOR = {"allow_out_of_order_execution", "_max_pending_calls"}
 
 _warned: set[str] = set()
 
@@ -145,6 +146,11 @@ def validate(options: dict, kind: str) -> dict:
             if not isinstance(rule, (list, tuple)) or not all(
                     isinstance(t, type) and issubclass(t, BaseException) for t in rule):
                 raise ValueError("retry_exceptions must be a bool or a list of exception types")
+    groups = options.get("concurrency_groups")
+    if groups is not None and (not isinstance(groups, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            for k, v in groups.items())):
+        raise ValueError(f"concurrency_groups must be a dict of name -> int >= 1, not {groups!r}")
     if options.get("name") is not None and not isinstance(options["name"], str):
         raise ValueError(f"option name must be a str, not {options['name']!r}")
     if options.get("name") == "" and kind != "task":

@@ -86,6 +86,7 @@ class ActorSpec(NamedTuple):
     is_async: bool  #: the class has async methods: calls run on an event loop
     name: str | None = None  #: its name, if named
     env: dict | None = None  #: runtime_env env_vars, set for the process's life
+    groups: dict | None = None  #: concurrency groups, {name: max concurrent calls}
 
 
 class CallSpec(NamedTuple):
@@ -98,6 +99,7 @@ class CallSpec(NamedTuple):
     args_id: bytes | None
     num_returns: int
     attempt: int
+    group: str | None = None  #: the concurrency group it runs in (None: the default one)
 
 
 def return_ids(spec) -> list[bytes]:

@@ -15,6 +15,7 @@ class MethodInfo(NamedTuple):
     num_returns: int
     is_async: bool
     params: tuple | None = None  #: arguments.describe_params, checked at submission
+    group: str | None = None  #: its concurrency group (@method(concurrency_group=...))
 
 
 class ActorInfo(NamedTuple):
@@ -38,7 +39,8 @@ def class_info(cls: type) -> ActorInfo:
             n = "streaming" if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) else 1
         bound = isinstance(inspect.getattr_static(cls, name, None), (staticmethod, classmethod))
         params = describe_params(fn, skip_first=not bound)
-        methods[name] = MethodInfo(P.STREAMING if n == "streaming" else n, coro, params)
+        methods[name] = MethodInfo(P.STREAMING if n == "streaming" else n, coro, params,
+                                   opts.get("concurrency_group"))
     # Ray's built-in methods: terminate, a no-op that waits for the
     # constructor, and running a function on the instance.
     methods["__ray_terminate__"] = MethodInfo(1, False)

@@ -49,10 +49,13 @@ def serve_actor(ctx, spin: float) -> None:
     if error is not None:
         return
     ctx.current_name = init.class_name
+    # Concurrency groups: each has its own limit; calls of the default group
+    # share max_concurrency (as in Ray).
+    groups = {None: max(1, init.max_concurrency), **(init.groups or {})}
     if init.is_async:
-        asyncio.run(_serve_async(ctx, executor, max(1, init.max_concurrency), spin))
-    elif init.max_concurrency > 1:
-        _serve_threaded(ctx, executor, init.max_concurrency)
+        asyncio.run(_serve_async(ctx, executor, groups, spin))
+    elif len(groups) > 1 or init.max_concurrency > 1:
+        _serve_threaded(ctx, executor, groups)
     else:
         from shoal.worker.main import serve
 
@@ -68,7 +71,14 @@ def _skip_if_cancelled(ctx, seq: int, spec) -> bool:
     return False
 
 
-def _serve_threaded(ctx, executor: Executor, threads: int) -> None:
+def _group(spec, groups: dict):
+    """The call's concurrency group (calls naming an unknown one run in the default group)."""
+    group = getattr(spec, "group", None)
+    return group if group in groups else None
+
+
+def _serve_threaded(ctx, executor: Executor, groups: dict) -> None:
+    """Calls run on threads: one pool per concurrency group."""
     ring = ctx.to_worker
     done = {"exit": False}
 
@@ -83,24 +93,31 @@ def _serve_threaded(ctx, executor: Executor, threads: int) -> None:
         if done["exit"]:
             os.eventfd_write(ctx.own_fd, 1)  # wake the reading thread to exit
 
-    with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="actor") as pool:
+    pools = {g: concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix=f"actor-{g or 'default'}")
+             for g, n in groups.items()}
+    try:
         while not done["exit"]:
             ctx.read_ring()
             while ctx.pending:
                 seq, spec = ctx.pending.popleft()
                 if not _skip_if_cancelled(ctx, seq, spec):
-                    pool.submit(run, seq, spec)
+                    pools[_group(spec, groups)].submit(run, seq, spec)
             if ctx.exit_requested:
                 break
             ctx.flush_refs()
             ring.wait_readable(ctx.own_fd, 0.0)
+    finally:
+        for pool in pools.values():
+            pool.shutdown(wait=True)
 
 
-async def _serve_async(ctx, executor: Executor, concurrency: int, spin: float) -> None:
+async def _serve_async(ctx, executor: Executor, groups: dict, spin: float) -> None:
+    """Calls run as asyncio tasks on one loop; a semaphore per concurrency
+    group bounds how many of each run at once."""
     loop = asyncio.get_running_loop()
     ring = ctx.to_worker
     wake = asyncio.Event()
-    limit = asyncio.Semaphore(concurrency)
+    limits = {g: asyncio.Semaphore(n) for g, n in groups.items()}
     stop = loop.create_future()
     running: dict = {}  # seq -> asyncio task of each call not finished
 
@@ -116,7 +133,7 @@ async def _serve_async(ctx, executor: Executor, concurrency: int, spin: float) -
     async def run(seq: int, spec) -> None:
         t = time.perf_counter()
         try:
-            async with limit:
+            async with limits[_group(spec, groups)]:
                 t = time.perf_counter()
                 status, contained = await executor.run_call_async(spec)
         except ActorExit:
