@@ -63,6 +63,25 @@ class WorkerHandle:
         self.ready = False
         self.exit_code: int | None = None
         self.kill_when_spawned = False  # kill() came before the process existed
+        self.pidfd = -1  # signals go through it: never to another process that reuses the pid
+
+    def spawned(self, pid: int) -> None:
+        """The fork server started the process `pid`."""
+        self.pid = pid
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except OSError:  # gone already (its exit is on its way), or no pidfds here
+            self.pidfd = -1
+
+    def signal(self, sig: int) -> None:
+        """Send sig to the process, if it is still this worker's."""
+        try:
+            if self.pidfd >= 0:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            elif self.pid is not None:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass  # it exited; the fork server reports it
 
     def send(self, data: bytes) -> None:
         """Queue a message for the worker (kept here while its ring is full)."""
@@ -75,10 +94,10 @@ class WorkerHandle:
             outbox.popleft()
 
     def close(self) -> None:
-        for fd in (self.channel_fd, self.wake_fd, self.room_fd):
+        for fd in (self.channel_fd, self.wake_fd, self.room_fd, self.pidfd):
             if fd >= 0:
                 os.close(fd)
-        self.channel_fd = self.wake_fd = self.room_fd = -1
+        self.channel_fd = self.wake_fd = self.room_fd = self.pidfd = -1
         self.to_worker = self.to_driver = None
         try:
             self.mem.close()

@@ -53,15 +53,6 @@ MAX_POOL_WORKERS = 192
 IDLE_STOP_S = 1.0
 
 
-def _signal(pid: int, sig: int) -> None:
-    """Send sig to pid, which may have exited already (its exit is then
-    reported by the fork server)."""
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
 class Shell:
     """Args:
         store: the driver's ObjectStore.
@@ -413,7 +404,7 @@ class Shell:
         elif t is A.KillProcess:
             h = self.workers.get(actor.wid)
             if h is not None and h.pid is not None:
-                _signal(h.pid, signal.SIGKILL)
+                h.signal(signal.SIGKILL)
             elif h is not None:
                 h.kill_when_spawned = True
         elif t is A.StopProcess:
@@ -554,9 +545,9 @@ class Shell:
             _, wid, pid = msg
             h = self.workers.get(wid)
             if h is not None:
-                h.pid = pid
+                h.spawned(pid)
                 if h.kill_when_spawned:
-                    _signal(pid, signal.SIGKILL)
+                    h.signal(signal.SIGKILL)
             for fd, err in zip(fds, (False, True)):
                 self.output.add(fd, wid, pid, err)
                 self.sel.register(fd, selectors.EVENT_READ, "output")
@@ -705,10 +696,10 @@ class Shell:
         if h is None or h.pid is None:
             return
         if a.force:
-            _signal(h.pid, signal.SIGKILL)
+            h.signal(signal.SIGKILL)
         else:
             h.to_driver.user_word = a.seq  # the worker checks it is still that task
-            _signal(h.pid, signal.SIGINT)
+            h.signal(signal.SIGINT)
 
     def _fail_everything(self, error: BaseException) -> None:
         """Seal `error` for every unfinished task and actor call (waiters wake)."""
