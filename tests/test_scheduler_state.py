@@ -368,7 +368,7 @@ def test_actor_holds_its_gpu_device():
     s.actor_constructed(b"a" * 16)
     s.check()
     s.actor_gone(b"a" * 16)
-    assert s.gpu_free[a.gpu_ids[0]] == 10_000
+    assert s.gpus.free[a.gpu_ids[0]] == 10_000
     s.check()
 
 

@@ -26,7 +26,8 @@ from __future__ import annotations
 import collections
 from typing import Any, NamedTuple
 
-UNIT = 10_000  #: resource amounts are stored in 1/UNIT
+from shoal.scheduler.devices import UNIT, GpuDevices  # UNIT: resource amounts are kept in 1/UNIT
+
 
 # Prefetch: queue up to this much expected work (seconds) on a busy worker,
 # only for functions whose average run is below PREFETCH_MAX_TASK.
@@ -191,8 +192,7 @@ class Scheduler:
         self.total = dict(make_shape(resources))
         self.available = dict(self.total)
         # Free units per GPU device (a last partial device if the total is fractional).
-        gpu = self.total.get("GPU", 0)
-        self.gpu_free = [UNIT] * (gpu // UNIT) + ([gpu % UNIT] if gpu % UNIT else [])
+        self.gpus = GpuDevices(self.total.get("GPU", 0))
         self.actor_gpus: dict[bytes, list[tuple[int, int]]] = {}
         self.target_workers = target_workers
         self.max_workers = max_workers
@@ -303,7 +303,7 @@ class Scheduler:
         self.actor_queue = collections.deque(e for e in self.actor_queue if e[0] != actor_id)
         self._living.pop(actor_id, None)
         held = self.actor_holds.pop(actor_id, None)
-        self._give_gpus(self.actor_gpus.pop(actor_id, []))
+        self.gpus.give(self.actor_gpus.pop(actor_id, []))
         if held:
             for k, v in held:
                 self.available[k] = self.available.get(k, 0) + v
@@ -321,7 +321,7 @@ class Scheduler:
                     self.available[k] = self.available.get(k, 0) - v
                 self.actor_holds[actor_id] = placing
                 self._living[actor_id] = living
-                gpus = self._take_gpus(dict(placing).get("GPU", 0))
+                gpus = self.gpus.take(dict(placing).get("GPU", 0))
                 if gpus:
                     self.actor_gpus[actor_id] = gpus
                 actions.append(PlaceActor(actor_id, tuple(i for i, _ in gpus)))
@@ -462,7 +462,7 @@ class Scheduler:
         for k, v in shape:
             if avail.get(k, 0) < v:
                 return False
-            if k == "GPU" and self.gpu_free and self._gpu_choice(v) is None:
+            if k == "GPU" and self.gpus and self.gpus.choose(v) is None:
                 return False  # enough in total, but not on the devices one lease can use
         return True
 
@@ -470,8 +470,8 @@ class Scheduler:
         for k, v in shape:
             self.available[k] -= v
         w.shape = shape
-        if self.gpu_free:
-            w.gpus = self._take_gpus(dict(shape).get("GPU", 0))
+        if self.gpus:
+            w.gpus = self.gpus.take(dict(shape).get("GPU", 0))
 
     def _release(self, w: Worker) -> None:
         if w.shape is not None:
@@ -481,7 +481,7 @@ class Scheduler:
                 self.available[k] = self.available.get(k, 0) + v
             w.shape = None
             w.cpu_lent = 0
-            self._give_gpus(w.gpus)
+            self.gpus.give(w.gpus)
             w.gpus = []
 
     def _take_back_cpu(self, w: Worker) -> None:
@@ -490,35 +490,6 @@ class Scheduler:
         if w.cpu_lent:
             self.available["CPU"] = self.available.get("CPU", 0) - w.cpu_lent
             w.cpu_lent = 0
-
-    # GPU devices: whole ones for amounts >= 1, else a share of the fullest
-    # device that still has room (so that fractions pack together).
-
-    def _gpu_choice(self, units: int) -> list[int] | None:
-        free = self.gpu_free
-        if units >= UNIT:
-            whole = [i for i, f in enumerate(free) if f == UNIT]
-            need = -(-units // UNIT)
-            return whole[:need] if len(whole) >= need else None
-        fits = [i for i, f in enumerate(free) if f >= units]
-        return [min(fits, key=lambda i: free[i])] if fits else None
-
-    def _take_gpus(self, units: int) -> list[tuple[int, int]]:
-        if not units or not self.gpu_free:
-            return []
-        choice = self._gpu_choice(units)
-        if choice is None:  # (callers check _fits_now first)
-            raise AssertionError(f"no GPU device has {units / UNIT:g} free")
-        taken = []
-        for i in choice:
-            share = min(units, UNIT)
-            self.gpu_free[i] -= share
-            taken.append((i, share))
-        return taken
-
-    def _give_gpus(self, gpus: list[tuple[int, int]]) -> None:
-        for i, share in gpus:
-            self.gpu_free[i] += share
 
     def _record(self, function_id: bytes, duration: float) -> None:
         s = self.stats.get(function_id)
@@ -699,7 +670,7 @@ class Scheduler:
     def check(self) -> None:
         """Assert the invariants (tests and validate mode)."""
         used: dict[str, int] = collections.defaultdict(int)
-        gpu_units = sum(self.gpu_free) + sum(u for g in self.actor_gpus.values() for _, u in g)
+        grants = list(self.actor_gpus.values())
         for w in self.workers.values():
             if w.state in ("busy", "blocked"):
                 assert w.shape is not None, w.wid
@@ -708,8 +679,8 @@ class Scheduler:
                 assert w.queue, f"{w.state} worker {w.wid} has no task"
                 assert all(t.shape == w.shape for t in w.queue)
                 assert w.state == "blocked" or not w.cpu_lent
-                gpu_units += sum(u for _, u in w.gpus)
-                assert sum(u for _, u in w.gpus) == (dict(w.shape).get("GPU", 0) if self.gpu_free else 0)
+                grants.append(w.gpus)
+                assert sum(u for _, u in w.gpus) == (dict(w.shape).get("GPU", 0) if self.gpus else 0)
             if w.state in ("idle", "stopping"):
                 assert not w.queue and w.shape is None and not w.gpus
             for t in w.queue:
@@ -719,8 +690,7 @@ class Scheduler:
                 used[k] += v
         for k, total in self.total.items():
             assert self.available.get(k, 0) + used[k] == total, (k, self.available, used)
-        assert gpu_units == self.total.get("GPU", 0), (gpu_units, self.gpu_free)
-        assert all(0 <= f <= UNIT for f in self.gpu_free)
+        self.gpus.check(grants)
         for shape, q in self.ready.items():
             for t in q:
                 assert t.state == "ready" and t.shape == shape
