@@ -9,7 +9,6 @@ actor, which ends when the last handle is gone (unless it has a name).
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from shoal import exceptions as exc

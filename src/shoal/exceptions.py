@@ -31,8 +31,6 @@ base classes (some are never raised by shoal; see the end of this module).
 
 from __future__ import annotations
 
-import os
-
 
 def _gib(n: int) -> str:
     """Format a byte count for a message: '1.50 GiB (1610612736 bytes)'."""
