@@ -108,8 +108,8 @@ def test_option_validation(ray):
         f.options(max_retries=-2)
     with pytest.raises(ValueError, match="num_cpus"):
         ray.remote(resources={"CPU": 1})(lambda: 1)
-    with pytest.warns(UserWarning, match="max_calls"):
-        f.options(max_calls=3)
+    with pytest.raises(ValueError, match="max_calls"):
+        f.options(max_calls=-1)
 
 
 def test_num_returns(ray):

@@ -378,6 +378,13 @@ def test_gpu_ids_and_cuda_visible_devices(monkeypatch):
 
         got = shoal.get([which.remote(), which.remote()], timeout=30)
         assert all(ids in ([0], [1]) and env == str(ids[0]) for ids, env in got)
+
+        @shoal.remote(num_gpus=1)
+        def pid():
+            return os.getpid()
+
+        # as Ray: a GPU task's worker exits after it (max_calls=1 by default)
+        assert len({shoal.get(pid.remote(), timeout=30) for _ in range(3)}) == 3
         assert shoal.get(cpu_only.remote(), timeout=30)[0] == []
 
         @shoal.remote(num_gpus=1)

@@ -107,6 +107,23 @@ def test_tasks_run_in_the_order_their_worker_was_sent_them(tmp_path):
         shoal.shutdown()
 
 
+def test_max_calls_recycles_the_worker(ray):
+    @ray.remote(max_calls=1)
+    def once():
+        return os.getpid()
+
+    @ray.remote(max_calls=2)
+    def twice():
+        return os.getpid()
+
+    pids = [ray.get(once.remote(), timeout=30) for _ in range(4)]
+    assert len(set(pids)) == 4  # a fresh process each time
+    pairs = [ray.get(twice.remote(), timeout=30) for _ in range(4)]
+    assert len(set(pairs)) >= 2 and all(pairs.count(p) <= 2 for p in pairs)
+    many = ray.get([once.remote() for _ in range(6)], timeout=60)  # queued ones are not lost
+    assert len(set(many)) == 6
+
+
 def test_recursive_tasks(ray):
     @ray.remote
     def fib(n):

@@ -28,6 +28,7 @@ TASK_DEFAULTS = {
     "retry_exceptions": False,
     "name": None,
     "runtime_env": None,
+    "max_calls": None,  # 0: unlimited; None: 1 for GPU tasks, else unlimited (as Ray)
 }
 
 ACTOR_DEFAULTS = {
@@ -56,7 +57,7 @@ SILENT = {
 }
 
 #: Ray options shoal accepts but does not implement (a warning says so).
-UNIMPLEMENTED_TASK = {"max_calls"}
+UNIMPLEMENTED_TASK: set = set()
 UNIMPLEMENTED_ACTOR = {"allow_out_of_order_execution", "_max_pending_calls"}
 
 _warned: set[str] = set()
@@ -134,6 +135,10 @@ def validate(options: dict, kind: str) -> dict:
         mr = options["max_retries"]
         if isinstance(mr, bool) or not isinstance(mr, int) or mr < -1:
             raise ValueError(f"max_retries must be an int >= -1 (-1: retry forever), not {mr!r}")
+    if options.get("max_calls") is not None:
+        mc = options["max_calls"]
+        if isinstance(mc, bool) or not isinstance(mc, int) or mc < 0:
+            raise ValueError(f"max_calls must be an int >= 0 (0: no limit), not {mc!r}")
     if "num_returns" in options:
         n = options["num_returns"]
         if n not in (None, "streaming", "dynamic") and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
@@ -161,7 +166,8 @@ def validate(options: dict, kind: str) -> dict:
 class TaskOptions:
     """Compiled options of a remote function, as submission uses them."""
 
-    __slots__ = ("options", "shape", "num_returns", "max_retries", "retry_exceptions", "name", "assigned", "env")
+    __slots__ = ("options", "shape", "num_returns", "max_retries", "retry_exceptions", "name", "assigned", "env",
+                 "max_calls")
 
     def __init__(self, options: dict, default_name: str, is_generator: bool):
         opts = {**TASK_DEFAULTS, **options}
@@ -181,6 +187,10 @@ class TaskOptions:
         self.name = opts["name"] or default_name
         self.assigned = {k: v / UNIT for k, v in self.shape}  # what get_assigned_resources() reports
         self.env = env_vars(opts["runtime_env"], f"the options of {self.name}") or None
+        mc = opts["max_calls"]
+        # A GPU task's worker exits after it by default, as in Ray: CUDA keeps
+        # the device it started on for the life of a process.
+        self.max_calls = (1 if opts["num_gpus"] else 0) if mc is None else mc
 
 
 def loads_exception_types(data: bytes) -> tuple:

@@ -78,7 +78,7 @@ class RemoteFunction:
         a = arguments.prepare(ctx, args, kwargs)
         n = opts.num_returns
         spec = P.TaskSpec(task_id, fid, opts.name, a.blob, a.args_id, n, opts.max_retries,
-                          opts.retry_exceptions, 0, opts.assigned, opts.env)
+                          opts.retry_exceptions, 0, opts.assigned, opts.env, (), opts.max_calls)
         if n == P.STREAMING:
             result: Any = objectref.ObjectRefGenerator(task_id, ctx)
         elif n == 1:

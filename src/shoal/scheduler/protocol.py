@@ -72,6 +72,7 @@ class TaskSpec(NamedTuple):
     resources: dict  #: its logical resources, e.g. {"CPU": 1.0} (get_assigned_resources)
     env: dict | None = None  #: runtime_env env_vars, set while it runs
     gpu_ids: tuple = ()  #: GPU devices of its lease (CUDA_VISIBLE_DEVICES), set at dispatch
+    max_calls: int = 0  #: the worker exits after running this function so many times (0: never)
 
 
 class ActorSpec(NamedTuple):

@@ -55,6 +55,7 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
         run = Executor(ctx, os.getpid()).run
     ring = ctx.to_worker
     last_name = None
+    calls: dict[bytes, int] = {}  # runs per function, for max_calls
     stdout, stderr = sys.stdout, sys.stderr
     clock = time.perf_counter
     while True:
@@ -99,6 +100,12 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
             stderr.flush()
         ctx.cancelled.discard(seq)  # a cancel that came too late to matter
         ctx.send((P.DONE, seq, status, duration, contained))
+        limit = getattr(spec, "max_calls", 0)
+        if limit:
+            fid = spec.function_id
+            calls[fid] = calls.get(fid, 0) + 1
+            if calls[fid] >= limit:
+                return  # max_calls reached: this process exits; the pool starts another
 
 
 def run(cfg: dict) -> None:
