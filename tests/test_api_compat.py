@@ -425,3 +425,51 @@ def test_wait_on_a_streaming_generator(ray, tmp_path):
     ready, _ = ray.wait([gen], timeout=30)
     assert ready == [gen] and ray.get(next(gen), timeout=30) == 2
     assert ray.get(slow, timeout=30) == 0
+
+
+# -- custom serializers ------------------------------------------------------------------
+
+
+class _Unpicklable:
+    """Holds a lock: pickling fails unless a serializer is registered."""
+
+    def __init__(self, value):
+        import threading
+
+        self.value = value
+        self.lock = threading.Lock()
+
+
+def test_register_serializer_sends_unpicklable_values(ray):
+    from shoal import util
+
+    with pytest.raises(TypeError):
+        ray.put(_Unpicklable(1))
+    util.register_serializer(_Unpicklable, serializer=lambda o: o.value,
+                             deserializer=lambda v: _Unpicklable(v))
+    try:
+        @ray.remote
+        def read(x):
+            return x.value * 2
+
+        assert ray.get(read.remote(_Unpicklable(21)), timeout=30) == 42
+        assert ray.get(ray.put(_Unpicklable(5)), timeout=30).value == 5
+    finally:
+        util.deregister_serializer(_Unpicklable)
+    with pytest.raises(TypeError):
+        ray.put(_Unpicklable(1))
+
+
+def test_inspect_serializability_names_the_culprit(capsys):
+    import threading
+
+    from shoal.util import inspect_serializability
+
+    lock = threading.Lock()
+    holder = {"fine": [1, 2], "bad": {"deep": lock}, "unhashable": [lock]}
+    ok, failures = inspect_serializability(holder, name="holder")
+    assert not ok
+    assert {f.name for f in failures} == {"'deep'", "[0]"}
+    assert all(f.obj is lock for f in failures)
+    assert "cannot be serialized" in capsys.readouterr().out
+    assert inspect_serializability([1, "x"])[0] is True

@@ -112,8 +112,38 @@ def _restore_filename(code: types.CodeType, filename: str) -> types.CodeType:
 
 
 
+#: type -> (serializer, deserializer) registered by register_serializer.
+_custom: dict[type, tuple[Any, Any]] = {}
+
+
+def register_serializer(cls: type, *, serializer: Any, deserializer: Any) -> None:
+    """Serialize instances of exactly `cls` as ``serializer(obj)`` (any
+    picklable value) and rebuild them with ``deserializer(value)``, in this
+    process (as Ray's ray.util.register_serializer). The deserializer
+    travels with each value, so the reading process needs no registration.
+    Useful for classes that do not pickle (they hold a lock, a C handle)."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializer() takes a class, not {cls!r}")
+    if not callable(serializer) or not callable(deserializer):
+        raise TypeError("serializer and deserializer must be callables")
+    _custom[cls] = (serializer, deserializer)
+
+
+def deregister_serializer(cls: type) -> None:
+    """Undo register_serializer(cls) (no error if none was registered)."""
+    _custom.pop(cls, None)
+
+
+def _rebuild_custom(deserializer: Any, state: Any) -> Any:
+    return deserializer(state)
+
+
 class _Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
+        if _custom:
+            entry = _custom.get(type(obj))
+            if entry is not None:
+                return _rebuild_custom, (entry[1], entry[0](obj))
         np = sys.modules.get("numpy")  # no array can exist before numpy is imported
         if np is not None and isinstance(obj, np.ndarray):
             reduced = _reduce_ndarray(np, obj)

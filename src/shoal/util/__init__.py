@@ -1,4 +1,5 @@
-"""Utilities with Ray's names: ActorPool, list_named_actors (and
+"""Utilities with Ray's names: ActorPool, list_named_actors,
+register_serializer, deregister_serializer, inspect_serializability (and
 shoal.util.queue.Queue)."""
 
 from __future__ import annotations
@@ -8,7 +9,10 @@ from typing import Any, Callable, Iterable
 from shoal import api, objectref
 from shoal import exceptions as exc
 
-__all__ = ["ActorPool", "list_named_actors"]
+from shoal.util.serialization import deregister_serializer, inspect_serializability, register_serializer
+
+__all__ = ["ActorPool", "list_named_actors", "register_serializer", "deregister_serializer",
+           "inspect_serializability"]
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:
