@@ -1,0 +1,218 @@
+"""A drop-in for multiprocessing.Pool on shoal's actors (Ray's
+ray.util.multiprocessing.Pool): ``from shoal.util.multiprocessing import
+Pool``.
+
+Each pool process is an actor that runs the initializer once, then chunks
+of calls in the order they reach it. Arguments and results travel through
+the object store, so large numpy arrays are not pickled into pipes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Callable, Iterable, Iterator
+
+from shoal import api
+from shoal import exceptions as exc
+from shoal.options import warn_once
+
+__all__ = ["Pool", "AsyncResult", "TimeoutError"]
+
+TimeoutError = exc.GetTimeoutError  # multiprocessing.TimeoutError's place (a builtin TimeoutError)
+
+
+class _PoolProcess:
+    """The body of one pool process (made an actor by Pool)."""
+
+    def __init__(self, initializer: Callable | None, initargs: tuple):
+        if initializer is not None:
+            initializer(*initargs)
+
+    def run(self, func: Callable, chunk: list, star: bool) -> list:
+        return [func(*args) if star else func(args) for args in chunk]
+
+    def apply(self, func: Callable, args: tuple, kwds: dict) -> Any:
+        return func(*args, **kwds)
+
+
+class AsyncResult:
+    """The result of apply_async / map_async / starmap_async."""
+
+    def __init__(self, refs: list, single: bool, callback: Callable | None = None,
+                 error_callback: Callable | None = None):
+        self._refs = refs
+        self._single = single  # apply_async: one value, not a list of chunks
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        if callback is not None or error_callback is not None:
+            def notify() -> None:
+                try:
+                    value = self.get()
+                except BaseException as e:  # noqa: BLE001 - handed to the user's callback
+                    if error_callback is not None:
+                        error_callback(e)
+                else:
+                    if callback is not None:
+                        callback(value)
+
+            threading.Thread(target=notify, name="shoal-pool-callback", daemon=True).start()
+
+    def _collect(self, timeout: float | None) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            try:
+                chunks = api.get(self._refs, timeout=timeout)
+            except exc.GetTimeoutError:
+                raise TimeoutError(f"the result was not ready within {timeout} s") from None
+            except BaseException as e:  # the function raised: get() re-raises it
+                self._error = e
+            else:
+                self._value = chunks[0] if self._single else [v for chunk in chunks for v in chunk]
+            self._done.set()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The result (seconds to wait; None: forever); raises the function's
+        exception, or TimeoutError."""
+        self._collect(timeout)
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the result is ready or `timeout` seconds pass."""
+        try:
+            self._collect(timeout)
+        except TimeoutError:
+            pass
+
+    def ready(self) -> bool:
+        if self._done.is_set():
+            return True
+        ready, _ = api.wait(self._refs, num_returns=len(self._refs), timeout=0)
+        return len(ready) == len(self._refs)
+
+    def successful(self) -> bool:
+        """Whether the call completed without raising (ValueError if not ready)."""
+        if not self.ready():
+            raise ValueError("the result is not ready")
+        self.wait()
+        return self._error is None
+
+
+class Pool:
+    """A pool of `processes` worker processes (None: one per CPU of the
+    runtime), each running `initializer(*initargs)` first. The methods are
+    those of multiprocessing.Pool."""
+
+    def __init__(self, processes: int | None = None, initializer: Callable | None = None,
+                 initargs: tuple = (), maxtasksperchild: int | None = None, context: Any = None,
+                 ray_address: str | None = None, ray_remote_args: dict | None = None):
+        if maxtasksperchild is not None:
+            warn_once("pool:maxtasksperchild", "shoal's Pool does not recycle processes: "
+                                               "maxtasksperchild is ignored")
+        if processes is None:
+            processes = max(1, int(api.cluster_resources().get("CPU", 1)))
+        if not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"processes must be an int >= 1, not {processes!r}")
+        options = {"num_cpus": 1, **(ray_remote_args or {})}
+        actor_class = api.remote(**options)(_PoolProcess)
+        self._actors = [actor_class.remote(initializer, tuple(initargs)) for _ in range(processes)]
+        self._next = 0
+        self._running = True
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if not self._running:
+            raise ValueError("Pool not running")
+
+    def _actor(self):
+        actor = self._actors[self._next % len(self._actors)]
+        self._next += 1
+        return actor
+
+    def _chunks(self, iterable: Iterable, chunksize: int | None) -> list[list]:
+        items = list(iterable)
+        if chunksize is None:
+            chunksize = max(1, math.ceil(len(items) / (4 * len(self._actors))))
+        return [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
+
+    def _submit(self, func: Callable, iterable: Iterable, chunksize: int | None, star: bool) -> list:
+        self._check_running()
+        return [self._actor().run.remote(func, chunk, star) for chunk in self._chunks(iterable, chunksize)]
+
+    # -- multiprocessing.Pool's API -------------------------------------------------
+
+    def apply(self, func: Callable, args: tuple = (), kwds: dict | None = None) -> Any:
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(self, func: Callable, args: tuple = (), kwds: dict | None = None,
+                    callback: Callable | None = None, error_callback: Callable | None = None) -> AsyncResult:
+        self._check_running()
+        ref = self._actor().apply.remote(func, tuple(args), dict(kwds or {}))
+        return AsyncResult([ref], True, callback, error_callback)
+
+    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+        return self.map_async(func, iterable, chunksize).get()
+
+    def map_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
+                  callback: Callable | None = None, error_callback: Callable | None = None) -> AsyncResult:
+        return AsyncResult(self._submit(func, iterable, chunksize, False), False, callback, error_callback)
+
+    def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+        return self.starmap_async(func, iterable, chunksize).get()
+
+    def starmap_async(self, func: Callable, iterable: Iterable, chunksize: int | None = None,
+                      callback: Callable | None = None, error_callback: Callable | None = None) -> AsyncResult:
+        return AsyncResult(self._submit(func, iterable, chunksize, True), False, callback, error_callback)
+
+    def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+        """Results in order, each as soon as it (and those before it) are ready."""
+        refs = self._submit(func, iterable, chunksize, False)
+
+        def results() -> Iterator:
+            for ref in refs:
+                yield from api.get(ref)
+
+        return results()
+
+    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+        """Results as they are ready, in any order."""
+        refs = self._submit(func, iterable, chunksize, False)
+
+        def results() -> Iterator:
+            pending = list(refs)
+            while pending:
+                ready, pending = api.wait(pending, num_returns=1)
+                yield from api.get(ready[0])
+
+        return results()
+
+    def close(self) -> None:
+        """No more work may be submitted; the processes end once it is done."""
+        self._running = False
+
+    def terminate(self) -> None:
+        """Stop the processes now."""
+        self._running = False
+        for actor in self._actors:
+            api.kill(actor)
+        self._actors = []
+
+    def join(self) -> None:
+        """Wait for the work submitted so far (after close() or terminate())."""
+        if self._running:
+            raise ValueError("join() before close() or terminate()")
+        if self._actors:
+            api.get([a.__ray_ready__.remote() for a in self._actors])  # calls run in order: all done
+
+    def __enter__(self) -> "Pool":
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.terminate()

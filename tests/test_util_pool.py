@@ -1,0 +1,88 @@
+"""shoal.util.multiprocessing.Pool: multiprocessing.Pool's API on actors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from shoal.util.multiprocessing import Pool
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b):
+    return a + b
+
+
+def fail_on_three(x):
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+_seen = []
+
+
+def remember(tag):
+    _seen.append(tag)
+
+
+def initialized(_):
+    return list(_seen)
+
+
+def test_map_starmap_apply_and_imap(ray):
+    with Pool(2) as pool:
+        assert pool.map(square, range(20)) == [x * x for x in range(20)]
+        assert pool.map(square, range(7), chunksize=3) == [x * x for x in range(7)]
+        assert pool.starmap(add, [(1, 2), (3, 4)]) == [3, 7]
+        assert pool.apply(add, (2, 3)) == 5
+        assert pool.apply(add, (), {"a": 1, "b": 1}) == 2
+        assert list(pool.imap(square, range(10))) == [x * x for x in range(10)]
+        assert sorted(pool.imap_unordered(square, range(10))) == sorted(x * x for x in range(10))
+        pids = set(pool.map(lambda _: os.getpid(), range(16), chunksize=1))
+        assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_async_results_callbacks_and_errors(ray):
+    import threading
+
+    pool = Pool(2)
+    got, failed = [], []
+    done = threading.Event()
+
+    def on_result(v):
+        got.append(v)
+        done.set()
+
+    r = pool.map_async(square, range(5), callback=on_result)
+    assert r.get(timeout=30) == [0, 1, 4, 9, 16]
+    assert done.wait(30) and got == [[0, 1, 4, 9, 16]]
+    assert r.ready() and r.successful()
+    errored = threading.Event()
+    bad = pool.map_async(fail_on_three, range(5),
+                         error_callback=lambda e: (failed.append(e), errored.set()))
+    with pytest.raises(ValueError, match="three"):
+        bad.get(timeout=30)
+    assert errored.wait(30) and isinstance(failed[0], ValueError)
+    assert not bad.successful()
+    with pytest.raises(ValueError, match="three"):
+        pool.apply(fail_on_three, (3,))
+    big = np.arange(1_000_000, dtype=np.float64)
+    assert pool.apply(np.sum, (big,)) == big.sum()  # through the store, not a pipe
+    pool.close()
+    with pytest.raises(ValueError, match="not running"):
+        pool.map(square, [1])
+    pool.join()
+    pool.terminate()
+
+
+def test_initializer_runs_in_each_process(ray):
+    with Pool(2, initializer=remember, initargs=("ready",)) as pool:
+        assert pool.map(initialized, range(4), chunksize=1) == [["ready"]] * 4
