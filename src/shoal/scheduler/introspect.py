@@ -1,0 +1,84 @@
+"""Snapshots of the runtime's actors, tasks and workers as plain dicts, with
+the field names of Ray's state API (ray.util.state). Read under the shell's
+lock; nothing here changes state."""
+
+from __future__ import annotations
+
+from shoal.scheduler.devices import UNIT
+
+_ACTOR_STATES = {
+    "placing": "PENDING_CREATION", "starting": "PENDING_CREATION", "constructing": "PENDING_CREATION",
+    "alive": "ALIVE", "dead": "DEAD",
+}
+_TASK_STATES = {
+    "new": "PENDING_ARGS_AVAIL", "waiting": "PENDING_ARGS_AVAIL", "ready": "PENDING_NODE_ASSIGNMENT",
+    "assigned": "SUBMITTED_TO_WORKER",
+}
+
+
+def _resources(shape: tuple) -> dict:
+    return {k: v / UNIT for k, v in shape}
+
+
+def actors(shell, job_id: str, node_id: str) -> list[dict]:
+    with shell.lock:
+        out = []
+        for a in shell.actors.actors.values():
+            h = shell.workers.get(a.wid) if a.wid is not None else None
+            state = _ACTOR_STATES.get(a.state, a.state.upper())
+            if a.state == "placing" and a.restarts:
+                state = "RESTARTING"
+            out.append({
+                "actor_id": a.actor_id.hex(), "class_name": a.spec.class_name, "state": state,
+                "name": a.name or "", "ray_namespace": a.namespace, "job_id": job_id, "node_id": node_id,
+                "pid": h.pid if h is not None else None, "is_detached": a.keep and a.name is None,
+                "required_resources": _resources(a.placing), "num_restarts": a.restarts,
+                "death_cause": str(a.cause) if a.state == "dead" and a.cause is not None else None,
+                "pending_calls": len(a.queue) + len(a.inflight),
+            })
+        return out
+
+
+def tasks(shell, job_id: str, node_id: str) -> list[dict]:
+    """Unfinished tasks and actor calls (finished ones are not kept)."""
+    with shell.lock:
+        out = []
+        for t in shell.sched.tasks.values():
+            w = shell.sched.workers.get(t.worker) if t.worker is not None else None
+            running = w is not None and w.queue and w.queue[0] is t
+            h = shell.workers.get(t.worker) if t.worker is not None else None
+            out.append({
+                "task_id": t.task_id.hex(), "name": t.name, "func_or_class_name": t.name,
+                "type": "NORMAL_TASK", "job_id": job_id, "node_id": node_id,
+                "state": "RUNNING" if running else _TASK_STATES.get(t.state, t.state.upper()),
+                "worker_pid": h.pid if running and h is not None else None,
+                "attempt_number": t.attempts, "required_resources": _resources(t.shape),
+            })
+        for seq, actor in shell.calls.items():
+            call = actor.inflight.get(seq)
+            queued = call is None
+            if queued:
+                call = next((c for c in actor.queue if c.seq == seq), None)
+            if call is None:
+                continue
+            out.append({
+                "task_id": call.spec.task_id.hex(), "name": call.spec.name, "func_or_class_name": call.spec.name,
+                "type": "ACTOR_TASK", "job_id": job_id, "node_id": node_id, "actor_id": actor.actor_id.hex(),
+                "state": "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY" if queued else "SUBMITTED_TO_WORKER",
+                "attempt_number": call.attempts, "required_resources": {},
+            })
+        return out
+
+
+def workers(shell, node_id: str) -> list[dict]:
+    with shell.lock:
+        out = []
+        for wid, h in shell.workers.items():
+            actor = shell.actors.by_wid.get(wid)
+            w = shell.sched.workers.get(wid)
+            out.append({
+                "worker_id": f"{wid:056x}", "pid": h.pid, "node_id": node_id, "is_alive": True,
+                "worker_type": "WORKER", "actor_id": actor.actor_id.hex() if actor is not None else None,
+                "state": (w.state.upper() if w is not None else "ACTOR"),
+            })
+        return out
