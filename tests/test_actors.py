@@ -152,6 +152,20 @@ def test_actor_ends_when_every_handle_is_gone(ray):
     wait_until(gone, what="the actor process to exit")
 
 
+def test_dropped_actors_free_their_cpus_without_further_calls(ray):
+    @ray.remote(num_cpus=1)
+    class Holder:
+        def ping(self):
+            return 1
+
+    for _ in range(3):
+        holders = [Holder.remote() for _ in range(2)]
+        assert ray.get([h.ping.remote() for h in holders], timeout=30) == [1, 1]
+        assert ray.available_resources().get("CPU", 0) == 0
+        del holders  # nothing else happens in the driver afterwards
+        wait_until(lambda: ray.available_resources().get("CPU", 0) == 2, what="the actors' CPUs back")
+
+
 def test_named_actors(ray):
     Counter = make_counter(ray)
     a = Counter.options(name="counter").remote(5)

@@ -86,3 +86,41 @@ def test_async_results_callbacks_and_errors(ray):
 def test_initializer_runs_in_each_process(ray):
     with Pool(2, initializer=remember, initargs=("ready",)) as pool:
         assert pool.map(initialized, range(4), chunksize=1) == [["ready"]] * 4
+
+
+def test_imap_reads_its_input_lazily_and_join_frees_the_cpus(ray):
+    import itertools
+
+    def endless():
+        yield from itertools.count()
+
+    pool = Pool(2)
+    assert list(itertools.islice(pool.imap(square, endless()), 5)) == [0, 1, 4, 9, 16]
+    assert sorted(itertools.islice(pool.imap_unordered(square, range(100)), 3)) != []
+    pool.close()
+    pool.join()
+    from tests._child import wait_until
+
+    wait_until(lambda: ray.available_resources().get("CPU", 0) == 2, what="the pool's CPUs back")
+    assert ray.get(ray.remote(lambda: 7).remote(), timeout=30) == 7
+
+
+def test_get_with_a_timeout_is_kept_when_a_callback_waits(ray, tmp_path):
+    import time
+
+    gate = tmp_path / "gate"
+
+    def wait_gate(_):
+        while not gate.exists():
+            time.sleep(0.005)
+        return 1
+
+    pool = Pool(1)
+    r = pool.map_async(wait_gate, [0], callback=lambda v: None)
+    t = time.monotonic()
+    with pytest.raises(TimeoutError):
+        r.get(timeout=0.3)
+    assert time.monotonic() - t < 5
+    gate.touch()
+    assert r.get(timeout=30) == [1]
+    pool.terminate()

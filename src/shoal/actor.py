@@ -169,6 +169,9 @@ class ActorHandle:
         ctx = self._ctx
         if ctx is not None:
             ctx.refs.decref(self._id)
+            # The last handle may be gone: the driver must act on it even if
+            # nothing else happens (an idle actor holds resources).
+            ctx.handle_dropped()
 
     def __getattr__(self, name: str) -> "ActorMethod":
         info = self._info.methods.get(name)

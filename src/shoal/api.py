@@ -282,7 +282,8 @@ class RuntimeContext:
         return getattr(self._ctx, "session", "").ljust(8, "0") + f"{getattr(self._ctx, 'wid', 0):048x}"
 
     def get_task_id(self) -> str | None:
-        tid = getattr(self._ctx, "current_task_id", None)
+        here = getattr(self._ctx, "task_id_here", None)
+        tid = here() if here is not None else getattr(self._ctx, "current_task_id", None)
         return tid.hex() if tid else None
 
     def get_task_name(self) -> str | None:

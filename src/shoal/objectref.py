@@ -499,6 +499,10 @@ class Context:
         self.on_put(oid, s.nested)
         return ref
 
+    def handle_dropped(self) -> None:
+        """An actor handle was dropped in this process (the driver's
+        runtime wakes its I/O thread to apply it; others do nothing)."""
+
     def on_put(self, oid: bytes, nested: list) -> None:
         """The process stored `oid`, which contains refs `nested`."""
 

@@ -131,6 +131,9 @@ class Runtime(Context):
 
     # -- hooks -----------------------------------------------------------------
 
+    def handle_dropped(self) -> None:
+        self.shell.wake()  # its I/O thread applies the driver's ref changes when woken
+
     def put(self, value):
         if self.refs.pending():
             self.shell.flush_refs()  # free what was dropped first: its memory is reused warm

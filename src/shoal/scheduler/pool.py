@@ -64,13 +64,17 @@ class WorkerHandle:
         self.exit_code: int | None = None
         self.kill_when_spawned = False  # kill() came before the process existed
         self.pidfd = -1  # signals go through it: never to another process that reuses the pid
+        self.gone = False  # it had exited before its pidfd could be opened
 
     def spawned(self, pid: int) -> None:
         """The fork server started the process `pid`."""
         self.pid = pid
         try:
             self.pidfd = os.pidfd_open(pid)
-        except OSError:  # gone already (its exit is on its way), or no pidfds here
+        except ProcessLookupError:  # gone already (its exit is on its way): never signal the pid
+            self.pidfd = -1
+            self.gone = True
+        except OSError:  # no pidfds on this kernel: signal by pid
             self.pidfd = -1
 
     def signal(self, sig: int) -> None:
@@ -78,7 +82,7 @@ class WorkerHandle:
         try:
             if self.pidfd >= 0:
                 signal.pidfd_send_signal(self.pidfd, sig)
-            elif self.pid is not None:
+            elif self.pid is not None and not self.gone:
                 os.kill(self.pid, sig)
         except ProcessLookupError:
             pass  # it exited; the fork server reports it

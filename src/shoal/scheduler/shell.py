@@ -161,13 +161,16 @@ class Shell(ActorCalls):
             h.close()
         self.workers.clear()
         self.sel.close()
-        os.close(self.doorbell)
-        self.doorbell = -1
+        fd, self.doorbell = self.doorbell, -1  # (wake() checks it first)
+        os.close(fd)
 
     def wake(self) -> None:
         """Make the I/O thread look again."""
+        fd = self.doorbell
+        if fd < 0:
+            return  # shut down
         try:
-            os.eventfd_write(self.doorbell, 1)
+            os.eventfd_write(fd, 1)
         except OSError:
             pass
 

@@ -9,6 +9,7 @@ the object store, so large numpy arrays are not pickled into pipes.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from typing import Any, Callable, Iterable, Iterator
@@ -49,6 +50,9 @@ class AsyncResult:
         self._lock = threading.Lock()
         if callback is not None or error_callback is not None:
             def notify() -> None:
+                # Wait without the lock, so that get(timeout) in another
+                # thread keeps its timeout.
+                api.wait(self._refs, num_returns=len(self._refs)) if self._refs else None
                 try:
                     value = self.get()
                 except BaseException as e:  # noqa: BLE001 - handed to the user's callback
@@ -170,25 +174,47 @@ class Pool:
                       callback: Callable | None = None, error_callback: Callable | None = None) -> AsyncResult:
         return AsyncResult(self._submit(func, iterable, chunksize, True), False, callback, error_callback)
 
+    def _lazy(self, func: Callable, iterable: Iterable, chunksize: int):
+        """Submit chunks of `iterable` as results are taken: a window of a
+        few per process in flight, so that the input may be endless."""
+        self._check_running()
+        it = iter(iterable)
+        window = 2 * len(self._actors)
+
+        def more(pending: list) -> None:
+            while len(pending) < window:
+                chunk = list(itertools.islice(it, max(1, chunksize)))
+                if not chunk:
+                    return
+                pending.append(self._actor().run.remote(func, chunk, False))
+
+        return more
+
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
-        """Results in order, each as soon as it (and those before it) are ready."""
-        refs = self._submit(func, iterable, chunksize, False)
+        """Results in order, each as soon as it (and those before it) are
+        ready; the input is read as the results are taken."""
+        more = self._lazy(func, iterable, chunksize)
 
         def results() -> Iterator:
-            for ref in refs:
-                yield from api.get(ref)
+            pending: list = []
+            more(pending)
+            while pending:
+                yield from api.get(pending.pop(0))
+                more(pending)
 
         return results()
 
     def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
         """Results as they are ready, in any order."""
-        refs = self._submit(func, iterable, chunksize, False)
+        more = self._lazy(func, iterable, chunksize)
 
         def results() -> Iterator:
-            pending = list(refs)
+            pending: list = []
+            more(pending)
             while pending:
                 ready, pending = api.wait(pending, num_returns=1)
                 yield from api.get(ready[0])
+                more(pending)
 
         return results()
 
@@ -204,11 +230,13 @@ class Pool:
         self._actors = []
 
     def join(self) -> None:
-        """Wait for the work submitted so far (after close() or terminate())."""
+        """Wait for the work submitted so far (after close() or
+        terminate()); the processes then end and free their CPUs."""
         if self._running:
             raise ValueError("join() before close() or terminate()")
         if self._actors:
             api.get([a.__ray_ready__.remote() for a in self._actors])  # calls run in order: all done
+            self.terminate()
 
     def __enter__(self) -> "Pool":
         self._check_running()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import select
 import time
 
 from shoal.scheduler import protocol as P
@@ -83,12 +84,17 @@ def _serve_threaded(ctx, executor: Executor, groups: dict) -> None:
     done = {"exit": False}
 
     def run(seq: int, spec) -> None:
+        if done["exit"] or _skip_if_cancelled(ctx, seq, spec):  # cancelled while it waited for a thread
+            return
+        ctx.set_thread_task(spec.task_id)
         t = time.perf_counter()
         try:
             status, contained = executor.run_call(spec)
         except ActorExit:
             done["exit"] = True
             status, contained = P.EXITED, {}
+        finally:
+            ctx.set_thread_task(None)
         ctx.send((P.DONE, seq, status, time.perf_counter() - t, contained))
         if done["exit"]:
             os.eventfd_write(ctx.own_fd, 1)  # wake the reading thread to exit
@@ -105,10 +111,20 @@ def _serve_threaded(ctx, executor: Executor, groups: dict) -> None:
             if ctx.exit_requested:
                 break
             ctx.flush_refs()
-            ring.wait_readable(ctx.own_fd, 0.0)
+            # Sleep on own_fd ourselves (not in wait_readable, which wakes only
+            # for a message): a call that ran exit_actor() rings it too.
+            if ring.prepare_sleep():
+                continue
+            if not done["exit"]:
+                select.select([ctx.own_fd], [], [])
+            try:
+                os.eventfd_read(ctx.own_fd)
+            except BlockingIOError:
+                pass
+            ring.end_sleep()
     finally:
-        for pool in pools.values():
-            pool.shutdown(wait=True)
+        for pool in pools.values():  # after exit_actor(), calls not started never run
+            pool.shutdown(wait=True, cancel_futures=done["exit"])
 
 
 async def _serve_async(ctx, executor: Executor, groups: dict, spin: float) -> None:

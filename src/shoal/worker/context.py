@@ -55,6 +55,7 @@ class WorkerContext(Context):
         self._blocked_seq = 0
         self._blocked_lock = threading.Lock()
         self._waiting = threading.local()  # .seq: the task a thread's wait belongs to
+        self._thread_task = threading.local()  # .task_id: a threaded actor's call on this thread
 
     # Channel -------------------------------------------------------------------
 
@@ -120,6 +121,14 @@ class WorkerContext(Context):
         self.current_name = name
         self.current_task_id = task_id
         self.to_worker.user_word = seq  # the driver reads it if this process dies
+
+    def set_thread_task(self, task_id: bytes | None) -> None:
+        """The call this thread runs (threaded actors run several at once)."""
+        self._thread_task.task_id = task_id
+
+    def task_id_here(self) -> bytes | None:
+        """The task or call the calling thread runs."""
+        return getattr(self._thread_task, "task_id", None) or self.current_task_id
 
     def cancel_requested(self) -> bool:
         return self.to_driver.user_word == self.current_seq

@@ -105,7 +105,11 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
             fid = spec.function_id
             calls[fid] = calls.get(fid, 0) + 1
             if calls[fid] >= limit:
-                return  # max_calls reached: this process exits; the pool starts another
+                # max_calls reached: this process exits and the pool starts
+                # another. Clear the running mark first: a task the driver
+                # sends meanwhile was never started here (not a crash).
+                ring.user_word = 0
+                return
 
 
 def run(cfg: dict) -> None:
