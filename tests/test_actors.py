@@ -601,6 +601,24 @@ def test_concurrency_groups_threaded_and_async(ray):
         Undeclared.remote()
 
 
+def test_threaded_actor_exits_and_frees_its_cpus(ray):
+    @ray.remote(num_cpus=2, max_concurrency=4)
+    class Busy:
+        def quit(self):
+            shoal.actor.exit_actor()
+
+        def pid(self):
+            return os.getpid()
+
+    b = Busy.remote()
+    pid = ray.get(b.pid.remote(), timeout=30)
+    with pytest.raises(exc.ActorDiedError):
+        ray.get(b.quit.remote(), timeout=30)
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+               what="the actor process to exit")
+    assert ray.get(ray.remote(lambda: "cpus free").options(num_cpus=2).remote(), timeout=30) == "cpus free"
+
+
 def test_actor_pool(ray):
     @ray.remote
     class Doubler:

@@ -124,6 +124,21 @@ def test_max_calls_recycles_the_worker(ray):
     assert len(set(many)) == 6
 
 
+def test_max_calls_worker_does_not_eat_a_retry(ray, tmp_path):
+    runs = tmp_path / "runs"
+
+    @ray.remote(max_calls=1, max_retries=1, retry_exceptions=True)
+    def flaky():
+        n = len(runs.read_text()) if runs.exists() else 0
+        runs.write_text("x" * (n + 1))
+        if n == 0:
+            raise ValueError("first run fails")
+        return n + 1
+
+    assert ray.get(flaky.remote(), timeout=30) == 2  # one retry, not a crash
+    assert runs.read_text() == "xx"
+
+
 def test_recursive_tasks(ray):
     @ray.remote
     def fib(n):
