@@ -614,8 +614,13 @@ def test_threaded_actor_exits_and_frees_its_cpus(ray):
     pid = ray.get(b.pid.remote(), timeout=30)
     with pytest.raises(exc.ActorDiedError):
         ray.get(b.quit.remote(), timeout=30)
-    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-               what="the actor process to exit")
+    def gone():
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(gone, what="the actor process to exit")
     assert ray.get(ray.remote(lambda: "cpus free").options(num_cpus=2).remote(), timeout=30) == "cpus free"
 
 
