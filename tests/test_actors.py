@@ -599,6 +599,8 @@ def test_concurrency_groups_threaded_and_async(ray):
 
     with pytest.raises(ValueError, match="concurrency group"):
         Undeclared.remote()
+    with pytest.raises(ValueError, match="no concurrency group 'nope'"):
+        lp.gather.options(concurrency_group="nope").remote()
 
 
 def test_threaded_actor_exits_and_frees_its_cpus(ray):

@@ -104,15 +104,16 @@ class ActorClass:
             if isinstance(v, bool) or not isinstance(v, int) or v < -1:
                 raise ValueError(f"{key} must be an int >= -1 (-1: forever), not {v!r}")
         arguments.check_call(info.init_params, args, kwargs, f"{info.class_name}.__init__()")
-        class_id = self._class_id(ctx)
-        actor_id = ids.new_task_id()
-        a = arguments.prepare(ctx, args, kwargs)
         env = env_vars(opts["runtime_env"], f"the options of actor {info.class_name}") or None
         groups = opts["concurrency_groups"] or None
         for m, mi in info.methods.items():
             if mi.group is not None and mi.group not in (groups or {}):
                 raise ValueError(f"method {info.class_name}.{m} is in concurrency group {mi.group!r}, "
                                  f"which concurrency_groups does not define ({sorted(groups or {})})")
+        info = info._replace(groups=tuple(sorted(groups or ())))  # handles check calls' groups
+        class_id = self._class_id(ctx)
+        actor_id = ids.new_task_id()
+        a = arguments.prepare(ctx, args, kwargs)
         spec = P.ActorSpec(actor_id, class_id, info.class_name, a.blob, a.args_id, max_concurrency, info.is_async,
                            name, env, groups)
         extra = {"GPU": opts["num_gpus"] or 0, **(opts["resources"] or {})}
@@ -204,6 +205,9 @@ class ActorHandle:
         a = arguments.prepare(ctx, args, kwargs)
         if group is None and method is not None:
             group = method.group
+        elif group is not None and self._info.groups is not None and group not in self._info.groups:
+            raise ValueError(f"the actor {self._info.class_name} has no concurrency group {group!r} "
+                             f"(it has {list(self._info.groups)})")
         spec = P.CallSpec(task_id, method_name, name or f"{self._info.class_name}.{method_name}", a.blob,
                           a.args_id, num_returns, 0, group)
         if num_returns == P.STREAMING:

@@ -23,6 +23,7 @@ class ActorInfo(NamedTuple):
     methods: dict
     is_async: bool
     init_params: tuple | None = None  #: the constructor's, likewise
+    groups: tuple | None = None  #: the actor's concurrency group names (None: not known here)
 
 
 def class_info(cls: type) -> ActorInfo:
