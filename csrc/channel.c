@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "clock.h"
 
 #define RING_MAGIC 0x474e4952u /* "RING" */
 #define WRAP 0xFFFFFFFFu       /* length word: skip to the start of the ring */
@@ -34,19 +35,6 @@ _Static_assert(sizeof(struct ring) == RING_HEADER_BYTES, "ring header size");
 
 static inline uint32_t frame_size(uint32_t len) { return FRAME + ((len + 7u) & ~7u); }
 
-static inline int64_t now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 static void wake(int fd) {
     uint64_t one = 1;

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "arena.h"
+#include "clock.h"
 #include "internal.h"
 #include "table.h"
 
@@ -197,24 +198,12 @@ store_status_t store_abort(store_t *s, const uint8_t *id) {
  * this waiter recover the segment (and wake everyone) within a slice. */
 #define WAIT_SLICE_NS 1000000000LL
 
-static int64_t now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
 
 /* Timeouts beyond about 31 years mean forever (and cannot overflow ns). */
 static int64_t clamp_timeout(int64_t timeout_ms) {
     return timeout_ms > 1000000000000LL ? -1 : timeout_ms;
 }
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 void store_set_wait_spin(store_t *s, int64_t ns) {
     if (s) s->wait_spin_ns = ns < 0 ? 0 : ns;

@@ -100,3 +100,13 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> Non
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process pid has exited (a zombie counts: it runs no more)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -15,7 +15,7 @@ import pytest
 import shoal
 from shoal import exceptions as exc
 
-from ._child import wait_until
+from ._child import process_gone, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -143,13 +143,7 @@ def test_actor_ends_when_every_handle_is_gone(ray):
     del keep
     shoal.objectref.current().shell.flush_refs()
 
-    def gone():
-        try:
-            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    wait_until(gone, what="the actor process to exit")
+    wait_until(lambda: process_gone(pid), what="the actor process to exit")
 
 
 def test_dropped_actors_free_their_cpus_without_further_calls(ray):
@@ -616,13 +610,7 @@ def test_threaded_actor_exits_and_frees_its_cpus(ray):
     pid = ray.get(b.pid.remote(), timeout=30)
     with pytest.raises(exc.ActorDiedError):
         ray.get(b.quit.remote(), timeout=30)
-    def gone():
-        try:
-            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    wait_until(gone, what="the actor process to exit")
+    wait_until(lambda: process_gone(pid), what="the actor process to exit")
     assert ray.get(ray.remote(lambda: "cpus free").options(num_cpus=2).remote(), timeout=30) == "cpus free"
 
 

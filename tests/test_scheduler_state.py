@@ -17,13 +17,23 @@ def task(seq, shape=CPU1, fn=b"f", retries=3):
     return Task(seq, seq.to_bytes(16, "little"), fn, shape, retries, payload=None, name=f"t{seq}")
 
 
-def started(cpus=2, **kw):
-    s = Scheduler({"CPU": cpus, **kw}, target_workers=cpus)
+def started(cpus=2, target=None, max_workers=1024, **kw):
+    """A scheduler with `target` (default: one per CPU) started workers."""
+    target = cpus if target is None else target
+    s = Scheduler({"CPU": cpus, **kw}, target_workers=target, max_workers=max_workers)
     actions = s.start()
-    assert [type(a) for a in actions] == [StartWorker] * cpus
+    assert [type(a) for a in actions] == [StartWorker] * target
     for a in actions:
         s.worker_started(a.worker)
     s.check()
+    return s
+
+
+def short_known():
+    """One worker; the scheduler has learned that function b"short" is short."""
+    s = started(1)
+    s.submit(task(1, fn=b"short"))
+    s.task_finished(1, 1, 1e-6)
     return s
 
 
@@ -86,9 +96,7 @@ def test_resources_admission_and_never_fitting_shapes():
 
 
 def test_blocked_worker_gives_back_cpu_and_queued_tasks():
-    s = started(1)
-    s.submit(task(1, fn=b"short"))
-    s.task_finished(1, 1, 1e-6)
+    s = short_known()
     s.submit(task(2, fn=b"short"))
     s.submit(task(3, fn=b"short"))  # prefetched behind 2
     actions = s.worker_blocked(1, returned=[3])
@@ -143,9 +151,7 @@ def test_cancel_each_state():
 
 
 def test_cancel_prefetched_task():
-    s = started(1)
-    s.submit(task(1, fn=b"short"))
-    s.task_finished(1, 1, 1e-6)
+    s = short_known()
     s.submit(task(2, fn=b"short"))
     s.submit(task(3, fn=b"short"))
     assert s.cancel(3) == [CancelQueued(1, 3)]
@@ -161,9 +167,7 @@ def test_retry_goes_to_the_front():
 
 
 def test_cancelled_queued_task_handed_back_by_a_blocked_worker_fails():
-    s = started(1)
-    s.submit(task(1, fn=b"short"))
-    s.task_finished(1, 1, 1e-6)
+    s = short_known()
     s.submit(task(2, fn=b"short"))
     s.submit(task(3, fn=b"short"))  # prefetched behind 2
     assert s.cancel(3) == [CancelQueued(1, 3)]
@@ -175,9 +179,7 @@ def test_cancelled_queued_task_handed_back_by_a_blocked_worker_fails():
 
 
 def test_cancelled_queued_task_of_a_dead_worker_fails():
-    s = started(1)
-    s.submit(task(1, fn=b"short"))
-    s.task_finished(1, 1, 1e-6)
+    s = short_known()
     s.submit(task(2, fn=b"short"))
     s.submit(task(3, fn=b"short"))
     s.cancel(3)
@@ -278,9 +280,7 @@ def test_pool_grows_by_as_many_workers_as_blocked_cpus_allow_then_shrinks():
 def test_a_surplus_worker_that_got_work_again_is_kept():
     from shoal.scheduler.state import Surplus
 
-    s = Scheduler({"CPU": 2}, target_workers=1)
-    for a in s.start():
-        s.worker_started(a.worker)
+    s = started(2, target=1)
     s.submit(task(1))
     (grow,) = [a for a in s.submit(task(2)) if type(a) is StartWorker]  # CPU free, no idle worker
     s.worker_started(grow.worker)
@@ -295,9 +295,7 @@ def test_a_surplus_worker_that_got_work_again_is_kept():
 
 
 def test_pool_never_grows_past_max_workers():
-    s = Scheduler({"CPU": 1}, target_workers=1, max_workers=2)
-    for a in s.start():
-        s.worker_started(a.worker)
+    s = started(1, max_workers=2)
     s.submit(task(1))
     s.submit(task(2))
     s.submit(task(3))
@@ -320,9 +318,7 @@ def test_short_tasks_are_not_queued_behind_a_long_one():
 
 def test_gpu_devices_are_assigned_whole_or_shared():
     gpu1, half = make_shape({"CPU": 1, "GPU": 1}), make_shape({"CPU": 1, "GPU": 0.5})
-    s = Scheduler({"CPU": 4, "GPU": 2}, target_workers=4)
-    for a in s.start():
-        s.worker_started(a.worker)
+    s = started(4, GPU=2)
     s.submit(task(1, shape=gpu1))
     s.submit(task(2, shape=half))
     s.submit(task(3, shape=half))
@@ -342,9 +338,7 @@ def test_gpu_devices_are_assigned_whole_or_shared():
 
 def test_blocked_task_lends_its_cpu_but_keeps_its_gpu():
     shape = make_shape({"CPU": 1, "GPU": 1})
-    s = Scheduler({"CPU": 1, "GPU": 1}, target_workers=1)
-    for a in s.start():
-        s.worker_started(a.worker)
+    s = started(1, GPU=1)
     s.submit(task(1, shape=shape))
     s.worker_blocked(1, returned=[])
     assert s.available_resources() == {"CPU": 1}
@@ -388,9 +382,7 @@ def test_prefetch_takes_only_short_tasks_behind_the_head():
 def test_revoke_is_the_first_answer_to_blocked():
     from shoal.scheduler.state import Revoke
 
-    s = started(1)
-    s.submit(task(1, fn=b"short"))
-    s.task_finished(1, 1, 1e-6)
+    s = short_known()
     s.submit(task(2, fn=b"short"))
     s.submit(task(3, fn=b"short"))
     s.cancel(3)

@@ -377,7 +377,4 @@ def get_gpu_ids() -> list:
     ctx = objectref.current()
     if ctx is not None and hasattr(ctx, "gpu_ids"):  # a worker
         return list(ctx.gpu_ids)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if not visible:
-        return []
-    return [int(d) if d.strip().isdigit() else d.strip() for d in visible.split(",") if d.strip()]
+    return [int(d) if d.isdigit() else d for d in runtime.visible_gpus() or []]

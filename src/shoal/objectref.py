@@ -426,27 +426,7 @@ class Context:
         self.check_open()
         if any(type(r) is ObjectRefGenerator for r in refs):
             return self._wait_generators(refs, num_returns, timeout)
-        store = self.store.raw
-        oids = [r._id for r in refs]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        blocked = waited = False
-        try:
-            while True:
-                seq = store.seal_sequence()
-                mask = store.sealed_mask(oids)
-                if mask.count(1) >= num_returns:
-                    break
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                if not waited:
-                    waited = True
-                    _check_stale(self, refs)
-                    blocked = self.before_wait(oids)
-                store.wait_seal_after(seq, left)
-        finally:
-            if blocked:
-                self.after_wait()
+        mask = self._wait_sealed([r._id for r in refs], lambda m: m.count(1) >= num_returns, refs, timeout)
         ready, not_ready = [], []
         for ref, flag in zip(refs, mask):
             (ready if flag and len(ready) < num_returns else not_ready).append(ref)
@@ -454,7 +434,6 @@ class Context:
 
     def _wait_generators(self, refs: list, num_returns: int, timeout: float | None) -> tuple[list, list]:
         # Two objects per generator (its next item and its end), one per ref.
-        store = self.store.raw
         oids, owners = [], []
         for i, r in enumerate(refs):
             if type(r) is ObjectRefGenerator:
@@ -463,27 +442,39 @@ class Context:
             else:
                 oids.append(r._id)
                 owners.append(i)
+
+        def ready_refs(mask) -> list[int]:
+            return sorted({owners[j] for j, sealed in enumerate(mask) if sealed})
+
+        mask = self._wait_sealed(oids, lambda m: len(ready_refs(m)) >= num_returns,
+                                 [r if type(r) is ObjectRef else r._end for r in refs], timeout)
+        chosen = set(ready_refs(mask)[:num_returns])
+        return [refs[i] for i in sorted(chosen)], [r for i, r in enumerate(refs) if i not in chosen]
+
+    def _wait_sealed(self, oids: list[bytes], enough, refs: list, timeout: float | None) -> bytes:
+        """Wait until enough(sealed mask of oids) or `timeout` seconds pass
+        (None: no limit); returns the last mask. `refs` are checked for a
+        shut-down runtime before the first wait."""
+        store = self.store.raw
         deadline = None if timeout is None else time.monotonic() + timeout
         blocked = waited = False
         try:
             while True:
                 seq = store.seal_sequence()
-                ready = sorted({owners[j] for j, sealed in enumerate(store.sealed_mask(oids)) if sealed})
-                if len(ready) >= num_returns:
-                    break
+                mask = store.sealed_mask(oids)
+                if enough(mask):
+                    return mask
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    break
+                    return mask
                 if not waited:
                     waited = True
-                    _check_stale(self, [r if type(r) is ObjectRef else r._end for r in refs])
+                    _check_stale(self, refs)
                     blocked = self.before_wait(oids)
                 store.wait_seal_after(seq, left)
         finally:
             if blocked:
                 self.after_wait()
-        chosen = set(ready[:num_returns])
-        return [refs[i] for i in sorted(chosen)], [r for i, r in enumerate(refs) if i not in chosen]
 
     def put(self, value: Any) -> ObjectRef:
         """Store value and return a ref this process holds."""

@@ -16,7 +16,7 @@ from typing import Any
 import cloudpickle
 
 from shoal.scheduler import protocol as P
-from shoal.scheduler.state import UNIT, make_shape
+from shoal.scheduler.state import make_shape, shape_amounts
 
 TASK_DEFAULTS = {
     "num_cpus": 1,
@@ -185,7 +185,7 @@ class TaskOptions:
         rule = opts["retry_exceptions"]
         self.retry_exceptions = rule if isinstance(rule, bool) else cloudpickle.dumps(tuple(rule))
         self.name = opts["name"] or default_name
-        self.assigned = {k: v / UNIT for k, v in self.shape}  # what get_assigned_resources() reports
+        self.assigned = shape_amounts(self.shape)  # what get_assigned_resources() reports
         self.env = env_vars(opts["runtime_env"], f"the options of {self.name}") or None
         mc = opts["max_calls"]
         # A GPU task's worker exits after it by default, as in Ray: CUDA keeps

@@ -13,7 +13,7 @@ import signal
 from shoal import exceptions as exc
 from shoal.scheduler import actors as A
 from shoal.scheduler import protocol as P
-from shoal.scheduler.devices import UNIT
+from shoal.scheduler.state import shape_amounts
 
 
 class ActorCalls:
@@ -110,7 +110,7 @@ class ActorCalls:
             if actor.state == "dead":
                 self.refs.release_task(actor.creation_seq)
         elif t is A.SendInit:
-            assigned = {k: v / UNIT for k, v in actor.living}  # what it holds while alive
+            assigned = shape_amounts(actor.living)  # what it holds while alive
             self.workers[actor.wid].send(P.encode((P.ACTOR_INIT, actor.spec, actor.restarts, assigned)))
         elif t is A.FailCalls:
             for call in a.calls:

@@ -4,7 +4,7 @@ lock; nothing here changes state."""
 
 from __future__ import annotations
 
-from shoal.scheduler.devices import UNIT
+from shoal.scheduler.state import shape_amounts as _resources
 
 _ACTOR_STATES = {
     "placing": "PENDING_CREATION", "starting": "PENDING_CREATION", "constructing": "PENDING_CREATION",
@@ -14,10 +14,6 @@ _TASK_STATES = {
     "new": "PENDING_ARGS_AVAIL", "waiting": "PENDING_ARGS_AVAIL", "ready": "PENDING_NODE_ASSIGNMENT",
     "assigned": "SUBMITTED_TO_WORKER",
 }
-
-
-def _resources(shape: tuple) -> dict:
-    return {k: v / UNIT for k, v in shape}
 
 
 def actors(shell, job_id: str, node_id: str) -> list[dict]:

@@ -43,6 +43,11 @@ def make_shape(resources: dict[str, float]) -> Shape:
     return tuple(sorted((k, round(v * UNIT)) for k, v in resources.items() if v))
 
 
+def shape_amounts(shape: Shape) -> dict[str, float]:
+    """{name: amount} of a shape (make_shape's inverse)."""
+    return {k: v / UNIT for k, v in shape}
+
+
 # ---------------------------------------------------------------------------
 # Actions
 # ---------------------------------------------------------------------------
