@@ -1,5 +1,6 @@
 """Build of shoal's compiled extensions: the object store's C core and its
-Cython binding (shoal._store._core), and the message rings between processes
+Cython binding (shoal._store._core), reading spilled objects from files
+(shoal._store._files), and the message rings between processes
 (shoal._channel).
 
 Environment switches:
@@ -33,6 +34,12 @@ core = Extension(
     extra_link_args=ldflags,
     libraries=["pthread"],
 )
+files = Extension(
+    "shoal._store._files",
+    sources=["src/shoal/_store/_files.pyx"],
+    extra_compile_args=cflags,
+    extra_link_args=ldflags,
+)
 channel = Extension(
     "shoal._channel",
     sources=["src/shoal/_channel.pyx", "csrc/channel.c"],
@@ -43,7 +50,7 @@ channel = Extension(
 
 setup(
     ext_modules=cythonize(
-        [core, channel],
+        [core, files, channel],
         compiler_directives={"language_level": "3"},
         include_path=["src"],
     ),

@@ -52,6 +52,15 @@ void futex_wake_all(_Atomic uint32_t *addr);
 /* Bump a futex word and wake its waiters (under the lock). */
 void signal_seal_locked(struct store *s, const uint8_t *id);
 
+/* Wake the spiller if it sleeps (under the lock; spill.c). */
+void call_spiller_locked(struct store *s);
+
+/* Block while *word == seq, for at most timeout_ms (< 0: forever), counted
+ * as waiter w (a WAIT_* index) so that wakers and recovery know of us.
+ * Takes the lock itself. STORE_OK, STORE_E_TIMEOUT or STORE_E_INTERRUPTED. */
+store_status_t wait_word(struct store *s, _Atomic uint32_t *word, int w, uint32_t seq,
+                         int64_t timeout_ms);
+
 /* Crash-test hook: SIGKILL this process at a chosen point (store.h). */
 extern int store_crash_point;
 void crash_now(void);

@@ -25,7 +25,7 @@
 #include "store.h"
 
 #define SEG_MAGIC 0x31544c414f4853ULL /* "SHOALT1" */
-#define SEG_VERSION 1u
+#define SEG_VERSION 2u
 
 #define NONE32 UINT32_MAX
 #define MAX_OBJECTS_LIMIT (1u << 28) /* entries per segment; keeps the index sizing loop finite */
@@ -34,16 +34,23 @@
 #define NBINS 256                     /* allocator size classes */
 #define NWAIT 64                      /* futex buckets for waiting on one ID */
 #define WAIT_ANY NWAIT                /* slot.waits index for store_wait_seal_after */
+#define WAIT_SPILLER (NWAIT + 1)      /* ... for store_spill_wait (the spiller sleeping) */
+#define WAIT_ROOM (NWAIT + 2)         /* ... for store_wait_space (creators waiting for room) */
+#define NWAITWORDS (NWAIT + 3)
 #define BLOCK_HEADER 64u              /* block_t, padded to the alignment */
 #define MIN_BLOCK (2u * BLOCK_HEADER) /* header + smallest payload */
 #define PIN_WORDS (STORE_MAX_CLIENTS / 64)
 
-/* Entry states. FREE must be 0 so a zeroed table is all free. */
-enum { ENTRY_FREE = 0, ENTRY_CREATED = 1, ENTRY_SEALED = 2, ENTRY_DELETED = 3 };
+/* Entry states. FREE must be 0 so a zeroed table is all free. SPILLED: a
+ * sealed object whose bytes live outside the segment, at `location` (a
+ * number only the runtime interprets); it has no block and no pins. */
+enum { ENTRY_FREE = 0, ENTRY_CREATED = 1, ENTRY_SEALED = 2, ENTRY_DELETED = 3, ENTRY_SPILLED = 4 };
 
-/* Entry flags. */
+/* Entry flags. The high byte is the creator's tag (STORE_TAG), opaque here. */
 #define ENTRY_EVICTABLE 0x1u
-#define ENTRY_IN_LRU 0x2u
+#define ENTRY_IN_LRU 0x2u   /* on the evictable list or, if not evictable, the spillable one */
+#define ENTRY_FALLBACK 0x4u /* SPILLED from birth: created outside the segment */
+#define ENTRY_TAG_SHIFT 8
 
 typedef struct {
     uint8_t id[STORE_ID_SIZE];
@@ -59,15 +66,15 @@ typedef struct {
     uint64_t block_size; /* whole block, header included */
     uint64_t lru_tick;   /* when it was last unpinned (orders the LRU on rebuild) */
     uint64_t pins[PIN_WORDS]; /* bit k: client slot k pins the object */
-    uint64_t reserved;
+    uint64_t location;        /* SPILLED: where the bytes are (the runtime's number) */
 } entry_t;
 
 typedef struct {
     uint32_t used;
     int32_t pid;
     uint64_t start_time;          /* /proc/<pid>/stat field 22: tells a reused pid apart */
-    uint16_t waits[NWAIT + 1];    /* how many of its threads wait on each futex word */
-    uint8_t pad[6];
+    uint16_t waits[NWAITWORDS];   /* how many of its threads wait on each futex word */
+    uint8_t pad[2];
 } slot_t;
 
 /* Header of every block in the data area. */
@@ -81,9 +88,10 @@ typedef struct {
 } block_t;
 
 typedef struct {
-    uint64_t bytes_in_use, bytes_pinned, bytes_evictable;
+    uint64_t bytes_in_use, bytes_pinned, bytes_evictable, bytes_spillable;
     uint64_t num_created, num_sealed, num_deleted_pinned;
-    uint64_t num_evictions, num_recoveries;
+    uint64_t num_spilled, bytes_spilled, num_fallback; /* SPILLED entries (fallback ones too) */
+    uint64_t num_evictions, num_recoveries;            /* (not derivable: kept by recovery) */
 } counters_t;
 
 typedef struct {
@@ -102,16 +110,24 @@ typedef struct {
     uint32_t holder_slot; /* diagnostics only: who took the lock last */
     uint32_t entry_hwm;   /* entries [0, hwm) have been used at least once */
     uint32_t free_entries;
-    uint32_t lru_head, lru_tail; /* head = least recently used */
-    uint32_t waiters[NWAIT + 1]; /* threads in futex waits, per word */
+    uint32_t lru_head, lru_tail;     /* evictable objects; head = least recently used */
+    uint32_t spill_head, spill_tail; /* sealed, unpinned, not evictable: spilling candidates */
+    uint32_t waiters[NWAITWORDS];    /* threads in futex waits, per word */
     uint64_t lru_clock;
     uint64_t bin_map[NBINS / 64];
     uint64_t bins[NBINS]; /* head block offset of each size class */
     counters_t c;
+    uint64_t spill_watermark; /* a create that leaves more in use wakes the spiller (0: off) */
+    uint64_t spill_wanted;    /* bytes creators asked room for since the spiller last looked */
+    uint32_t spill_exhausted; /* value of spill_done after the last round that ran dry */
+    uint32_t pad1;
+    uint64_t next_number;     /* store_unique_number */
 
     /* Futex words: changed under the lock, waited on without it. */
     _Atomic uint32_t seal_any;
     _Atomic uint32_t seal_bucket[NWAIT];
+    _Atomic uint32_t spill_call; /* bumped to wake the spiller */
+    _Atomic uint32_t spill_done; /* bumped at the end of each spill round */
 } header_t;
 
 struct store {

@@ -74,7 +74,7 @@ uint32_t reap_dead_locked(struct store *s) {
         slot_t *sl = &s->slots[k];
         if (!sl->used || k == s->slot || client_alive(sl)) continue;
         release_client_locked(s, k);
-        for (int w = 0; w <= NWAIT; w++) h->waiters[w] -= sl->waits[w];
+        for (int w = 0; w < NWAITWORDS; w++) h->waiters[w] -= sl->waits[w];
         memset(sl, 0, sizeof *sl);
         n++;
     }
@@ -94,6 +94,9 @@ static int by_tick(const void *a, const void *b, void *arg) {
 }
 
 static int entry_sane(struct store *s, const entry_t *e) {
+    if (e->state == ENTRY_SPILLED) /* no block: only its sizes and location matter */
+        return e->data_size <= (1ULL << 46) && e->metadata_size <= (1ULL << 46) &&
+               e->location != STORE_NO_LOCATION;
     uint64_t need = block_size_for(e->data_size + e->metadata_size);
     return e->block % STORE_ALIGNMENT == 0 && e->block_size % STORE_ALIGNMENT == 0 &&
            e->block_size >= need && e->block <= s->h->data_size &&
@@ -109,19 +112,25 @@ void recover_locked(struct store *s) {
     memset(s->index, 0xff, sizeof(uint32_t) * ((uint64_t)h->index_mask + 1));
     h->free_entries = NONE32;
     h->lru_head = h->lru_tail = NONE32;
+    h->spill_head = h->spill_tail = NONE32;
 
     /* 1. Entries: keep the sane ones, recount pins, index the visible ones. */
     uint32_t n = 0;
     for (uint32_t i = hwm; i-- > 0;) {
         entry_t *e = entry_at(s, i);
         uint32_t st = e->state;
-        int keep = (st == ENTRY_CREATED || st == ENTRY_SEALED || st == ENTRY_DELETED) && entry_sane(s, e);
+        int keep = (st == ENTRY_CREATED || st == ENTRY_SEALED || st == ENTRY_DELETED || st == ENTRY_SPILLED) &&
+                   entry_sane(s, e);
+        if (keep && st == ENTRY_SPILLED) { /* a spill may have died half way: pins are gone */
+            memset(e->pins, 0, sizeof e->pins);
+            e->block_size = 0;
+        }
         e->npins = keep ? pin_count(e) : 0;
         if (keep && st == ENTRY_DELETED && e->npins == 0) keep = 0;
         if (keep && st != ENTRY_DELETED) {
             uint32_t dup = table_lookup(s, e->id);
             if (dup != NONE32) { /* cannot happen; keep the sealed one */
-                if (st == ENTRY_SEALED && entry_at(s, dup)->state != ENTRY_SEALED) {
+                if (st == ENTRY_SEALED && entry_at(s, dup)->state == ENTRY_CREATED) {
                     table_index_remove(s, dup);
                     entry_at(s, dup)->state = ENTRY_FREE;
                 } else {
@@ -145,12 +154,17 @@ void recover_locked(struct store *s) {
         if (e->state == ENTRY_FREE) {
             e->hnext = h->free_entries;
             h->free_entries = i;
+        } else if (e->state == ENTRY_SPILLED) {
+            h->c.num_spilled++;
+            h->c.bytes_spilled += e->data_size + e->metadata_size;
+            if (e->flags & ENTRY_FALLBACK) h->c.num_fallback++;
         } else if (live) {
             live[n++] = i;
         }
     }
     if (!live) { /* out of memory: degrade to an empty store rather than corrupt it */
         for (uint32_t i = 0; i < hwm; i++) entry_at(s, i)->state = ENTRY_FREE;
+        memset(&h->c, 0, offsetof(counters_t, num_evictions));
         memset(s->index, 0xff, sizeof(uint32_t) * ((uint64_t)h->index_mask + 1));
         h->entry_hwm = 0;
         h->free_entries = NONE32;
@@ -183,18 +197,17 @@ void recover_locked(struct store *s) {
         if (e->state == ENTRY_CREATED) h->c.num_created++;
         else if (e->state == ENTRY_SEALED) h->c.num_sealed++;
         else h->c.num_deleted_pinned++;
-        if (e->state == ENTRY_SEALED && e->npins == 0 && (e->flags & ENTRY_EVICTABLE))
-            live[nlru++] = live[k];
+        if (e->state == ENTRY_SEALED && e->npins == 0) live[nlru++] = live[k];
     }
     qsort_r(live, nlru, sizeof *live, by_tick, s->entries);
     for (uint32_t k = 0; k < nlru; k++) table_lru_push(s, live[k]);
     free(live);
 wake:
     /* 5. Waiter counts from the slots, then wake everyone to look again. */
-    for (int w = 0; w <= NWAIT; w++) h->waiters[w] = 0;
+    for (int w = 0; w < NWAITWORDS; w++) h->waiters[w] = 0;
     for (int k = 0; k < STORE_MAX_CLIENTS; k++)
         if (s->slots[k].used)
-            for (int w = 0; w <= NWAIT; w++) h->waiters[w] += s->slots[k].waits[w];
+            for (int w = 0; w < NWAITWORDS; w++) h->waiters[w] += s->slots[k].waits[w];
     h->c.num_recoveries++;
     reap_dead_locked(s);
     for (int b = 0; b < NWAIT; b++) {
@@ -203,6 +216,10 @@ wake:
     }
     atomic_fetch_add(&h->seal_any, 1);
     futex_wake_all(&h->seal_any);
+    atomic_fetch_add(&h->spill_call, 1);
+    futex_wake_all(&h->spill_call);
+    atomic_fetch_add(&h->spill_done, 1);
+    futex_wake_all(&h->spill_done);
 }
 
 store_status_t store_validate(store_t *s, char *msg, size_t len) {
@@ -211,13 +228,13 @@ store_status_t store_validate(store_t *s, char *msg, size_t len) {
     if ((rc = seg_lock(s)) != STORE_OK) return rc;
     header_t *h = s->h;
     counters_t c = {0};
-    uint64_t live = 0, lru = 0, evictable = 0;
+    uint64_t live = 0, lru = 0, evictable = 0, spillable = 0, nspill = 0;
     char buf[200] = "";
     rc = STORE_E_INTERNAL;
     for (uint32_t i = 0; i < h->entry_hwm; i++) {
         entry_t *e = entry_at(s, i);
         if (e->state == ENTRY_FREE) continue;
-        if (e->state > ENTRY_DELETED || !entry_sane(s, e)) {
+        if (e->state > ENTRY_SPILLED || !entry_sane(s, e)) {
             snprintf(buf, sizeof buf, "entry %u: bad state or block", i);
             goto out;
         }
@@ -238,16 +255,28 @@ store_status_t store_validate(store_t *s, char *msg, size_t len) {
             snprintf(buf, sizeof buf, "entry %u: deleted and unpinned but not freed", i);
             goto out;
         }
-        int want_lru = e->state == ENTRY_SEALED && e->npins == 0 && (e->flags & ENTRY_EVICTABLE);
+        int want_lru = e->state == ENTRY_SEALED && e->npins == 0;
         if (want_lru != !!(e->flags & ENTRY_IN_LRU)) {
             snprintf(buf, sizeof buf, "entry %u: LRU membership %d, expected %d", i,
                      !!(e->flags & ENTRY_IN_LRU), want_lru);
             goto out;
         }
+        if (e->state == ENTRY_SPILLED) {
+            if (e->npins) {
+                snprintf(buf, sizeof buf, "entry %u: spilled but pinned", i);
+                goto out;
+            }
+            c.num_spilled++;
+            c.bytes_spilled += e->data_size + e->metadata_size;
+            if (e->flags & ENTRY_FALLBACK) c.num_fallback++;
+            nspill++;
+            continue;
+        }
         live++;
         c.bytes_in_use += e->block_size;
         if (e->npins) c.bytes_pinned += e->block_size;
-        if (want_lru) c.bytes_evictable += e->block_size, evictable++;
+        if (want_lru && (e->flags & ENTRY_EVICTABLE)) c.bytes_evictable += e->block_size, evictable++;
+        else if (want_lru) c.bytes_spillable += e->block_size, spillable++;
         if (e->state == ENTRY_CREATED) c.num_created++;
         else if (e->state == ENTRY_SEALED) c.num_sealed++;
         else c.num_deleted_pinned++;
@@ -265,9 +294,25 @@ store_status_t store_validate(store_t *s, char *msg, size_t len) {
                  (unsigned long long)lru, (unsigned long long)evictable);
         goto out;
     }
+    lru = 0, prev_tick = 0;
+    for (uint32_t i = h->spill_head, prev = NONE32; i != NONE32; prev = i, i = entry_at(s, i)->lru_next) {
+        if (++lru > spillable || entry_at(s, i)->lru_prev != prev || entry_at(s, i)->lru_tick < prev_tick ||
+            (entry_at(s, i)->flags & ENTRY_EVICTABLE)) {
+            snprintf(buf, sizeof buf, "spillable list is broken at entry %u", i);
+            goto out;
+        }
+        prev_tick = entry_at(s, i)->lru_tick;
+    }
+    if (lru != spillable) {
+        snprintf(buf, sizeof buf, "spillable list holds %llu of %llu spillable objects",
+                 (unsigned long long)lru, (unsigned long long)spillable);
+        goto out;
+    }
     if (c.bytes_in_use != h->c.bytes_in_use || c.bytes_pinned != h->c.bytes_pinned ||
         c.bytes_evictable != h->c.bytes_evictable || c.num_created != h->c.num_created ||
-        c.num_sealed != h->c.num_sealed || c.num_deleted_pinned != h->c.num_deleted_pinned) {
+        c.num_sealed != h->c.num_sealed || c.num_deleted_pinned != h->c.num_deleted_pinned ||
+        c.bytes_spillable != h->c.bytes_spillable || c.num_spilled != h->c.num_spilled ||
+        c.bytes_spilled != h->c.bytes_spilled || c.num_fallback != h->c.num_fallback) {
         snprintf(buf, sizeof buf, "statistics disagree with the table");
         goto out;
     }
@@ -278,9 +323,10 @@ store_status_t store_validate(store_t *s, char *msg, size_t len) {
             goto out;
         }
     }
-    if (free_listed + live != h->entry_hwm) {
-        snprintf(buf, sizeof buf, "%llu free + %llu live entries != %u used",
-                 (unsigned long long)free_listed, (unsigned long long)live, h->entry_hwm);
+    if (free_listed + live + nspill != h->entry_hwm) {
+        snprintf(buf, sizeof buf, "%llu free + %llu live + %llu spilled entries != %u used",
+                 (unsigned long long)free_listed, (unsigned long long)(live), (unsigned long long)nspill,
+                 h->entry_hwm);
         goto out;
     }
     uint64_t blocks = 0;

@@ -106,6 +106,7 @@ static store_status_t format_segment(uint8_t *base, const layout_t *l, uint64_t 
     h->holder_slot = NONE32;
     h->free_entries = NONE32;
     h->lru_head = h->lru_tail = NONE32;
+    h->spill_head = h->spill_tail = NONE32;
     /* The index must read as empty: 0xff bytes are NONE32. Only these pages
      * are touched now; entries and data stay unfaulted until used. */
     memset(base + l->index, 0xff, sizeof(uint32_t) * (uint64_t)l->nbuckets);

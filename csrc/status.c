@@ -19,6 +19,8 @@ static const char *const names[STORE_STATUS_COUNT] = {
     [STORE_E_BAD_SEGMENT] = "not a shoal store segment (or another version)",
     [STORE_E_SYS] = "operating system error",
     [STORE_E_INTERNAL] = "internal error",
+    [STORE_SPILLED] = "the object's bytes are outside the segment",
+    [STORE_E_BUSY] = "the object is in use by another reader",
 };
 
 const char *store_strerror(store_status_t status) {

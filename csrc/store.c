@@ -33,7 +33,21 @@ static void describe(struct store *s, uint32_t i, store_object_t *out) {
     out->data_size = e->data_size;
     out->metadata = out->data + e->data_size;
     out->metadata_size = e->metadata_size;
+    out->location = STORE_NO_LOCATION;
 }
+
+/* A SPILLED object: its sizes and location, no memory. */
+static void describe_spilled(struct store *s, uint32_t i, store_object_t *out) {
+    entry_t *e = entry_at(s, i);
+    out->index = i;
+    out->generation = e->generation;
+    out->data = out->metadata = 0;
+    out->data_size = e->data_size;
+    out->metadata_size = e->metadata_size;
+    out->location = e->location;
+}
+
+static inline int readable(uint32_t state) { return state == ENTRY_SEALED || state == ENTRY_SPILLED; }
 
 static void pin_local(struct store *s, uint32_t i) {
     if (s->local_pins[i]++ == 0) table_pin(s, i, s->slot);
@@ -68,7 +82,7 @@ static uint32_t alloc_entry(struct store *s) {
 store_status_t store_create(store_t *s, const uint8_t *id, uint64_t data_size,
                             uint64_t metadata_size, uint32_t flags, store_object_t *out) {
     CHECK(s);
-    if (data_size > (1ULL << 46) || metadata_size > (1ULL << 46) || (flags & ~STORE_EVICTABLE))
+    if (data_size > (1ULL << 46) || metadata_size > (1ULL << 46) || (flags & ~(STORE_EVICTABLE | STORE_TAG(0xff))))
         return STORE_E_INVALID;
     uint64_t size = block_size_for(data_size + metadata_size);
     if (size > s->h->data_size) return STORE_E_TOO_LARGE;
@@ -98,7 +112,8 @@ store_status_t store_create(store_t *s, const uint8_t *id, uint64_t data_size,
     e->block_size = block_at(s, off)->size;
     block_at(s, off)->entry = i;
     e->creator = (uint16_t)s->slot;
-    e->flags = (flags & STORE_EVICTABLE) ? ENTRY_EVICTABLE : 0;
+    e->flags = (uint16_t)(((flags & STORE_EVICTABLE) ? ENTRY_EVICTABLE : 0) | (flags & STORE_TAG(0xff)));
+    e->location = STORE_NO_LOCATION;
     e->lru_prev = e->lru_next = NONE32;
     e->npins = 0;
     memset(e->pins, 0, sizeof e->pins);
@@ -108,6 +123,7 @@ store_status_t store_create(store_t *s, const uint8_t *id, uint64_t data_size,
     table_index_insert(s, i);
     pin_local(s, i);
     describe(s, i, out);
+    if (s->h->spill_watermark && s->h->c.bytes_in_use > s->h->spill_watermark) call_spiller_locked(s);
 out:
     seg_unlock(s);
     return rc;
@@ -225,6 +241,11 @@ store_status_t store_get(store_t *s, const uint8_t *id, int64_t timeout_ms, stor
             seg_unlock(s);
             return STORE_OK;
         }
+        if (i != NONE32 && entry_at(s, i)->state == ENTRY_SPILLED) {
+            describe_spilled(s, i, out);
+            seg_unlock(s);
+            return STORE_SPILLED;
+        }
         if (exists_out) *exists_out = i != NONE32;
         if (timeout_ms == 0) {
             seg_unlock(s);
@@ -284,16 +305,21 @@ store_status_t store_release(store_t *s, const store_object_t *obj) {
     return rc;
 }
 
-store_status_t store_delete(store_t *s, const uint8_t *id) {
+store_status_t store_delete(store_t *s, const uint8_t *id, uint64_t *location_out) {
     CHECK(s);
+    if (location_out) *location_out = STORE_NO_LOCATION;
     LOCK(s);
     store_status_t rc = STORE_OK;
     uint32_t i = table_lookup(s, id);
+    entry_t *e = i == NONE32 ? 0 : entry_at(s, i);
     if (i == NONE32) {
         rc = STORE_E_NOT_FOUND;
-    } else if (entry_at(s, i)->state != ENTRY_SEALED) {
+    } else if (e->state == ENTRY_SPILLED) {
+        if (location_out) *location_out = e->location;
+        table_free_object(s, i);
+    } else if (e->state != ENTRY_SEALED) {
         rc = STORE_E_STATE;
-    } else if (entry_at(s, i)->npins == 0) {
+    } else if (e->npins == 0) {
         table_free_object(s, i);
     } else { /* readers still hold it: hide it now, free it at the last release */
         table_index_remove(s, i);
@@ -308,7 +334,7 @@ store_status_t store_contains(store_t *s, const uint8_t *id, int *out) {
     CHECK(s);
     LOCK(s);
     uint32_t i = table_lookup(s, id);
-    *out = i != NONE32 && entry_at(s, i)->state == ENTRY_SEALED;
+    *out = i != NONE32 && readable(entry_at(s, i)->state);
     seg_unlock(s);
     return STORE_OK;
 }
@@ -320,7 +346,7 @@ store_status_t store_count_sealed(store_t *s, const uint8_t *ids, size_t n, uint
     size_t count = 0;
     for (size_t k = 0; k < n; k++) {
         uint32_t i = table_lookup(s, ids + k * STORE_ID_SIZE);
-        int ready = i != NONE32 && entry_at(s, i)->state == ENTRY_SEALED;
+        int ready = i != NONE32 && readable(entry_at(s, i)->state);
         if (ready_out) ready_out[k] = (uint8_t)ready;
         count += (size_t)ready;
     }
@@ -331,29 +357,35 @@ store_status_t store_count_sealed(store_t *s, const uint8_t *ids, size_t n, uint
 
 uint32_t store_seal_sequence(store_t *s) { return atomic_load(&s->h->seal_any); }
 
-store_status_t store_wait_seal_after(store_t *s, uint32_t seq, int64_t timeout_ms) {
+store_status_t wait_word(struct store *s, _Atomic uint32_t *word, int w, uint32_t seq,
+                         int64_t timeout_ms) {
     CHECK(s);
     timeout_ms = clamp_timeout(timeout_ms);
     header_t *h = s->h;
     int64_t deadline = timeout_ms > 0 ? now_ns() + timeout_ms * 1000000 : 0;
     int err = 0;
-    if (timeout_ms == 0) return atomic_load(&h->seal_any) != seq ? STORE_OK : STORE_E_TIMEOUT;
+    if (timeout_ms == 0) return atomic_load(word) != seq ? STORE_OK : STORE_E_TIMEOUT;
     LOCK(s);
-    while (atomic_load(&h->seal_any) == seq && err != EINTR) {
+    while (atomic_load(word) == seq && err != EINTR) {
         int64_t left = WAIT_SLICE_NS;
         if (timeout_ms > 0 && (left = deadline - now_ns()) <= 0) break;
         if (left > WAIT_SLICE_NS) left = WAIT_SLICE_NS;
-        h->waiters[WAIT_ANY]++;
-        s->slots[s->slot].waits[WAIT_ANY]++;
+        h->waiters[w]++;
+        s->slots[s->slot].waits[w]++;
         seg_unlock(s);
-        err = futex_wait(&h->seal_any, seq, left);
+        err = futex_wait(word, seq, left);
         LOCK(s);
-        h->waiters[WAIT_ANY]--;
-        s->slots[s->slot].waits[WAIT_ANY]--;
+        h->waiters[w]--;
+        s->slots[s->slot].waits[w]--;
     }
     seg_unlock(s);
-    if (atomic_load(&h->seal_any) != seq) return STORE_OK;
+    if (atomic_load(word) != seq) return STORE_OK;
     return err == EINTR ? STORE_E_INTERRUPTED : STORE_E_TIMEOUT;
+}
+
+store_status_t store_wait_seal_after(store_t *s, uint32_t seq, int64_t timeout_ms) {
+    CHECK(s);
+    return wait_word(s, &s->h->seal_any, WAIT_ANY, seq, timeout_ms);
 }
 
 store_status_t store_evict(store_t *s, uint64_t bytes, uint64_t *freed_out) {
@@ -397,6 +429,11 @@ store_status_t store_stats(store_t *s, store_stats_t *out) {
     uint64_t clients = 0;
     for (int k = 0; k < STORE_MAX_CLIENTS; k++) clients += s->slots[k].used;
     out->num_clients = clients;
+    out->bytes_spillable = h->c.bytes_spillable;
+    out->num_spilled = h->c.num_spilled;
+    out->bytes_spilled = h->c.bytes_spilled;
+    out->num_fallback = h->c.num_fallback;
+    out->spill_watermark = h->spill_watermark;
     seg_unlock(s);
     return STORE_OK;
 }

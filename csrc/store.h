@@ -49,11 +49,18 @@ typedef enum {
     STORE_E_BAD_SEGMENT,   /* attach: not a store segment, or wrong version */
     STORE_E_SYS,           /* an OS call failed; errno holds the reason */
     STORE_E_INTERNAL,      /* an invariant is broken: a bug */
+    STORE_SPILLED,         /* get: sealed, but its bytes are outside the segment (not an error) */
+    STORE_E_BUSY,          /* store_mark_spilled: another reader pins the object */
     STORE_STATUS_COUNT
 } store_status_t;
 
 /* Flags for store_create. */
 #define STORE_EVICTABLE 0x1u /* may be evicted (LRU) once sealed and unpinned */
+/* A tag of the creator's choosing (0-255), kept with the object and listed
+ * by store_list_objects; the store never reads it. */
+#define STORE_TAG(t) (((uint32_t)(t) & 0xffu) << 8)
+
+#define STORE_NO_LOCATION UINT64_MAX
 
 typedef struct store store_t; /* a process's attachment; opaque */
 
@@ -67,6 +74,7 @@ typedef struct {
     uint64_t data_size;
     uint8_t *metadata;
     uint64_t metadata_size;
+    uint64_t location; /* STORE_SPILLED: where the bytes are; else STORE_NO_LOCATION */
 } store_object_t;
 
 typedef struct {
@@ -82,7 +90,24 @@ typedef struct {
     uint64_t num_clients;         /* processes attached */
     uint64_t max_objects;         /* size of the object table */
     uint64_t largest_free_block;  /* biggest object that fits without eviction */
+    uint64_t bytes_spillable;     /* blocks of sealed, unpinned objects that are not evictable */
+    uint64_t num_spilled;         /* objects whose bytes are outside the segment */
+    uint64_t bytes_spilled;       /* their data + metadata */
+    uint64_t num_fallback;        /* of those, created outside (store_create_spilled) */
+    uint64_t spill_watermark;     /* see store_set_spill_watermark */
 } store_stats_t;
+
+/* One object, as store_list_objects describes it. */
+typedef struct {
+    uint8_t id[STORE_ID_SIZE];
+    uint32_t state;          /* 1 created, 2 sealed, 3 deleted (still pinned), 4 spilled */
+    uint32_t flags;          /* STORE_EVICTABLE | STORE_TAG(t) | 0x4 (fallback) */
+    uint32_t npins;          /* processes pinning it */
+    uint64_t data_size, metadata_size;
+    uint64_t block_size;     /* bytes of the segment it takes (0 when spilled) */
+    uint64_t location;       /* spilled: where its bytes are */
+    uint64_t pins[STORE_MAX_CLIENTS / 64]; /* bit k: client slot k pins it */
+} store_object_info_t;
 
 /* Human-readable name of a status ("object not found", ...). Never NULL. */
 const char *store_strerror(store_status_t status);
@@ -140,18 +165,25 @@ int store_is_writable(store_t *s, const store_object_t *obj);
  * put path: create, write, seal, release). */
 store_status_t store_seal_release(store_t *s, const store_object_t *obj);
 
+/* store_get returns STORE_SPILLED for an object whose bytes the runtime
+ * moved out of the segment (store_mark_spilled, store_create_spilled): *out
+ * then has data = metadata = NULL, the sizes, and out->location; no pin is
+ * taken (the bytes are not in the segment), so nothing is to be released. */
+
 /* Drop one pin taken by store_get or store_create. When no process pins a
  * deleted object any more, its memory is freed. */
 store_status_t store_release(store_t *s, const store_object_t *obj);
 
 /* Remove a SEALED object from view at once; its memory is freed now, or when
- * the last pin is released. */
-store_status_t store_delete(store_t *s, const uint8_t *id);
+ * the last pin is released. A SPILLED object is forgotten at once and its
+ * location written to *location_out (if not NULL; else STORE_NO_LOCATION):
+ * the caller disposes of the bytes there. */
+store_status_t store_delete(store_t *s, const uint8_t *id, uint64_t *location_out);
 
-/* *out = 1 if a SEALED object with this ID exists, else 0. */
+/* *out = 1 if a SEALED (or SPILLED) object with this ID exists, else 0. */
 store_status_t store_contains(store_t *s, const uint8_t *id, int *out);
 
-/* Count, among n IDs (n * STORE_ID_SIZE bytes), those SEALED; if ready_out
+/* Count, among n IDs (n * STORE_ID_SIZE bytes), those SEALED or SPILLED; if ready_out
  * is not NULL, ready_out[i] = 1 for each sealed one. One lock round trip. */
 store_status_t store_count_sealed(store_t *s, const uint8_t *ids, size_t n,
                                   uint8_t *ready_out, size_t *count_out);
@@ -177,6 +209,73 @@ store_status_t store_wait_seal_after(store_t *s, uint32_t seq, int64_t timeout_m
  * free neighbours, but need not form one block of that size) or none is
  * left; *freed_out gets the bytes of the blocks freed. */
 store_status_t store_evict(store_t *s, uint64_t bytes, uint64_t *freed_out);
+
+/* --- Spilling ------------------------------------------------------------
+ * The runtime moves sealed objects out of the segment (to files); the store
+ * only records that an object's bytes now live at a `location`, a number
+ * that it never interprets. One process, the spiller, does the moving; any
+ * process may ask it for room and wait for its rounds.
+ *
+ *   creator:  store_create -> STORE_E_FULL
+ *             store_request_space(bytes, &done) ; store_wait_space(done, ...)
+ *             -> create again; if the round ran dry (*exhausted), write the
+ *             object elsewhere and store_create_spilled it.
+ *   spiller:  store_spill_wait -> store_spill_candidates -> store_get each,
+ *             write its bytes out, store_mark_spilled -> store_spill_round_done
+ */
+
+/* Up to max_n sealed, unpinned objects that are not evictable, least
+ * recently used first, until their blocks add up to `bytes`. Their IDs go to
+ * ids_out (max_n * STORE_ID_SIZE bytes) and their block sizes to sizes_out. */
+store_status_t store_spill_candidates(store_t *s, uint64_t bytes, size_t max_n, uint8_t *ids_out,
+                                      uint64_t *sizes_out, size_t *n_out);
+
+/* obj (pinned by this process through store_get, its only pin anywhere) now
+ * lives at `location`: it becomes SPILLED and its memory is freed; obj may
+ * not be released afterwards. STORE_E_BUSY if any other pin exists (a reader
+ * came meanwhile: the object stays), STORE_E_NOT_FOUND if it was deleted
+ * meanwhile (it goes at obj's release), STORE_E_INVALID if obj is stale. */
+store_status_t store_mark_spilled(store_t *s, const store_object_t *obj, uint64_t location);
+
+/* Register an object whose bytes the caller already wrote at `location`
+ * (an object that does not fit in the segment): SPILLED and visible at
+ * once, waking its waiters. flags: STORE_TAG only. */
+store_status_t store_create_spilled(store_t *s, const uint8_t *id, uint64_t data_size,
+                                    uint64_t metadata_size, uint64_t location, uint32_t flags);
+
+/* A create that leaves more than `bytes` in use wakes the spiller (0: never). */
+void store_set_spill_watermark(store_t *s, uint64_t bytes);
+
+/* Ask the spiller for `bytes` of room and wake it; *done_out gets the
+ * number of the last finished round, for store_wait_space. */
+store_status_t store_request_space(store_t *s, uint64_t bytes, uint32_t *done_out);
+
+/* Wait until a spill round after `done` finishes, or timeout_ms (< 0:
+ * forever). *exhausted_out = 1 when the last round found nothing more it
+ * could spill. STORE_OK, STORE_E_TIMEOUT or STORE_E_INTERRUPTED. */
+store_status_t store_wait_space(store_t *s, uint32_t done, int64_t timeout_ms, int *exhausted_out);
+
+/* The spiller: wait until woken after `seq` (a value of *seq_out from the
+ * last call; 0 at first) or timeout_ms. *seq_out gets the new value and
+ * *wanted_out the bytes creators asked room for since (then reset). */
+store_status_t store_spill_wait(store_t *s, uint32_t seq, int64_t timeout_ms, uint32_t *seq_out,
+                                uint64_t *wanted_out);
+
+/* The spiller finished a round; `exhausted`: it could spill nothing more. */
+store_status_t store_spill_round_done(store_t *s, int exhausted);
+
+/* A number never returned before for this segment (1, 2, ...). */
+uint64_t store_unique_number(store_t *s);
+
+/* --- Listing ---------------------------------------------------------------- */
+
+/* Describe up to max_n objects (any state but free) from table position
+ * *cursor on; *cursor is advanced, and is 0 again when the table is done. */
+store_status_t store_list_objects(store_t *s, uint32_t *cursor, store_object_info_t *out,
+                                  size_t max_n, size_t *n_out);
+
+/* pids_out[k] = pid of the process in client slot k, or 0 (STORE_MAX_CLIENTS entries). */
+store_status_t store_client_pids(store_t *s, int32_t *pids_out);
 
 /* Release the pins and abort the unsealed objects of processes that died
  * while attached; *n_out (if not NULL) gets how many were reaped. */

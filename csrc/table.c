@@ -51,44 +51,65 @@ uint32_t table_entry_alloc(struct store *s) {
     return i;
 }
 
-static void count_state(struct store *s, uint32_t state, int64_t delta) {
+static void count_state(struct store *s, const entry_t *e, uint32_t state, int64_t delta) {
     counters_t *c = &s->h->c;
     if (state == ENTRY_CREATED) c->num_created += (uint64_t)delta;
     else if (state == ENTRY_SEALED) c->num_sealed += (uint64_t)delta;
     else if (state == ENTRY_DELETED) c->num_deleted_pinned += (uint64_t)delta;
+    else if (state == ENTRY_SPILLED) {
+        c->num_spilled += (uint64_t)delta;
+        c->bytes_spilled += (uint64_t)delta * (e->data_size + e->metadata_size);
+        if (e->flags & ENTRY_FALLBACK) c->num_fallback += (uint64_t)delta;
+    }
 }
 
 void table_set_state(struct store *s, uint32_t i, uint32_t state) {
     entry_t *e = entry_at(s, i);
-    count_state(s, e->state, -1);
+    count_state(s, e, e->state, -1);
     __atomic_store_n(&e->state, state, __ATOMIC_RELEASE);
-    count_state(s, state, +1);
+    count_state(s, e, state, +1);
+}
+
+/* An entry on a list is on the evictable one if it is evictable, else on
+ * the spillable one; both share the entry's links. */
+static void lru_ends(struct store *s, const entry_t *e, uint32_t **head, uint32_t **tail,
+                     uint64_t **bytes) {
+    header_t *h = s->h;
+    if (e->flags & ENTRY_EVICTABLE) {
+        *head = &h->lru_head, *tail = &h->lru_tail, *bytes = &h->c.bytes_evictable;
+    } else {
+        *head = &h->spill_head, *tail = &h->spill_tail, *bytes = &h->c.bytes_spillable;
+    }
 }
 
 void table_lru_push(struct store *s, uint32_t i) {
-    header_t *h = s->h;
     entry_t *e = entry_at(s, i);
-    e->lru_tick = ++h->lru_clock;
+    uint32_t *head, *tail;
+    uint64_t *bytes;
+    lru_ends(s, e, &head, &tail, &bytes);
+    e->lru_tick = ++s->h->lru_clock;
     e->lru_next = NONE32;
-    e->lru_prev = h->lru_tail;
-    if (h->lru_tail != NONE32) entry_at(s, h->lru_tail)->lru_next = i;
-    else h->lru_head = i;
-    h->lru_tail = i;
+    e->lru_prev = *tail;
+    if (*tail != NONE32) entry_at(s, *tail)->lru_next = i;
+    else *head = i;
+    *tail = i;
     e->flags |= ENTRY_IN_LRU;
-    h->c.bytes_evictable += e->block_size;
+    *bytes += e->block_size;
 }
 
 void table_lru_remove(struct store *s, uint32_t i) {
-    header_t *h = s->h;
     entry_t *e = entry_at(s, i);
     if (!(e->flags & ENTRY_IN_LRU)) return;
+    uint32_t *head, *tail;
+    uint64_t *bytes;
+    lru_ends(s, e, &head, &tail, &bytes);
     if (e->lru_prev != NONE32) entry_at(s, e->lru_prev)->lru_next = e->lru_next;
-    else h->lru_head = e->lru_next;
+    else *head = e->lru_next;
     if (e->lru_next != NONE32) entry_at(s, e->lru_next)->lru_prev = e->lru_prev;
-    else h->lru_tail = e->lru_prev;
+    else *tail = e->lru_prev;
     e->lru_prev = e->lru_next = NONE32;
     e->flags &= (uint16_t)~ENTRY_IN_LRU;
-    h->c.bytes_evictable -= e->block_size;
+    *bytes -= e->block_size;
 }
 
 void table_pin(struct store *s, uint32_t i, int slot) {
@@ -109,12 +130,20 @@ void table_unpin(struct store *s, uint32_t i, int slot) {
     if (--e->npins > 0) return;
     s->h->c.bytes_pinned -= e->block_size;
     if (e->state == ENTRY_DELETED) table_free_object(s, i);
-    else if (e->state == ENTRY_SEALED && (e->flags & ENTRY_EVICTABLE)) table_lru_push(s, i);
+    else if (e->state == ENTRY_SEALED) table_lru_push(s, i);
 }
 
 void table_free_object(struct store *s, uint32_t i) {
     header_t *h = s->h;
     entry_t *e = entry_at(s, i);
+    if (e->state == ENTRY_SPILLED) { /* no block, no pins, not on a list */
+        table_index_remove(s, i);
+        table_set_state(s, i, ENTRY_FREE);
+        e->flags = 0;
+        e->hnext = h->free_entries;
+        h->free_entries = i;
+        return;
+    }
     if (e->state == ENTRY_CREATED || e->state == ENTRY_SEALED) table_index_remove(s, i);
     table_lru_remove(s, i);
     if (e->npins) {

@@ -12,7 +12,7 @@
 
 static inline entry_t *entry_at(struct store *s, uint32_t i) { return &s->entries[i]; }
 
-/* Index of the CREATED or SEALED object with this ID, or NONE32. */
+/* Index of the CREATED, SEALED or SPILLED object with this ID, or NONE32. */
 uint32_t table_lookup(struct store *s, const uint8_t *id);
 void table_index_insert(struct store *s, uint32_t i);
 void table_index_remove(struct store *s, uint32_t i);
@@ -25,14 +25,15 @@ void table_set_state(struct store *s, uint32_t i, uint32_t state);
 
 /* Pin for client `slot` (idempotent per slot). */
 void table_pin(struct store *s, uint32_t i, int slot);
-/* Unpin for client `slot`; frees a deleted object and makes an evictable
- * one eligible for eviction when nobody pins it any more. */
+/* Unpin for client `slot`; frees a deleted object, and puts a sealed one on
+ * its list (evictable or spillable) when nobody pins it any more. */
 void table_unpin(struct store *s, uint32_t i, int slot);
 
 /* Forget the object: off the index and LRU, memory and entry freed. */
 void table_free_object(struct store *s, uint32_t i);
 
-/* Put a sealed, unpinned, evictable object at the most-recent end. */
+/* Put a sealed, unpinned object at the most-recent end of its list (the
+ * evictable one, or the spillable one when it is not evictable). */
 void table_lru_push(struct store *s, uint32_t i);
 void table_lru_remove(struct store *s, uint32_t i);
 

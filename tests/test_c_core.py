@@ -1,4 +1,4 @@
-"""Builds csrc/tests/test_store.c with the C core (under AddressSanitizer
+"""Builds each csrc/tests/test_*.c with the C core (under AddressSanitizer
 and UBSan where the compiler has them) and runs it."""
 
 from __future__ import annotations
@@ -23,23 +23,24 @@ def compiler() -> str:
     return shutil.which(cc) or shutil.which("cc") or shutil.which("gcc")
 
 
-def build(tmp: Path, flags: list[str]) -> subprocess.CompletedProcess:
-    sources = [str(CSRC / "tests" / "test_store.c"), *sorted(glob.glob(str(CSRC / "*.c")))]
+def build(tmp: Path, name: str, flags: list[str]) -> subprocess.CompletedProcess:
+    sources = [str(CSRC / "tests" / f"test_{name}.c"), *sorted(glob.glob(str(CSRC / "*.c")))]
     return subprocess.run(
         [compiler(), "-std=gnu11", "-g", "-O1", "-Wall", "-Werror", "-I", str(CSRC), *flags,
-         "-o", str(tmp / "test_store"), *sources, "-lpthread"],
+         "-o", str(tmp / f"test_{name}"), *sources, "-lpthread"],
         capture_output=True, text=True,
     )
 
 
-def test_c_core(tmp_path):
+@pytest.mark.parametrize("name", ["store", "spill"])
+def test_c_core(tmp_path, name):
     assert compiler(), "a C compiler is needed to build shoal"
     sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
-    built = build(tmp_path, sanitize)
+    built = build(tmp_path, name, sanitize)
     if built.returncode != 0:  # no sanitizer runtime here: test the plain build
-        built = build(tmp_path, [])
+        built = build(tmp_path, name, [])
     assert built.returncode == 0, built.stderr
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"}
-    run = subprocess.run([str(tmp_path / "test_store")], capture_output=True, text=True, env=env, timeout=240)
+    run = subprocess.run([str(tmp_path / f"test_{name}")], capture_output=True, text=True, env=env, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "all C store tests passed" in run.stdout
+    assert f"all C {name} tests passed" in run.stdout

@@ -15,49 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../store.h"
-
-static int failures = 0;
-
-#define EXPECT(cond)                                                       \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                    \
-        }                                                                  \
-    } while (0)
-
-#define EXPECT_RC(expr, want)                                                          \
-    do {                                                                               \
-        store_status_t got_ = (expr);                                                  \
-        if (got_ != (want)) {                                                          \
-            fprintf(stderr, "%s:%d: %s returned %s, expected %s\n", __FILE__, __LINE__, \
-                    #expr, store_strerror(got_), store_strerror(want));                \
-            failures++;                                                                \
-        }                                                                              \
-    } while (0)
-
-static void make_id(uint8_t *id, uint64_t n) {
-    memset(id, 0, STORE_ID_SIZE);
-    memcpy(id, &n, sizeof n);
-    id[19] = 0x5a;
-}
-
-static void check_valid(store_t *s) {
-    char msg[256];
-    store_status_t rc = store_validate(s, msg, sizeof msg);
-    if (rc != STORE_OK) {
-        fprintf(stderr, "validate: %s\n", msg);
-        failures++;
-    }
-}
-
-static store_t *open_store(uint64_t capacity, uint32_t max_objects, int *fd) {
-    store_t *s = NULL;
-    EXPECT_RC(store_segment_create(capacity, max_objects, fd), STORE_OK);
-    EXPECT_RC(store_attach(*fd, &s), STORE_OK);
-    return s;
-}
+#include "check.h"
 
 static void test_lifecycle(void) {
     int fd;
@@ -76,7 +34,7 @@ static void test_lifecycle(void) {
     EXPECT(exists == 1);
     EXPECT_RC(store_get(s, id, 20, &g, &exists), STORE_E_TIMEOUT);
     EXPECT_RC(store_release(s, &o), STORE_E_STATE); /* must seal or abort first */
-    EXPECT_RC(store_delete(s, id), STORE_E_STATE);
+    EXPECT_RC(store_delete(s, id, NULL), STORE_E_STATE);
     EXPECT_RC(store_seal(s, id), STORE_OK);
     EXPECT_RC(store_seal(s, id), STORE_E_STATE);
     EXPECT_RC(store_abort(s, id), STORE_E_STATE);
@@ -86,7 +44,7 @@ static void test_lifecycle(void) {
     int in = 0;
     EXPECT_RC(store_contains(s, id, &in), STORE_OK);
     EXPECT(in == 1);
-    EXPECT_RC(store_delete(s, id), STORE_OK); /* pinned twice: deferred */
+    EXPECT_RC(store_delete(s, id, NULL), STORE_OK); /* pinned twice: deferred */
     EXPECT_RC(store_contains(s, id, &in), STORE_OK);
     EXPECT(in == 0);
     store_stats_t st;
@@ -177,7 +135,7 @@ static void test_random(unsigned seed) {
             EXPECT_RC(store_release(s, &held[k]), STORE_OK);
             pinned[k] = 0;
         } else if (op == 4 && state[k] == 2) {
-            store_status_t rc = store_delete(s, id);
+            store_status_t rc = store_delete(s, id, NULL);
             EXPECT(rc == STORE_OK || rc == STORE_E_NOT_FOUND);
             state[k] = 0;
             if (pinned[k]) { /* its memory must stay intact until released */
@@ -210,7 +168,7 @@ static void *hammer(void *p) {
         if (store_create(a->s, id, 64, 0, 0, &o) != STORE_OK) continue;
         store_seal_release(a->s, &o);
         if (store_get(a->s, id, 0, &g, NULL) == STORE_OK) store_release(a->s, &g);
-        store_delete(a->s, id);
+        store_delete(a->s, id, NULL);
     }
     return NULL;
 }
@@ -331,10 +289,5 @@ int main(void) {
     test_forked_handle_is_refused();
     test_parallel_copy();
     test_limits();
-    if (failures) {
-        fprintf(stderr, "%d failures\n", failures);
-        return 1;
-    }
-    printf("all C store tests passed\n");
-    return 0;
+    return report("store");
 }

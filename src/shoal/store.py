@@ -44,6 +44,11 @@ class StoreStatistics:
     num_clients: int  #: processes attached
     max_objects: int
     largest_free_block: int  #: biggest object that fits without eviction
+    bytes_spillable: int = 0  #: sealed, unpinned objects that may be spilled
+    num_spilled: int = 0  #: objects whose bytes are in files (fallback ones too)
+    bytes_spilled: int = 0  #: their size
+    num_fallback: int = 0  #: objects written to a file because they did not fit
+    spill_watermark: int = 0  #: creates beyond this many bytes in use wake the spiller
 
     @property
     def num_objects(self) -> int:

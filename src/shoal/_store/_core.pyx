@@ -20,7 +20,7 @@ from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITAB
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport errno
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -97,6 +97,8 @@ cdef object store_error(lib.store_status_t rc, Store store, object oid, uint64_t
             f"processes; close stores in processes that no longer need them")
     if rc == lib.STORE_E_CLOSED:
         return exc.StoreClosedError("the store handle is closed")
+    if rc == lib.STORE_E_BUSY:
+        return exc.ObjectStateError(f"object {name} is being read by another buffer or process")
     if rc == lib.STORE_E_FORKED:
         return exc.StoreForkedError(
             "this store handle was made by the parent process before fork(); in the child, "
@@ -133,6 +135,7 @@ cdef class Store:
     cdef Py_ssize_t _users  # live buffers and calls in flight
     cdef bint _closed
     cdef dict _exported  # oid -> WritableBuffer with live memoryviews
+    cdef object _spill_reader  # see set_spill_reader
     cdef object __weakref__
 
     def __cinit__(self):
@@ -243,15 +246,17 @@ cdef class Store:
         if self._fd >= 0:
             os.close(self._fd)
 
-    def create(self, oid, uint64_t data_size, metadata=b"", *, bint evictable=False):
+    def create(self, oid, uint64_t data_size, metadata=b"", *, bint evictable=False, uint8_t tag=0):
         """Allocate an object of `data_size` bytes (plus `metadata`, copied
-        now) and return a WritableBuffer for it. Seal it to publish it."""
+        now) and return a WritableBuffer for it. Seal it to publish it.
+        `tag`: a number of the caller's (0-255) kept with the object and
+        shown by list_objects."""
         cdef const uint8_t *idp = id_ptr(oid)
         cdef const uint8_t[::1] meta = metadata
         cdef uint64_t nmeta = meta.shape[0]
         cdef lib.store_object_t obj
         cdef lib.store_status_t rc
-        cdef uint32_t flags = lib.STORE_EVICTABLE if evictable else 0
+        cdef uint32_t flags = (lib.STORE_EVICTABLE if evictable else 0) | lib.STORE_TAG(tag)
         self._enter()
         try:
             with nogil:
@@ -264,7 +269,7 @@ cdef class Store:
         return WritableBuffer._make(self, oid, obj)
 
     def put_parts(self, oid, uint64_t data_size, parts, metadata=b"", *,
-                  bint evictable=False, int threads=1):
+                  bint evictable=False, int threads=1, uint8_t tag=0):
         """Create, fill, seal and release in one call: `parts` is a sequence
         of (offset, buffer) pairs copied into the object's data; buffers of
         at least a few MiB are copied by up to `threads` threads."""
@@ -273,7 +278,7 @@ cdef class Store:
         cdef uint64_t nmeta = meta.shape[0]
         cdef lib.store_object_t obj
         cdef lib.store_status_t rc
-        cdef uint32_t flags = lib.STORE_EVICTABLE if evictable else 0
+        cdef uint32_t flags = (lib.STORE_EVICTABLE if evictable else 0) | lib.STORE_TAG(tag)
         self._enter()
         try:
             with nogil:
@@ -354,10 +359,26 @@ cdef class Store:
                     f"object {oid.hex()} was not sealed within {timeout} s: "
                     + ("it exists but is still being written" if exists
                        else "no such object exists yet"))
+            if rc == lib.STORE_SPILLED:
+                return self._read_spilled(oid, &obj)
             check(rc, self, oid)
             return ObjectBuffer._make(self, obj)
         finally:
             self._leave()
+
+    cdef object _read_spilled(self, object oid, lib.store_object_t *obj):
+        reader = self._spill_reader
+        if reader is None:
+            raise exc.ObjectLostError(
+                f"object {oid.hex()} was spilled out of the store, and this process was not told "
+                f"where spilled objects are (set_spill_reader)")
+        return reader(oid, obj.location, obj.data_size, obj.metadata_size)
+
+    def set_spill_reader(self, reader):
+        """get() of a spilled object returns reader(oid, location, data_size,
+        metadata_size): a buffer with a ``metadata`` attribute, read from
+        wherever `location` says. None: such a get raises ObjectLostError."""
+        self._spill_reader = reader
 
     def contains(self, oid):
         """True if a sealed object with this ID is in the store."""
@@ -372,13 +393,16 @@ cdef class Store:
 
     def delete(self, oid):
         """Remove a sealed object from view; its memory is freed when the
-        last reader releases it."""
+        last reader releases it. Returns the location of a spilled object
+        (whose bytes the caller now disposes of), else None."""
         cdef const uint8_t *idp = id_ptr(oid)
+        cdef uint64_t where = lib.STORE_NO_LOCATION
         self._enter()
         try:
-            check(lib.store_delete(self._s, idp), self, oid)
+            check(lib.store_delete(self._s, idp, &where), self, oid)
         finally:
             self._leave()
+        return None if where == lib.STORE_NO_LOCATION else where
 
     def sealed_mask(self, oids):
         """bytes with 1 at position i if oids[i] is sealed, else 0 (one lock
@@ -476,6 +500,189 @@ cdef class Store:
         finally:
             self._leave()
         return st
+
+    # Spilling (see store.h) ---------------------------------------------------
+
+    def spill_candidates(self, uint64_t nbytes, size_t max_n=1024):
+        """[(oid, block_bytes)] of sealed, unpinned, non-evictable objects,
+        least recently used first, until they add up to `nbytes`."""
+        cdef bytearray ids = bytearray(max_n * lib.STORE_ID_SIZE)
+        cdef uint64_t *sizes = <uint64_t *>malloc(max(max_n, 1) * sizeof(uint64_t))
+        cdef size_t n = 0, k
+        cdef uint8_t *p = ids
+        cdef lib.store_status_t rc
+        if sizes == NULL:
+            raise MemoryError()
+        self._enter()
+        try:
+            with nogil:
+                rc = lib.store_spill_candidates(self._s, nbytes, max_n, p, sizes, &n)
+            check(rc, self)
+            return [(bytes(ids[k * lib.STORE_ID_SIZE:(k + 1) * lib.STORE_ID_SIZE]), sizes[k])
+                    for k in range(n)]
+        finally:
+            free(sizes)
+            self._leave()
+
+    def mark_spilled(self, ObjectBuffer buf, uint64_t location):
+        """The object of `buf` (from get() here, its only reader anywhere)
+        now lives at `location`: its memory is freed and `buf` released.
+        Returns False, changing nothing, if another reader pins it or it was
+        deleted meanwhile."""
+        if buf._store is not self or not buf._held:
+            raise exc.ObjectStateError("mark_spilled() takes a live buffer from this store's get()")
+        if buf._exports:
+            raise BufferError(f"{buf._exports} views of the object are still alive")
+        cdef lib.store_status_t rc
+        self._enter()
+        try:
+            with nogil:
+                rc = lib.store_mark_spilled(self._s, &buf._obj, location)
+            if rc == lib.STORE_E_BUSY or rc == lib.STORE_E_NOT_FOUND:
+                return False
+            check(rc, self)
+            buf._held = False  # its pin went with its memory
+            self._leave()
+            return True
+        finally:
+            self._leave()
+
+    def create_spilled(self, oid, uint64_t data_size, uint64_t metadata_size, uint64_t location, *,
+                       uint8_t tag=0):
+        """Publish an object whose bytes the caller wrote at `location`
+        (outside the store): visible at once, and its waiters wake."""
+        cdef const uint8_t *idp = id_ptr(oid)
+        cdef lib.store_status_t rc
+        self._enter()
+        try:
+            with nogil:
+                rc = lib.store_create_spilled(self._s, idp, data_size, metadata_size, location,
+                                              lib.STORE_TAG(tag))
+            check(rc, self, oid, data_size + metadata_size)
+        finally:
+            self._leave()
+
+    def set_spill_watermark(self, uint64_t nbytes):
+        """A create that leaves more than `nbytes` in use wakes the spiller
+        (0: never)."""
+        self._enter()
+        try:
+            lib.store_set_spill_watermark(self._s, nbytes)
+        finally:
+            self._leave()
+
+    def request_space(self, uint64_t nbytes):
+        """Ask the spiller for `nbytes` of room; returns the number of the
+        last finished round, for wait_space."""
+        cdef uint32_t done = 0
+        self._enter()
+        try:
+            check(lib.store_request_space(self._s, nbytes, &done), self)
+        finally:
+            self._leave()
+        return done
+
+    def wait_space(self, uint32_t done, timeout=None):
+        """Wait for the end of a spill round after `done`; returns (True,
+        exhausted) then, (False, False) after `timeout` seconds (None:
+        forever). exhausted: the spiller found nothing more to spill."""
+        return self._wait_signal(done, timeout, True)
+
+    def spill_wait(self, uint32_t seq, timeout=None):
+        """The spiller's sleep: returns (woken, seq, wanted_bytes) once a
+        creator calls after `seq`, or after `timeout` seconds."""
+        return self._wait_signal(seq, timeout, False)
+
+    cdef object _wait_signal(self, uint32_t seq, object timeout, bint room):
+        cdef int64_t ms = timeout_ms(timeout)
+        cdef double deadline = time.monotonic() + ms / 1000.0 if ms > 0 else 0
+        cdef lib.store_status_t rc
+        cdef int exhausted = 0
+        cdef uint32_t seq_out = 0
+        cdef uint64_t wanted = 0
+        self._enter()
+        try:
+            while True:
+                with nogil:
+                    if room:
+                        rc = lib.store_wait_space(self._s, seq, ms, &exhausted)
+                    else:
+                        rc = lib.store_spill_wait(self._s, seq, ms, &seq_out, &wanted)
+                if rc != lib.STORE_E_INTERRUPTED:
+                    break
+                PyErr_CheckSignals()
+                if ms > 0:
+                    ms = max(1, <int64_t>((deadline - time.monotonic()) * 1000.0))
+            if rc != lib.STORE_E_TIMEOUT:
+                check(rc, self)
+            if room:
+                return (rc == lib.STORE_OK, bool(exhausted))
+            return (rc == lib.STORE_OK, seq_out, wanted)
+        finally:
+            self._leave()
+
+    def spill_round_done(self, bint exhausted):
+        """The spiller finished a round (exhausted: nothing more to spill);
+        wakes the creators waiting for room."""
+        self._enter()
+        try:
+            check(lib.store_spill_round_done(self._s, exhausted), self)
+        finally:
+            self._leave()
+
+    def unique_number(self):
+        """A number never returned before for this store (1, 2, ...)."""
+        self._enter()
+        try:
+            return lib.store_unique_number(self._s)
+        finally:
+            self._leave()
+
+    def list_objects(self):
+        """Every object but free ones, as tuples (oid, state, flags, npins,
+        data_size, metadata_size, block_size, location, pin_slots); state is
+        "created", "sealed", "deleted" or "spilled", flags holds
+        STORE_EVICTABLE (1), fallback (4) and the tag << 8. The table is
+        read in batches, so a listing is not one instant's snapshot."""
+        cdef lib.store_object_info_t *infos = <lib.store_object_info_t *>malloc(
+            1024 * sizeof(lib.store_object_info_t))
+        cdef uint32_t cursor = 0
+        cdef size_t n = 0, k
+        cdef lib.store_status_t rc
+        cdef lib.store_object_info_t *o
+        if infos == NULL:
+            raise MemoryError()
+        out = []
+        names = (None, "created", "sealed", "deleted", "spilled")
+        self._enter()
+        try:
+            while True:
+                with nogil:
+                    rc = lib.store_list_objects(self._s, &cursor, infos, 1024, &n)
+                check(rc, self)
+                for k in range(n):
+                    o = &infos[k]
+                    slots = [w * 64 + b for w in range(4) for b in range(64) if (o.pins[w] >> b) & 1] \
+                        if o.npins else []
+                    out.append((PyBytes_FromStringAndSize(<char *>o.id, lib.STORE_ID_SIZE),
+                                names[o.state] if o.state < 5 else "?", o.flags, o.npins,
+                                o.data_size, o.metadata_size, o.block_size,
+                                None if o.location == lib.STORE_NO_LOCATION else o.location, slots))
+                if cursor == 0:
+                    return out
+        finally:
+            free(infos)
+            self._leave()
+
+    def client_pids(self):
+        """{client slot: pid} of every process attached now."""
+        cdef int32_t pids[256]
+        self._enter()
+        try:
+            check(lib.store_client_pids(self._s, pids), self)
+        finally:
+            self._leave()
+        return {k: pids[k] for k in range(lib.STORE_MAX_CLIENTS) if pids[k]}
 
     def validate(self):
         """Check every invariant of the segment (slow; for tests). Raises
