@@ -20,7 +20,7 @@ LEAF = {"shoal.exceptions", "shoal.ids", "shoal.config"}
 LAYERS = [
     ("binding", {"shoal._store._core", "shoal._channel", "shoal._store"}),
     ("serialization", {"shoal.serialization"}),
-    ("store client", {"shoal.store"}),
+    ("store client", {"shoal.store", "shoal.spill"}),
     ("scheduler", {"shoal.scheduler"}),
     ("worker", {"shoal.objectref", "shoal.worker"}),
     ("api", {"shoal.api", "shoal.runtime", "shoal.remote_function", "shoal.options", "shoal.local_mode",

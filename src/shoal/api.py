@@ -31,13 +31,29 @@ _HARMLESS_INIT = {
 _UNIMPLEMENTED_INIT = {
     "dashboard_port", "job_config", "labels", "enable_resource_isolation",
     "cgroup_path", "system_reserved_cpu", "system_reserved_memory", "proxy_server_url",
-    "_system_config", "_plasma_directory", "object_spilling_directory", "_memory",
+    "_plasma_directory", "_memory",
     "_tracing_startup_hook", "storage", "runtime_env_setup_hook",
 }
 
 
+#: _system_config keys that shoal honours (the others warn once).
+_SPILL_SYSTEM_CONFIG = {
+    "object_spilling_config", "object_spilling_threshold", "min_spilling_size", "max_io_workers",
+    "automatic_object_spilling_enabled",
+}
+
+
 def _check_init_kwargs(kwargs: dict) -> None:
+    system_config = kwargs.get("_system_config")
+    if system_config is not None:
+        if not isinstance(system_config, dict):
+            raise TypeError(f"_system_config must be a dict, not {type(system_config).__name__}")
+        for key in sorted(set(system_config) - _SPILL_SYSTEM_CONFIG):
+            warn_once(f"init:_system_config:{key}", f"shoal does not implement _system_config[{key!r}]; "
+                                                     f"it is ignored")
     for key, value in kwargs.items():
+        if key in ("_system_config", "object_spilling_directory"):
+            continue
         if key == "include_dashboard":
             if value:  # False and None (Ray: "if its packages are installed") are what shoal does
                 warn_once("init:include_dashboard", "shoal has no dashboard: include_dashboard=True "
@@ -91,6 +107,14 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         namespace: the namespace of named actors.
         runtime_env: {"env_vars": {name: value}} set in every worker and
             actor process (other fields warn and are ignored).
+        object_spilling_directory (keyword): where objects go when the
+            store is full (a path or a list of paths; each gets a folder of
+            this runtime, removed at shutdown). Default: the system's
+            temporary directory. None: no spilling (a full store raises
+            ObjectStoreFullError).
+        _system_config (keyword): Ray's; "object_spilling_config",
+            "object_spilling_threshold" (default 0.8), "min_spilling_size",
+            "max_io_workers" and "automatic_object_spilling_enabled" apply.
         kwargs: Ray's other init keywords. Those that change nothing here
             (logging, temp directory, dashboard host, ...) are accepted
             silently; those shoal does not implement (runtime_env,
@@ -112,9 +136,13 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     if log_to_driver is None:  # Ray's default
         log_to_driver = True
     env = env_vars(runtime_env, "init()")
+    from shoal import config
+
+    spilling = config.spill_config(kwargs.get("object_spilling_directory", config._UNSET),
+                                   kwargs.get("_system_config"))
     runtime.start(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                   object_store_memory=object_store_memory, log_to_driver=log_to_driver,
-                  namespace=namespace, local_mode=local_mode, env_vars=env)
+                  namespace=namespace, local_mode=local_mode, env_vars=env, spilling=spilling)
     return RayContext(_info())
 
 

@@ -4,7 +4,9 @@ here and nowhere else (stdlib only)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import tempfile
 
 #: Share of the machine's memory the object store takes by default (Ray: 30%).
 DEFAULT_STORE_FRACTION = 0.3
@@ -67,6 +69,101 @@ def copy_threads(nbytes: int) -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
+#: Ray's defaults: spill when 80% of the store is in use; a round spills at
+#: least 100 MB (fewer, larger files).
+DEFAULT_SPILL_THRESHOLD = 0.8
+DEFAULT_MIN_SPILLING_SIZE = 100 * 1000 * 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class SpillConfig:
+    """How a runtime spills objects to disk (sizes in bytes)."""
+
+    #: spilling directories (each gets a folder of the runtime); empty: spilling is off
+    directories: tuple = ()
+    #: share of the store in use beyond which objects are spilled ahead of need
+    threshold: float = DEFAULT_SPILL_THRESHOLD
+    #: a round asked for room spills at least this much (capped at 1/8 of the store)
+    min_round_bytes: int = DEFAULT_MIN_SPILLING_SIZE
+    #: threads writing spill files at once
+    io_threads: int = 2
+    #: objects smaller than this are fused into shared files
+    fuse_below: int = 8 << 20
+    #: spilled objects of at least this size are read by mapping their file
+    map_bytes: int = 256 << 10
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.directories)
+
+
+_UNSET = object()
+
+
+def spill_config(directory=_UNSET, system_config: dict | None = None) -> SpillConfig:
+    """The spilling settings, as in Ray: init(object_spilling_directory=...)
+    first (None: spilling off), then _system_config's "object_spilling_config"
+    (JSON: {"type": "filesystem", "params": {"directory_path": path or
+    [paths]}}), "object_spilling_threshold", "min_spilling_size",
+    "max_io_workers" and "automatic_object_spilling_enabled", then the
+    environment (SHOAL_OBJECT_SPILLING_DIRECTORY, "" for off;
+    SHOAL_OBJECT_SPILLING_THRESHOLD; Ray's RAY_object_spilling_config and
+    RAY_object_spilling_threshold), then a folder under the system's
+    temporary directory."""
+    sc = dict(system_config or {})
+    env = os.environ
+    if not _flag(sc.get("automatic_object_spilling_enabled", True)):
+        return SpillConfig()
+    if directory is _UNSET:
+        raw = sc.get("object_spilling_config", env.get("RAY_object_spilling_config"))
+        if raw is not None and raw != "":
+            directory = _directories_of(raw)
+        elif "SHOAL_OBJECT_SPILLING_DIRECTORY" in env:
+            directory = env["SHOAL_OBJECT_SPILLING_DIRECTORY"] or None
+        else:
+            directory = tempfile.gettempdir()
+    if directory is None:
+        return SpillConfig()
+    dirs = (directory,) if isinstance(directory, (str, os.PathLike)) else tuple(directory)
+    if not dirs or not all(isinstance(d, (str, os.PathLike)) and str(d) for d in dirs):
+        raise ValueError(f"object_spilling_directory must be a path or a list of paths, not {directory!r}")
+    threshold = sc.get("object_spilling_threshold",
+                       env.get("SHOAL_OBJECT_SPILLING_THRESHOLD",
+                               env.get("RAY_object_spilling_threshold", DEFAULT_SPILL_THRESHOLD)))
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"object_spilling_threshold must be a number, not {threshold!r}") from None
+    if not 0 < threshold <= 1:
+        raise ValueError(f"object_spilling_threshold must be in (0, 1], not {threshold}")
+    min_bytes = int(sc.get("min_spilling_size", DEFAULT_MIN_SPILLING_SIZE))
+    io_threads = int(sc.get("max_io_workers", 2))
+    if min_bytes < 0 or io_threads < 1:
+        raise ValueError("min_spilling_size must be >= 0 and max_io_workers >= 1")
+    return SpillConfig(tuple(os.path.abspath(os.fspath(d)) for d in dirs), threshold, min_bytes, io_threads)
+
+
+def _directories_of(raw) -> list[str]:
+    """The directories of Ray's object_spilling_config (a JSON string or dict)."""
+    try:
+        spec = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"object_spilling_config is not valid JSON: {e}") from None
+    if spec.get("type", "filesystem") != "filesystem":
+        raise ValueError(f"shoal spills to the file system only, not to {spec.get('type')!r} "
+                         f"(object_spilling_config type must be \"filesystem\")")
+    path = (spec.get("params") or {}).get("directory_path")
+    if not path:
+        raise ValueError("object_spilling_config needs params.directory_path")
+    return [path] if isinstance(path, str) else list(path)
+
+
+def _flag(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Runtime tunables. Build with Config.from_env() so SHOAL_* variables apply."""
@@ -77,6 +174,8 @@ class Config:
     inline_object_bytes: int = 100 * 1024
     #: Check scheduler and store invariants after each step (tests).
     validate: bool = False
+    #: Note where the driver made each object's first ref (memory_summary).
+    record_ref_creation_sites: bool = False
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -84,4 +183,6 @@ class Config:
             worker_start_timeout=float(os.environ.get("SHOAL_WORKER_START_TIMEOUT", 30.0)),
             inline_object_bytes=_env_int("SHOAL_INLINE_OBJECT_BYTES", 100 * 1024) or 0,
             validate=os.environ.get("SHOAL_VALIDATE", "") == "1",
+            record_ref_creation_sites=_flag(os.environ.get(
+                "SHOAL_RECORD_REF_CREATION_SITES", os.environ.get("RAY_record_ref_creation_sites", ""))),
         )

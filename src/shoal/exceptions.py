@@ -32,12 +32,15 @@ base classes (some are never raised by shoal; see the end of this module).
 from __future__ import annotations
 
 
-def _gib(n: int) -> str:
+def format_bytes(n: int) -> str:
     """Format a byte count for a message: '1.50 GiB (1610612736 bytes)'."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
             return f"{n / scale:.2f} {unit} ({n} bytes)"
     return f"{n} bytes"
+
+
+_gib = format_bytes
 
 
 class RayError(Exception):
@@ -87,7 +90,7 @@ class StoreFullError(ObjectStoreError):
         text = (
             f"the object store is full: {_gib(self.requested)} requested, "
             f"capacity {_gib(self.capacity)}, {_gib(self.in_use)} in use of which "
-            f"{_gib(self.pinned)} pinned by live references or readers. "
+            f"{_gib(self.pinned)} pinned by readers (live buffers or arrays of objects). "
         )
         if self.detail:
             text += self.detail + " "

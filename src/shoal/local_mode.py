@@ -20,8 +20,8 @@ class LocalRuntime(Context):
     local = True
 
     def __init__(self, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
-                 log_to_driver=True, namespace=None, env_vars=None):
-        super().__init__(store=None)
+                 log_to_driver=True, namespace=None, env_vars=None, spilling=None):
+        super().__init__(store=None)  # (values live in this process: nothing to spill)
         self.session = os.urandom(4).hex()
         self.namespace = namespace or f"anonymous-{self.session}"
         self.node_id = os.urandom(28).hex()

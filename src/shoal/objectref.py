@@ -84,6 +84,40 @@ class LocalRefs:
         return bool(self.firsts or self.dropped)
 
 
+class RecordingLocalRefs(LocalRefs):
+    """LocalRefs that also note where this process made its first ref to
+    each object (Ray's RAY_record_ref_creation_sites). Used only when asked
+    for, so that counting refs costs nothing more otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: dict[bytes, str] = {}
+
+    def incref(self, oid: bytes) -> None:
+        if oid not in self.counts:
+            self.sites.setdefault(oid, call_site())
+        super().incref(oid)
+
+    def drain(self) -> tuple[list[bytes], list[bytes]]:
+        firsts, lasts = super().drain()
+        for oid in lasts:
+            self.sites.pop(oid, None)
+        return firsts, lasts
+
+
+def call_site() -> str:
+    """'file:line in function' of the innermost caller outside shoal."""
+    import sys
+
+    frame = sys._getframe(1)
+    here = __file__.rsplit("/", 1)[0]
+    while frame is not None and frame.f_code.co_filename.startswith(here):
+        frame = frame.f_back
+    if frame is None:
+        return "(inside shoal)"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
 class ObjectRef:
     """A reference to an object in the store: the future result of a task,
     or a value that was put. Hashable and compared by ID; pickles by ID

@@ -3,6 +3,7 @@ the driver's side of every API call.
 
     Runtime (this process's Context)
       +-- ObjectStore (owner)               puts, gets, waits: direct calls
+      +-- Spiller, SpillFolders             a thread moving objects to files when the store fills
       +-- Shell                             scheduler + reference table + I/O thread
             +-- WorkerPool -> fork server -> worker processes
 """
@@ -22,6 +23,9 @@ from shoal.objectref import Context, ObjectRef
 from shoal.scheduler import protocol as P
 from shoal.scheduler.refs import DRIVER
 from shoal.scheduler.shell import Shell
+from shoal.spill.directory import SpillFolders
+from shoal.spill.files import SpillFiles
+from shoal.spill.spiller import Spiller
 from shoal.store import ObjectStore
 
 #: A worker spins this long for its next task, and any process this long for
@@ -55,7 +59,8 @@ class Runtime(Context):
 
     def __init__(self, *, num_cpus: int | float | None = None, num_gpus: int | float | None = None,
                  resources: dict | None = None, object_store_memory: int | None = None,
-                 log_to_driver: bool = True, namespace: str | None = None, env_vars: dict | None = None):
+                 log_to_driver: bool = True, namespace: str | None = None, env_vars: dict | None = None,
+                 spilling: cfg.SpillConfig | None = None):
         self.started_at = time.time()
         config = cfg.Config.from_env()
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
@@ -69,7 +74,22 @@ class Runtime(Context):
                 raise ValueError(f"use num_{key.lower()}s=..., not resources={{'{key}': ...}}")
         store = ObjectStore.open(object_store_memory)
         super().__init__(store)
+        if config.record_ref_creation_sites:
+            self.refs = objectref.RecordingLocalRefs()
         self.session = os.urandom(4).hex()
+        self.spilling = spilling or cfg.SpillConfig()
+        self.spill_folders: SpillFolders | None = None
+        self.spiller: Spiller | None = None
+        spill_cfg = None
+        if self.spilling.enabled:
+            try:
+                self.spill_folders = SpillFolders(list(self.spilling.directories), self.session)
+            except BaseException:
+                store.close()
+                raise
+            paths = self.spill_folders.paths
+            store.configure_spilling(SpillFiles(paths, self.spilling.map_bytes))
+            spill_cfg = {"folders": paths, "map_bytes": self.spilling.map_bytes}
         self.namespace = namespace or f"anonymous-{self.session}"
         self.config = config
         self.node_id = os.urandom(28).hex()
@@ -88,13 +108,24 @@ class Runtime(Context):
         self.shell = Shell(store, self.refs, schedulable, max(0, int(cpus)), self.session, spin=spin,
                            log_to_driver=log_to_driver, preload=preload, validate=config.validate,
                            namespace=self.namespace,
-                           worker_cfg={"node_id": self.node_id, "env": dict(env_vars or {})},
-                           gpu_names=visible_gpus())
+                           worker_cfg={"node_id": self.node_id, "env": dict(env_vars or {}), "spill": spill_cfg},
+                           gpu_names=visible_gpus(),
+                           remove_on_driver_death=self.spill_folders.paths if self.spill_folders else ())
         try:
             self.shell.start()
+            if self.spill_folders is not None:
+                s = self.spilling
+                refs = self.shell.refs.count  # read without the lock: a stale answer only skips or
+                self.spiller = Spiller(store, store.spill_files, threshold=s.threshold,  # fails a mark
+                                       min_round_bytes=s.min_round_bytes, io_threads=s.io_threads,
+                                       fuse_below=s.fuse_below, spillable=refs.__contains__)
+                self.spiller.start()
         except BaseException:
+            self.shell.shutdown()
+            self._remove_spill_folders()
             store.close()
             raise
+        store.describe_holders = self.describe_holders
         self._lock = threading.Lock()
 
     # -- submission ------------------------------------------------------------
@@ -164,13 +195,27 @@ class Runtime(Context):
 
     # -- shutdown ------------------------------------------------------------------
 
+    def describe_holders(self) -> str:
+        """A sentence naming the largest holders of store memory (for a
+        full store's error)."""
+        from shoal.util.memory import describe_holders
+
+        return describe_holders(self)
+
+    def _remove_spill_folders(self) -> None:
+        if self.spill_folders is not None:
+            self.spill_folders.remove()
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         try:
+            if self.spiller is not None:
+                self.spiller.stop()
             self.shell.shutdown()
         finally:
+            self._remove_spill_folders()
             self.store.close()
             with self._futures_lock:
                 futures = [f for fs in self._futures.values() for f in fs]

@@ -39,6 +39,12 @@ from shoal import exceptions as exc
 PICKLE = b"P"  # a pickled value
 ERROR = b"E"  # a pickled exception, raised by whoever reads the object
 
+#: What a stored value is, as the store's tag records it (memory_summary
+#: shows it; nothing reads it to rebuild the value).
+KIND_PICKLED, KIND_NUMPY, KIND_ARROW, KIND_BYTES, KIND_ERROR = 1, 2, 3, 4, 5
+KIND_NAMES = {0: "raw", KIND_PICKLED: "pickled", KIND_NUMPY: "numpy", KIND_ARROW: "arrow",
+              KIND_BYTES: "bytes", KIND_ERROR: "error"}
+
 ALIGNMENT = 64
 MAGIC = b"SHL1"
 _header = struct.Struct("<4sIQ")
@@ -52,12 +58,29 @@ _DYNAMIC = "<dynamic-code>"
 
 class Serialized(NamedTuple):
     """A value ready to be written: total data size, (offset, buffer) parts
-    to copy in, metadata tag, and the objects recorded by record_nested."""
+    to copy in, metadata tag, the objects recorded by record_nested, and
+    what the value is (a KIND_* number)."""
 
     size: int
     parts: list
     metadata: bytes
     nested: list
+    kind: int = KIND_PICKLED
+
+
+def kind_of(value: Any, metadata: bytes = PICKLE) -> int:
+    """The KIND_* of a value (by its top-level type)."""
+    if metadata == ERROR:
+        return KIND_ERROR
+    cls = type(value)
+    if cls is bytes or cls is bytearray or cls is memoryview:
+        return KIND_BYTES
+    module = cls.__module__
+    if module.startswith("numpy") and sys.modules.get("numpy") and isinstance(value, sys.modules["numpy"].ndarray):
+        return KIND_NUMPY
+    if module.startswith("pyarrow"):
+        return KIND_ARROW
+    return KIND_PICKLED
 
 
 class SerializationError(TypeError):
@@ -190,9 +213,10 @@ def serialize(value: Any, metadata: bytes = PICKLE) -> Serialized:
         ) from e
     finally:
         stack.pop()
+    kind = KIND_PICKLED if type(value) in _PLAIN else kind_of(value, metadata)
     if not buffers:
         head = _header.pack(MAGIC, 0, len(inband))
-        return Serialized(len(head) + len(inband), [(0, head + inband)], metadata, nested)
+        return Serialized(len(head) + len(inband), [(0, head + inband)], metadata, nested, kind)
     raws = []
     for b in buffers:
         try:
@@ -209,7 +233,7 @@ def serialize(value: Any, metadata: bytes = PICKLE) -> Serialized:
         offset = _align(offset + raw.nbytes)
     head += inband
     parts.insert(0, (0, head))
-    return Serialized(offset, parts, metadata, nested)
+    return Serialized(offset, parts, metadata, nested, kind)
 
 
 def deserialize(data: Any, metadata: bytes = PICKLE) -> Any:

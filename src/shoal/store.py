@@ -14,16 +14,27 @@ release are calls into the C core (microseconds, no messages). Raw access
 is there too: ``create`` returns a writable buffer to fill and seal;
 ``get_buffer`` returns a read-only buffer that pins the object until it
 (and every view of it) is released.
+
+With spilling configured (``configure_spilling``, done by the runtime in
+every process), a put that does not fit asks the spiller for room and
+waits for its round; if the round runs dry, or the object is larger than
+the store, the object is written to a file of its own instead (fallback
+allocation). get() of a spilled object reads it from its file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 from shoal import config, ids, serialization
 from shoal import exceptions as exc
 from shoal._store._core import ID_SIZE, ObjectBuffer, Store, WritableBuffer
+from shoal.spill.files import DISK_FULL, SpillFiles
+
+#: Seconds a put waits for one spill round before it stops waiting and
+#: writes its object to a file of its own (the spiller is stuck or gone).
+SPILL_ROUND_WAIT_S = 60.0
 
 __all__ = ["ID_SIZE", "ObjectBuffer", "ObjectStore", "StoreStatistics", "WritableBuffer"]
 
@@ -67,6 +78,20 @@ class ObjectStore:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._spill: SpillFiles | None = None
+        #: () -> text naming what holds the memory, for a full store's error
+        #: (the runtime installs one that knows the references)
+        self.describe_holders: Callable[[], str] | None = None
+
+    def configure_spilling(self, files: SpillFiles | None) -> None:
+        """Read spilled objects from, and write objects that do not fit to,
+        `files` (None: no spilling; a full store raises ObjectStoreFullError)."""
+        self._spill = files
+        self._store.set_spill_reader(files.read if files is not None else None)
+
+    @property
+    def spill_files(self) -> SpillFiles | None:
+        return self._spill
 
     @classmethod
     def open(cls, capacity_bytes: int | None = None, *, max_objects: int | None = None) -> "ObjectStore":
@@ -126,10 +151,90 @@ class ObjectStore:
         return object_id
 
     def put_serialized(self, object_id: bytes, s: serialization.Serialized, *, evictable: bool = False) -> None:
-        """Store an already serialized value under `object_id`."""
-        self._store.put_parts(
-            object_id, s.size, s.parts, s.metadata, evictable=evictable, threads=config.copy_threads(s.size)
-        )
+        """Store an already serialized value under `object_id`. With spilling
+        configured, a value that does not fit waits for the spiller to make
+        room, and goes to a file of its own if it cannot."""
+        try:
+            self._store.put_parts(object_id, s.size, s.parts, s.metadata, evictable=evictable,
+                                  threads=config.copy_threads(s.size), tag=s.kind)
+        except exc.StoreFullError as full:
+            if self._spill is None or isinstance(full, exc.ObjectTableFullError):
+                raise self._full_error(full) from None
+            self._put_spilling(object_id, s, evictable, full)
+
+    def _put_spilling(self, object_id: bytes, s: serialization.Serialized, evictable: bool,
+                      full: exc.StoreFullError) -> None:
+        raw = self._store
+        need = s.size + len(s.metadata) + 64  # the block header
+        if not isinstance(full, exc.ObjectTooLargeError):
+            while True:
+                done = raw.request_space(need)
+                woken, exhausted = raw.wait_space(done, SPILL_ROUND_WAIT_S)
+                try:
+                    raw.put_parts(object_id, s.size, s.parts, s.metadata, evictable=evictable,
+                                  threads=config.copy_threads(s.size), tag=s.kind)
+                    return
+                except exc.ObjectTableFullError as again:
+                    raise self._full_error(again) from None
+                except exc.StoreFullError:
+                    if exhausted or not woken:
+                        break  # nothing more will be spilled: a file of its own
+        self._put_fallback(object_id, s)
+
+    def _put_fallback(self, object_id: bytes, s: serialization.Serialized) -> None:
+        files = self._spill
+        try:
+            location = files.write_object(self._store.unique_number(), s.size, s.parts, s.metadata)
+        except OSError as e:
+            raise self._disk_error(object_id, s.size + len(s.metadata), e) from e
+        try:
+            self._store.create_spilled(object_id, s.size, len(s.metadata), location, tag=s.kind)
+        except BaseException:
+            files.forget(location)
+            raise
+
+    def _holders(self) -> str:
+        """What holds the memory, in a sentence ("" if unknown)."""
+        describe = self.describe_holders
+        if describe is None:
+            return ""
+        try:
+            return describe()
+        except Exception:  # a message must not fail for want of detail
+            return ""
+
+    def _full_error(self, full: exc.StoreFullError) -> exc.StoreFullError:
+        """`full`, with what holds the memory added to its text."""
+        holders = "" if isinstance(full, exc.ObjectTableFullError) else self._holders()
+        if not holders:
+            return full
+        detail = f"{full.detail} {holders}" if full.detail else holders
+        return type(full)(full.requested, full.capacity, full.in_use, full.pinned, detail)
+
+    def _disk_error(self, object_id: bytes, nbytes: int, e: OSError) -> BaseException:
+        """The error for an object that fits neither in the store nor in a
+        file: OutOfDiskError when the disk is full, else ObjectStoreFullError."""
+        import shutil
+
+        gib = exc.format_bytes
+        folder = self._spill.folders[0]
+        st = self.statistics()
+        holders = self._holders()
+        if e.errno not in DISK_FULL:  # a broken spill directory, not a full one
+            return exc.StoreFullError(
+                nbytes, st.capacity_bytes, st.bytes_in_use, st.bytes_pinned,
+                f"Writing it to a file in {folder} failed too: {e}. {holders}".strip())
+        try:
+            free = gib(shutil.disk_usage(folder).free)
+        except OSError:
+            free = "unknown"
+        return exc.OutOfDiskError(
+            f"object {object_id.hex()} ({gib(nbytes)}) fits neither in the object store (capacity "
+            f"{gib(st.capacity_bytes)}, {gib(st.bytes_in_use)} in use, {gib(st.bytes_pinned)} of it "
+            f"pinned by readers) nor on disk: writing it to {folder} failed: {e.strerror or e} (free "
+            f"space: {free}; {gib(st.bytes_spilled)} spilled already, in {st.num_spilled} objects). "
+            f"{holders + ' ' if holders else ''}Free objects you no longer need (drop their "
+            f"references), or spill to a larger disk (init(object_spilling_directory=...)).")
 
     def get(self, object_id: bytes, timeout: float | None = 0.0) -> Any:
         """The value stored under `object_id`, zero copy: arrays are read-only
@@ -191,8 +296,10 @@ class ObjectStore:
 
     def delete(self, object_id: bytes) -> None:
         """Remove a sealed object from view; its memory is freed at once, or
-        when its last reader releases it."""
-        self._store.delete(object_id)
+        when its last reader releases it (a spilled object's file bytes go)."""
+        location = self._store.delete(object_id)
+        if location is not None and self._spill is not None:
+            self._spill.forget(location)
 
     def evict(self, nbytes: int) -> int:
         """Evict unpinned evictable objects (least recently used first) until

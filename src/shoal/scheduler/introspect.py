@@ -78,3 +78,46 @@ def workers(shell, node_id: str) -> list[dict]:
                 "state": (w.state.upper() if w is not None else "ACTOR"),
             })
         return out
+
+
+def process_names(shell, driver_pid: int) -> dict[int, str]:
+    """{holder id: who it is} for the driver and every live worker:
+    "driver (pid N)", "worker (pid N)", "actor Class name (pid N)"."""
+    names = {0: f"driver (pid {driver_pid})"}
+    for wid, h in shell.workers.items():
+        actor = shell.actors.by_wid.get(wid)
+        if actor is None:
+            names[wid] = f"worker (pid {h.pid})"
+        else:
+            label = actor.spec.class_name + (f" {actor.name!r}" if actor.name else "")
+            names[wid] = f"actor {label} (pid {h.pid})"
+    return names
+
+
+def references(shell, driver_pid: int) -> dict[bytes, list[tuple[str, str]]]:
+    """{oid: [(reference type, holder)]} for every object the runtime's
+    reference table tracks, with Ray's reference types: LOCAL_REFERENCE (a
+    process holds a ref), USED_BY_PENDING_TASK (an argument of a task not
+    finished), CAPTURED_IN_OBJECT (a stored object contains a ref to it)."""
+    with shell.lock:
+        names = process_names(shell, driver_pid)
+        refs = shell.refs
+        out: dict[bytes, list[tuple[str, str]]] = {}
+        for holder, oids in refs.held_by.items():
+            who = names.get(holder, f"process {holder} (gone)")
+            for oid in oids:
+                out.setdefault(oid, []).append(("LOCAL_REFERENCE", who))
+        for seq, oids in refs.task_args.items():
+            task = shell.sched.tasks.get(seq)
+            if task is not None:
+                who = f"task {task.name} (pending)"
+            else:
+                actor = shell.calls.get(seq)
+                who = f"call to actor {actor.spec.class_name} (pending)" if actor is not None else "a pending task"
+            for oid in oids:
+                out.setdefault(oid, []).append(("USED_BY_PENDING_TASK", who))
+        for container, oids in refs.contains.items():
+            who = f"object {container.hex()[:16]} (contains a ref)"
+            for oid in oids:
+                out.setdefault(oid, []).append(("CAPTURED_IN_OBJECT", who))
+        return out

@@ -115,7 +115,7 @@ class WorkerPool:
 
     def __init__(self, store_fd: int, driver_fd: int, session: str, spin: float,
                  preload: list[str], ring_capacity: int = RING_CAPACITY, namespace: str = "",
-                 worker_cfg: dict | None = None):
+                 worker_cfg: dict | None = None, remove_on_driver_death: list[str] = ()):
         self.driver_fd = driver_fd
         self.session = session
         self.namespace = namespace
@@ -125,7 +125,8 @@ class WorkerPool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal.worker.forkserver", str(theirs.fileno()), str(store_fd), *preload],
+            [sys.executable, "-m", "shoal.worker.forkserver", str(theirs.fileno()), str(store_fd),
+             *(f"--remove-on-driver-death={p}" for p in remove_on_driver_death), *preload],
             pass_fds=(theirs.fileno(), store_fd),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # the terminal's Ctrl-C goes to the driver alone
@@ -168,6 +169,10 @@ class WorkerPool:
     def close(self, timeout: float = 10.0) -> None:
         """Stop the fork server, which kills every worker it started."""
         try:
+            try:
+                protocol.send_with_fds(self.sock, ("bye",))  # a shutdown, not a death
+            except OSError:
+                pass
             self.sock.close()
         finally:
             try:

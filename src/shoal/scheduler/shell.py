@@ -63,11 +63,14 @@ class Shell(ActorCalls):
         log_to_driver: forward worker output.
         preload: modules the fork server imports before forking.
         validate: check every invariant after each step (tests).
+        remove_on_driver_death: folders the fork server deletes if the driver
+            dies without shutting down (its spill folders).
     """
 
     def __init__(self, store, local_refs, resources: dict, num_workers: int, session: str, *,
                  spin: float = 0.0, log_to_driver: bool = True, preload: tuple = (), validate: bool = False,
-                 namespace: str = "", worker_cfg: dict | None = None, gpu_names: list | None = None):
+                 namespace: str = "", worker_cfg: dict | None = None, gpu_names: list | None = None,
+                 remove_on_driver_death: tuple | list = ()):
         self.store = store
         self.local_refs = local_refs
         self.session = session
@@ -77,6 +80,7 @@ class Shell(ActorCalls):
         # in Ray: a task gets the ids CUDA_VISIBLE_DEVICES lists, not 0..n-1).
         self.gpu_names = gpu_names or None
         self.spin = spin
+        self.remove_on_driver_death = list(remove_on_driver_death)
         self.preload = list(preload)
         self.validate = validate
         self.lock = threading.RLock()
@@ -120,7 +124,8 @@ class Shell(ActorCalls):
     def _run(self) -> None:
         try:
             self.pool = WorkerPool(self.store.fd, self.doorbell, self.session, self.spin, self.preload,
-                                   namespace=self.namespace, worker_cfg=self.worker_cfg)
+                                   namespace=self.namespace, worker_cfg=self.worker_cfg,
+                                   remove_on_driver_death=self.remove_on_driver_death)
             self.sel.register(self.doorbell, selectors.EVENT_READ, "doorbell")
             self.sel.register(self.pool.sock, selectors.EVENT_READ, "pool")
             with self.lock:
@@ -302,6 +307,13 @@ class Shell(ActorCalls):
                     f"actor task {call.spec.name} was cancelled before it ran"))])
             elif actor.wid in self.workers:  # sent: dropped there if it has not started
                 self.workers[actor.wid].send(P.encode((P.CANCEL, seq, False)))
+
+    def sync(self) -> None:
+        """Handle every message workers have sent so far and the driver's
+        own reference changes, so that a snapshot taken next is current."""
+        with self.lock:
+            if not self.closed:
+                self._drain()
 
     def flush_refs(self) -> None:
         """Apply the driver's reference changes now (frees what it dropped)."""

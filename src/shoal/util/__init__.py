@@ -11,8 +11,17 @@ from shoal import exceptions as exc
 
 from shoal.util.serialization import deregister_serializer, inspect_serializability, register_serializer
 
+
+def memory_summary(**kwargs: Any) -> str:
+    """The runtime's objects, who holds them and where they are, as text
+    (see shoal.util.memory.memory_summary)."""
+    from shoal.util.memory import memory_summary as summary
+
+    return summary(**kwargs)
+
+
 __all__ = ["ActorPool", "list_named_actors", "register_serializer", "deregister_serializer",
-           "inspect_serializability"]
+           "inspect_serializability", "memory_summary"]
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:

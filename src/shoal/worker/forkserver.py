@@ -12,7 +12,10 @@ bench/bench_startup.py). It reaps its children and reports each exit.
 Lifetime: when the driver goes (its end of the socket closes, whatever
 killed it), the fork server kills its workers and exits. Each worker gets
 SIGKILL if the fork server dies (PR_SET_PDEATHSIG), so no process outlives
-the runtime.
+the runtime. When the driver dies (its socket closes without a "bye", or
+the SIGTERM that PR_SET_PDEATHSIG sends arrives first), the fork server
+also removes the folders the driver named with --remove-on-driver-death
+(its spill files) once its workers are dead.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import importlib
 import os
 import selectors
+import shutil
 import signal
 import socket
 import sys
@@ -41,14 +45,17 @@ class ForkServer:
         self.sel.register(sock, selectors.EVENT_READ)
         self.children: dict[int, tuple[int, int]] = {}  # pidfd -> (wid, pid)
 
-    def serve(self) -> None:
+    def serve(self) -> bool:
+        """Serve until the driver goes; True if it said goodbye first (a
+        shutdown), False if its socket just closed (it died)."""
         while True:
             for key, _ in self.sel.select():
                 if key.fileobj is self.sock:
                     msg, fds = recv(self.sock)
                     if msg is None:
-                        self.shutdown()
-                        return
+                        return False
+                    if msg[0] == "bye":
+                        return True
                     self.handle(msg, fds)
                 else:
                     self.reap(key.fd)
@@ -75,6 +82,7 @@ class ForkServer:
         if pid == 0:
             code = 1
             try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
                 for fd in (out_r, out_w, err_r, err_w):
@@ -139,27 +147,43 @@ class ForkServer:
         self.children.clear()
 
 
+class DriverDied(BaseException):
+    """Raised in the serving loop by the SIGTERM that the driver's death sends."""
+
+
+def _driver_died(signum, frame) -> None:
+    raise DriverDied()
+
+
 def main() -> None:
     sock_fd, store_fd = int(sys.argv[1]), int(sys.argv[2])
-    set_parent_death_signal(signal.SIGKILL)
+    remove = [a.split("=", 1)[1] for a in sys.argv[3:] if a.startswith("--remove-on-driver-death=")]
+    preload = [a for a in sys.argv[3:] if not a.startswith("--")]
+    signal.signal(signal.SIGTERM, _driver_died)
+    set_parent_death_signal(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     sock = socket.socket(fileno=sock_fd)
-    # Import what every worker needs once, here, so that forks start warm.
-    import shoal.worker.main  # noqa: F401
-
-    for name in sys.argv[3:]:
-        try:
-            importlib.import_module(name)
-        except Exception:
-            pass
     server = ForkServer(sock, store_fd)
+    died = True
     try:
+        # Import what every worker needs once, here, so that forks start warm.
+        import shoal.worker.main  # noqa: F401
+
+        for name in preload:
+            try:
+                importlib.import_module(name)
+            except Exception:
+                pass
         send(sock, ("ready", os.getpid()))
-        server.serve()
-    except (BrokenPipeError, ConnectionResetError):
+        died = not server.serve()
+    except (BrokenPipeError, ConnectionResetError, DriverDied):
         pass  # the driver went away before or while we served it
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # clean up without interruption
         server.shutdown()
+        if died:
+            for path in remove:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import time
 from shoal import objectref
 from shoal._channel import Ring
 from shoal.scheduler import protocol as P
+from shoal.spill.files import SpillFiles
 from shoal.store import ObjectStore
 from shoal.worker.context import WorkerContext
 from shoal.worker.execution import ActorExit, Executor, TaskCancelled, _cancelled, return_ids, seal_error
@@ -28,6 +29,9 @@ def connect(cfg: dict) -> WorkerContext:
     """Map the store and the channel described by the fork server."""
     store = ObjectStore.attach(cfg["store_fd"])
     store.raw.set_wait_spin(cfg.get("spin", 0.0))
+    spill = cfg.get("spill")
+    if spill:  # spilled objects are read, and objects too large written, here too
+        store.configure_spilling(SpillFiles(spill["folders"], spill["map_bytes"]))
     os.close(cfg["store_fd"]) if cfg.get("close_store_fd") else None
     size = cfg["channel_size"]
     mem = mmap.mmap(cfg["channel_fd"], size)

@@ -1,0 +1,161 @@
+"""Where spilled objects live, as every process of a runtime sees it: the
+files, the location numbers the store records for them, reading an object
+back, and writing one that does not fit in the store at all.
+
+    <directory>/shoal-spill-<session>/      one per runtime and directory (mode 0700)
+        lock                                 held by the driver while it lives
+        <n>.obj                              one object: a large spill, or a fallback
+        <n>.fused                            small objects spilled together in one round
+
+The store records a spilled object's place as a location number::
+
+    location = n << 40 | fused << 39 | offset
+
+File n lies in directory n % len(directories) (several directories share
+the load, as Ray's directory lists do). An object inside a file starts on a
+64-byte boundary, a large one on a page boundary, so that a mapping of it
+keeps the alignment its arrays had in the store.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from shoal import exceptions as exc
+from shoal._store._files import FileBuffer
+
+FILE_SHIFT = 40
+FUSED_BIT = 1 << 39
+OFFSET_MASK = FUSED_BIT - 1
+MAX_FILES = 1 << (64 - FILE_SHIFT)
+
+#: Errors that mean "the disk is full" rather than "something is broken".
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def encode(number: int, offset: int, fused: bool) -> int:
+    """The location of an object at `offset` in file `number`."""
+    if not 0 < number < MAX_FILES or not 0 <= offset <= OFFSET_MASK:
+        raise ValueError(f"no location for file {number}, offset {offset}")
+    return number << FILE_SHIFT | (FUSED_BIT if fused else 0) | offset
+
+
+def decode(location: int) -> tuple[int, int, bool]:
+    """(file number, offset, fused) of a location."""
+    return location >> FILE_SHIFT, location & OFFSET_MASK, bool(location & FUSED_BIT)
+
+
+def folder_name(session: str) -> str:
+    return f"shoal-spill-{session}"
+
+
+class SpillFiles:
+    """A process's view of its runtime's spill files.
+
+    Args:
+        folders: the runtime's folder in each spilling directory.
+        map_bytes: objects of at least this many bytes are read by mapping
+            their file (zero copy, shared page cache); smaller ones are
+            copied, which costs less than a mapping each.
+    """
+
+    def __init__(self, folders: list[str], map_bytes: int = 256 << 10):
+        if not folders:
+            raise ValueError("SpillFiles needs at least one folder")
+        self.folders = list(folders)
+        self.map_bytes = map_bytes
+        #: called with the location of a deleted object in a fused file (the
+        #: driver's spiller counts what is left in each; None elsewhere)
+        self.on_fused_deleted = None
+
+    def path(self, number: int, fused: bool) -> str:
+        folder = self.folders[number % len(self.folders)]
+        return os.path.join(folder, f"{number}.{'fused' if fused else 'obj'}")
+
+    def path_of(self, location: int) -> str:
+        number, _, fused = decode(location)
+        return self.path(number, fused)
+
+    # -- reading ---------------------------------------------------------------
+
+    def read(self, oid: bytes, location: int, data_size: int, metadata_size: int) -> FileBuffer:
+        """The bytes of spilled object `oid`, mapped or copied (the store's
+        spill reader: get() of a spilled object lands here)."""
+        number, offset, fused = decode(location)
+        path = self.path(number, fused)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise exc.ObjectLostError(
+                f"object {oid.hex()} was spilled to {path}, which no longer exists: the object was "
+                f"deleted meanwhile, or the runtime was shut down") from None
+        try:
+            return FileBuffer.open(fd, offset, data_size, metadata_size,
+                                   map=data_size + metadata_size >= self.map_bytes)
+        finally:
+            os.close(fd)
+
+    # -- writing -----------------------------------------------------------------
+
+    def new_file(self, number: int, fused: bool, size: int) -> tuple[str, int]:
+        """Create file `number` (it must not exist) with `size` bytes
+        reserved on disk; returns (path, descriptor). Raises OSError (a
+        full disk: errno ENOSPC) and leaves no file behind."""
+        path = self.path(number, fused)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            if size:
+                os.posix_fallocate(fd, 0, size)  # a full disk fails here, not half way
+        except OSError as e:
+            os.close(fd)
+            _unlink(path)
+            if e.errno == errno.EOPNOTSUPP:  # a file system without it: writes will tell
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+                return path, fd
+            raise
+        return path, fd
+
+    def write_object(self, number: int, size: int, parts: list, metadata: bytes) -> int:
+        """Write one serialized object (its data `parts`, (offset, buffer)
+        pairs, then its metadata) to a file of its own; returns its
+        location. Raises OSError, leaving no file behind."""
+        path, fd = self.new_file(number, False, size + len(metadata))
+        try:
+            for offset, part in parts:
+                write_all(fd, memoryview(part).cast("B"), offset)
+            if metadata:
+                write_all(fd, memoryview(metadata), size)
+        except BaseException:
+            os.close(fd)
+            _unlink(path)
+            raise
+        os.close(fd)
+        return encode(number, 0, False)
+
+    # -- deleting ----------------------------------------------------------------
+
+    def forget(self, location: int) -> None:
+        """The object at `location` was deleted: its bytes go (a fused
+        file, when its last object goes)."""
+        if decode(location)[2]:
+            if self.on_fused_deleted is not None:
+                self.on_fused_deleted(location)
+        else:
+            _unlink(self.path_of(location))
+
+
+def write_all(fd: int, view: memoryview, offset: int) -> None:
+    """pwrite the whole of `view` at `offset` (the GIL is released while
+    the kernel copies)."""
+    while view.nbytes:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
