@@ -266,3 +266,32 @@ def test_retry_after_a_crash_between_two_returns(ray, tmp_path):
     a, b = two.remote()
     assert ray.get([a, b], timeout=30) == ["first", 7]
     assert marker.exists()
+
+
+def test_a_stale_or_forged_done_message_is_refused(ray, capfd):
+    """Code in a worker that reports a task finished which that worker is
+    not running (one that never existed, one that ended long ago) changes
+    nothing in the driver: it is logged and ignored."""
+    from shoal import objectref
+    from shoal.scheduler import protocol as P
+
+    @ray.remote
+    def forge():
+        ctx = objectref.current()
+        ctx.send((P.DONE, 10**9, P.OK, 0.0, {}))
+        ctx.send((P.DONE, ctx.current_seq - 1, P.OK, 0.0, {}))
+        return "mine"
+
+    @ray.remote
+    def square(x):
+        return x * x
+
+    assert ray.get(square.remote(3), timeout=30) == 9
+    assert ray.get(forge.remote(), timeout=30) == "mine"
+    assert ray.get([square.remote(i) for i in range(20)], timeout=30) == [i * i for i in range(20)]
+    shell = objectref.current().shell
+    with shell.lock:
+        shell.check()
+        assert shell.broken is None
+    err = capfd.readouterr().err
+    assert err.count("saying that task") == 2 and "nothing changed" in err, err

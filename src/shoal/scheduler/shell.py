@@ -387,12 +387,21 @@ class Shell(ActorCalls):
 
     def _on_done(self, h: WorkerHandle, msg: tuple) -> None:
         _, seq, status, duration, contained = msg
+        actor = self.actors.by_wid.get(h.wid)
+        # Checked before anything changes: a DONE naming a task this
+        # process is not running (stale, or forged by code in the worker)
+        # must not remove another task or touch references.
+        running = seq in actor.inflight if actor is not None else self.sched.is_running(h.wid, seq)
+        if not running:
+            sys.stderr.write(
+                f"shoal: ignored a message from worker {h.wid} (pid {h.pid}) saying that task {seq} "
+                f"finished: it is not running that task (a stale or forged message); nothing changed\n")
+            return
         for rid, inner in contained.items():
             if rid in self.drop_when_sealed:
                 continue  # deleted as soon as this task ends: it keeps nothing alive
             self.refs.add_contained(rid, inner)
             self.shared.update(inner)
-        actor = self.actors.by_wid.get(h.wid)
         if actor is not None:
             if status == P.EXITED:
                 self.actors.exiting(actor)

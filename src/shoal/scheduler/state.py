@@ -343,13 +343,20 @@ class Scheduler:
         self._fill_idle(w, actions)
         return actions
 
+    def is_running(self, wid: int, seq: int) -> bool:
+        """Whether worker wid runs task seq now: the only task it may
+        report finished (a report naming another is stale or forged)."""
+        w = self.workers.get(wid)
+        return w is not None and bool(w.queue) and w.queue[0].seq == seq
+
     def task_finished(self, wid: int, seq: int, duration: float, retry: bool = False) -> list:
         """Task seq ended on worker wid (retry: it raised an exception that
-        its options retry; nothing was sealed)."""
+        its options retry; nothing was sealed). Raises ValueError, changing
+        nothing, if wid is not running seq (see is_running)."""
+        if not self.is_running(wid, seq):
+            raise ValueError(f"worker {wid} reported task {seq} finished, but it is not running it")
         w = self.workers[wid]
         t = w.queue.popleft()
-        if t.seq != seq:
-            raise AssertionError(f"worker {wid} finished task {seq} but was running {t.seq}")
         self._record(t.function_id, duration)
         actions: list = []
         if retry and not t.cancelled:
