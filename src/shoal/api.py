@@ -159,12 +159,18 @@ def _ctx():
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     """The value of a ref, or the values of a list of refs (same order).
 
-    Waits for each object until `timeout` seconds in all (None: forever;
-    0: only what is ready now). Raises the task's error (an instance of
-    RayTaskError and of the task's own exception type), GetTimeoutError,
-    WorkerCrashedError, TaskCancelledError.
+    Waits for each object until `timeout` seconds in all (None, a negative
+    number or infinity: forever, as in Ray; 0: only what is ready now).
+    Raises the task's error (an instance of RayTaskError and of the task's
+    own exception type), GetTimeoutError, WorkerCrashedError,
+    TaskCancelledError; ValueError if `timeout` is not a number.
     """
     ctx = _ctx()
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+            raise ValueError(f"timeout must be None or a number of seconds, not {timeout!r}")
+        if timeout < 0 or timeout == float("inf"):  # Ray waits without limit for both
+            timeout = None
     if isinstance(object_refs, ObjectRef):
         return ctx.get([object_refs], timeout)[0]
     if isinstance(object_refs, ObjectRefGenerator):
@@ -175,8 +181,6 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     for r in object_refs:
         if not isinstance(r, ObjectRef):
             raise TypeError(f"get() expects a list of ObjectRefs; it holds a {type(r).__name__}")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-        raise ValueError(f"timeout must be None or >= 0 seconds, not {timeout!r}")
     return ctx.get(list(object_refs), timeout)
 
 
