@@ -84,21 +84,31 @@ def test_sigkill_of_the_driver_leaves_nothing():
 
 
 def test_ctrl_c_in_the_driver():
+    """Ctrl-C while get() waits: a plain KeyboardInterrupt traceback, with
+    no internal exception chained before it."""
     c = Child(PROGRAM + """
 @ray.remote
 def forever():
     time.sleep(3600)
 ref = forever.remote()
-say("ready")
+
+def entered_the_wait(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "_wait_get":
+        sys.setprofile(None)
+        say("waiting")
+
+sys.setprofile(entered_the_wait)
 ray.get(ref)
 """)
     line = c.expect(timeout=60)
     workers = [int(p) for p in line.split()[1:]]
-    assert c.expect(timeout=30) == "ready"
+    assert c.expect(timeout=30) == "waiting"
     everyone = [p.pid for p in psutil.Process(c.pid).children(recursive=True)]
     os.kill(c.pid, signal.SIGINT)
     assert c.wait(timeout=30) != 0
-    assert "KeyboardInterrupt" in c.stderr()
+    err = c.stderr()
+    assert err.rstrip().endswith("KeyboardInterrupt") and "in get" in err, err
+    assert "ObjectNotFoundError" not in err and "During handling" not in err, err
     wait_until(lambda: descendants_gone(everyone + workers), timeout=20, what="workers to exit")
 
 

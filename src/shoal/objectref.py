@@ -361,6 +361,8 @@ class Context:
                 try:
                     buf = store.get(ref._id, 0.0)
                 except (exc.ObjectNotFoundError, exc.GetTimeoutError):
+                    buf = None
+                if buf is None:  # wait outside the except: a Ctrl-C then has no internal context
                     if scan is None:
                         _check_stale(self, refs)
                         scan = _ErrorScan([r._id for r in refs[len(values) + 1:]])
