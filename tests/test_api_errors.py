@@ -295,3 +295,37 @@ def test_a_stale_or_forged_done_message_is_refused(ray, capfd):
         assert shell.broken is None
     err = capfd.readouterr().err
     assert err.count("saying that task") == 2 and "nothing changed" in err, err
+
+
+def test_an_argument_that_does_not_pickle_is_named(ray):
+    """The message names the argument (position or keyword) and its type,
+    not the tuple of all arguments; for actor calls too."""
+    import threading
+
+    @ray.remote
+    def takes(x, y=None):
+        return 1
+
+    @ray.remote
+    class Keeper:
+        def keep(self, thing):
+            return 1
+
+    lock = threading.Lock()
+    with pytest.raises(TypeError, match=r"argument 0 of takes\(\), a _thread\.lock, cannot be serialized: "
+                                        r"cannot pickle '_thread\.lock' object\. .*inside the task"):
+        takes.remote(lock)
+    with pytest.raises(TypeError, match=r"keyword argument 'y' of takes\(\), a dict, cannot be serialized"):
+        takes.remote(1, y={"held": lock})
+    with pytest.raises(TypeError, match=r"argument 0 of Keeper\.keep\(\), a _thread\.lock"):
+        Keeper.remote().keep.remote(lock)
+    with pytest.raises(TypeError, match=r"cannot serialize a _thread\.lock: cannot pickle"):
+        ray.put(lock)
+    assert ray.get(takes.remote(1, y=2), timeout=30) == 1  # nothing left behind
+
+
+def test_type_names_take_the_right_article(ray):
+    with pytest.raises(TypeError, match="it holds an int$"):
+        ray.get([ray.put(1), 1])
+    with pytest.raises(TypeError, match="it holds a str$"):
+        ray.wait([ray.put(1), "x"])

@@ -113,7 +113,7 @@ class ActorClass:
         info = info._replace(groups=tuple(sorted(groups or ())))  # handles check calls' groups
         class_id = self._class_id(ctx)
         actor_id = ids.new_task_id()
-        a = arguments.prepare(ctx, args, kwargs)
+        a = arguments.prepare(ctx, args, kwargs, f"{info.class_name}.__init__()")
         spec = P.ActorSpec(actor_id, class_id, info.class_name, a.blob, a.args_id, max_concurrency, info.is_async,
                            name, env, groups)
         extra = {"GPU": opts["num_gpus"] or 0, **(opts["resources"] or {})}
@@ -202,7 +202,7 @@ class ActorHandle:
         if method is not None:
             arguments.check_call(method.params, args, kwargs, f"{self._info.class_name}.{method_name}()")
         task_id = ids.new_task_id()
-        a = arguments.prepare(ctx, args, kwargs)
+        a = arguments.prepare(ctx, args, kwargs, f"{self._info.class_name}.{method_name}()")
         if group is None and method is not None:
             group = method.group
         elif group is not None and self._info.groups is not None and group not in self._info.groups:

@@ -16,6 +16,7 @@ from shoal import objectref, runtime
 from shoal.objectref import ObjectRef, ObjectRefGenerator
 from shoal.options import env_vars, warn_once
 from shoal.remote_function import RemoteFunction
+from shoal.words import a_type
 
 #: Ray's init keywords that change nothing shoal does, silently accepted:
 #: its own logging and temp files, and settings for a cluster that shoal
@@ -180,7 +181,7 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
             f"get() expects an ObjectRef or a list of ObjectRefs, not {type(object_refs).__name__}")
     for r in object_refs:
         if not isinstance(r, ObjectRef):
-            raise TypeError(f"get() expects a list of ObjectRefs; it holds a {type(r).__name__}")
+            raise TypeError(f"get() expects a list of ObjectRefs; it holds {a_type(r)}")
     return ctx.get(list(object_refs), timeout)
 
 
@@ -200,7 +201,7 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = Non
     refs = list(object_refs)
     for r in refs:
         if not isinstance(r, (ObjectRef, ObjectRefGenerator)):
-            raise TypeError(f"wait() expects a list of ObjectRefs; it holds a {type(r).__name__}")
+            raise TypeError(f"wait() expects a list of ObjectRefs; it holds {a_type(r)}")
     if len(set(refs)) != len(refs):
         raise ValueError("wait() requires a list of unique ObjectRefs")
     if timeout is not None and timeout < 0:

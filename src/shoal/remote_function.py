@@ -75,7 +75,7 @@ class RemoteFunction:
             return ctx.run_task(self._function, opts.name, args, kwargs, opts.num_returns)
         fid = self._function_id(ctx)
         task_id = ids.new_task_id()
-        a = arguments.prepare(ctx, args, kwargs)
+        a = arguments.prepare(ctx, args, kwargs, f"{opts.name}()")
         n = opts.num_returns
         spec = P.TaskSpec(task_id, fid, opts.name, a.blob, a.args_id, n, opts.max_retries,
                           opts.retry_exceptions, 0, opts.assigned, opts.env, (), opts.max_calls)
