@@ -329,3 +329,39 @@ def test_type_names_take_the_right_article(ray):
         ray.get([ray.put(1), 1])
     with pytest.raises(TypeError, match="it holds a str$"):
         ray.wait([ray.put(1), "x"])
+
+
+def test_a_result_that_does_not_pickle_points_at_the_users_function(ray):
+    """A return value (or a yielded item) that does not pickle is reported
+    at the function that produced it, not at shoal's frames."""
+    import threading
+
+    @ray.remote
+    def returns_a_lock():
+        return threading.Lock()
+
+    @ray.remote
+    def yields_a_lock():
+        yield 1
+        yield threading.Lock()
+
+    @ray.remote
+    class Keeper:
+        def lock(self):
+            return threading.Lock()
+
+    def_line = returns_a_lock.__wrapped__.__code__.co_firstlineno + 1  # below the decorator
+    with pytest.raises(TypeError) as info:
+        ray.get(returns_a_lock.remote(), timeout=30)
+    text = str(info.value)
+    assert isinstance(info.value, exc.RayTaskError)
+    assert "returns_a_lock() returned a _thread.lock, which cannot be serialized" in text
+    assert f'test_api_errors.py", line {def_line}, in returns_a_lock' in text
+    assert "execution.py" not in text and "serialization.py" not in text, text
+    gen = yields_a_lock.remote()
+    assert ray.get(next(gen), timeout=30) == 1
+    with pytest.raises(TypeError, match=r"yields_a_lock\(\) yielded, as item 2, a _thread\.lock"):
+        ray.get(next(gen), timeout=30)
+    with pytest.raises(TypeError, match=r"Keeper\.lock\(\) returned a _thread\.lock") as info:
+        ray.get(Keeper.remote().lock.remote(), timeout=30)
+    assert "execution.py" not in str(info.value)
