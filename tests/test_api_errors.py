@@ -87,6 +87,62 @@ def test_unpicklable_exception_is_reported(ray):
         ray.get(fails.remote(), timeout=30)
 
 
+def test_an_exception_class_that_cannot_be_derived_keeps_its_kind(ray):
+    """numpy's _ArrayMemoryError (whose builtin base refuses the usual way
+    of deriving from it) is still caught by `except MemoryError`, with its
+    message and the remote traceback, as in Ray."""
+    import numpy as np
+
+    @ray.remote
+    def allocate():
+        return np.ones(2**50)  # 8 PiB: beyond any address space
+
+    with pytest.raises(MemoryError) as info:
+        ray.get(allocate.remote(), timeout=30)
+    e = info.value
+    assert isinstance(e, exc.RayTaskError) and type(e.cause).__qualname__ == "_ArrayMemoryError"
+    assert "Unable to allocate" in str(e) and "np.ones(2**50)" in str(e)
+    back = pickle.loads(pickle.dumps(e))
+    assert isinstance(back, MemoryError) and isinstance(back, exc.RayTaskError)
+
+
+class Final(ValueError):
+    """An exception class that refuses subclasses."""
+
+    def __init_subclass__(cls, **kwargs):
+        raise TypeError("Final cannot be subclassed")
+
+
+def test_a_final_exception_class_gives_its_nearest_base(ray):
+    @ray.remote
+    def fails():
+        raise Final("final answer")
+
+    with pytest.raises(ValueError, match="final answer") as info:
+        ray.get(fails.remote(), timeout=30)
+    assert isinstance(info.value, exc.RayTaskError) and type(info.value.cause) is Final
+
+
+def test_an_exception_that_does_not_pickle_gives_its_nearest_base_that_does(ray):
+    import threading
+
+    class HoldsALock(KeyError):
+        def __init__(self, key):
+            super().__init__(key)
+            self.lock = threading.Lock()
+
+    @ray.remote
+    def fails():
+        raise HoldsALock("missing")
+
+    with pytest.raises(KeyError) as info:
+        ray.get(fails.remote(), timeout=30)
+    e = info.value
+    assert isinstance(e, exc.RayTaskError) and e.args == ("missing",) and type(e.cause) is KeyError
+    assert "raise HoldsALock" in str(e)  # the remote traceback
+    assert "could not be pickled" in str(e) and "nearest base class that pickles, KeyError" in str(e)
+
+
 def test_worker_crash_is_retried_then_reported(ray, tmp_path):
     marker = tmp_path / "attempts"
 

@@ -21,7 +21,7 @@ from shoal import ids, serialization
 from shoal.scheduler import protocol as P
 from shoal.worker import arguments
 from shoal.worker.actor_info import class_info
-from shoal.words import a_type
+from shoal.words import a_type, type_name
 
 
 class TaskCancelled(KeyboardInterrupt):
@@ -56,17 +56,38 @@ def describe_exception(name: str, e: BaseException, pid: int, actor_repr: str | 
         e = e.error
     else:
         text = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
-    cause: BaseException | None = e
+    cause: BaseException = e
     try:
-        serialization.deserialize(serialization.dumps(e))
+        _round_trip(e)
     except Exception as why:
-        note = (f"the exception {type(e).__qualname__} could not be pickled to send it to the "
-                f"caller ({why}); it is reported as RaySystemError")
-        cause = exc.RaySystemError(note)
-        text += note + "\n"
+        cause = _picklable_stand_in(e)
+        text += (f"(the exception {type_name(type(e))} could not be pickled to send it to the caller "
+                 f"({why}); it is raised as its nearest base class that pickles, "
+                 f"{type_name(type(cause))}, with the same message)\n")
     err = exc.RayTaskError(name, text, cause, pid, actor_repr)
     err.__traceback__ = None
     return err
+
+
+def _round_trip(e: BaseException) -> None:
+    """Pickle and unpickle e as the caller will (raises if it cannot)."""
+    serialization.deserialize(serialization.dumps(e))
+
+
+def _picklable_stand_in(e: BaseException) -> BaseException:
+    """An instance of the nearest base class of type(e) that pickles, with
+    e's arguments (or its message, if they do not pickle)."""
+    for base in type(e).__mro__[1:]:
+        if not issubclass(base, BaseException):
+            break
+        for args in (e.args, (str(e),)):
+            try:
+                stand_in = exc.rebuild_exception(base, args, None)
+                _round_trip(stand_in)
+            except Exception:
+                continue
+            return stand_in
+    return Exception(str(e))
 
 
 def seal_error(store, object_ids: list[bytes], error: BaseException) -> None:
