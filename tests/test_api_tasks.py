@@ -195,15 +195,37 @@ def test_custom_resources_admission():
 
 
 def test_task_that_can_never_fit_waits_with_a_warning(ray):
-    @ray.remote(num_gpus=4)
+    """The warning at .remote() names the user's line and shows memory in
+    GiB; a later get() that times out says the task is infeasible, with
+    what it needs and what exists."""
+    @ray.remote(num_gpus=4, memory=3 * 2**40)
     def needs_gpus():
         return "ran"
 
-    with pytest.warns(RuntimeWarning, match="4 GPU"):
+    with pytest.warns(RuntimeWarning, match=r"4 GPU, 3\.00 TiB memory but this machine has") as warned:
         ref = needs_gpus.remote()
-    with pytest.raises(exc.GetTimeoutError):
+    assert warned[0].filename == __file__
+    with pytest.raises(exc.GetTimeoutError, match=r"its task needs_gpus needs 1 CPU, 4 GPU, 3\.00 TiB "
+                                                  r"memory but this machine has 2 CPU, .* GiB memory in "
+                                                  r"total: it is infeasible and never runs"):
         ray.get(ref, timeout=0.5)
+    with pytest.raises(exc.GetTimeoutError, match="infeasible"):
+        ray.get([ray.put(1), ref], timeout=0)
     ray.cancel(ref)
+
+
+def test_calls_to_an_actor_that_can_never_start_say_so(ray):
+    @ray.remote(num_gpus=2)
+    class OnTwoGpus:
+        def ping(self):
+            return "pong"
+
+    with pytest.warns(RuntimeWarning, match="2 GPU"):
+        actor = OnTwoGpus.remote()
+    with pytest.raises(exc.GetTimeoutError, match=r"its actor OnTwoGpus .* needs 1 CPU, 2 GPU but .* "
+                                                  r"infeasible, never starts"):
+        ray.get(actor.ping.remote(), timeout=0.2)
+    ray.kill(actor)
 
 
 def test_fractional_cpus(ray):

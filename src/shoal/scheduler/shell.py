@@ -53,6 +53,18 @@ MAX_POOL_WORKERS = 192
 IDLE_STOP_S = 1.0
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _caller_level() -> int:
+    """The stacklevel of warnings.warn that names the user's line (the
+    first frame outside shoal), not the shell's."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class Shell(ActorCalls):
     """Args:
         store: the driver's ObjectStore.
@@ -558,7 +570,7 @@ class Shell(ActorCalls):
             if h is not None:
                 h.send(P.encode((P.CANCEL, a.seq, False)))
         elif t is Warn:
-            warnings.warn(a.text, RuntimeWarning, stacklevel=4)
+            warnings.warn(a.text, RuntimeWarning, stacklevel=_caller_level())
         elif t is PlaceActor:
             actor = self.actors.actors.get(a.actor_id)
             if actor is None or actor.state != "placing":
@@ -662,6 +674,26 @@ class Shell(ActorCalls):
         self.sched.check()
         self.refs.check()
         self.store.raw.validate()
+
+    def why_pending(self, object_id: bytes) -> str | None:
+        """Why the task or actor call that returns object_id cannot run, if
+        it never can here (it needs resources this machine lacks); else None."""
+        task_id = ids.task_of(object_id)
+        with self.lock:
+            seq = self.by_task_id.get(task_id) if task_id is not None else None
+            if seq is None:
+                return None
+            task = self.sched.tasks.get(seq)
+            if task is not None:
+                why = self.sched.why_infeasible(task.shape)
+                return None if why is None else f"its task {task.name} {why}: it is infeasible and never runs"
+            actor = self.calls.get(seq)
+            if actor is not None and actor.state == "placing":
+                why = self.sched.why_infeasible(actor.placing)
+                if why is not None:
+                    return (f"its actor {actor.describe()} {why}: it is infeasible, never starts, and "
+                            f"so never runs this call")
+            return None
 
     def worker_pids(self) -> list[int]:
         with self.lock:

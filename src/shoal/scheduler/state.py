@@ -26,7 +26,11 @@ from __future__ import annotations
 import collections
 from typing import Any, NamedTuple
 
+from shoal import words
 from shoal.scheduler.devices import UNIT, GpuDevices  # UNIT: resource amounts are kept in 1/UNIT
+
+#: Resources counted in bytes (shown as sizes in messages).
+MEMORY_RESOURCES = ("memory", "object_store_memory")
 
 
 # Prefetch: queue up to this much expected work (seconds) on a busy worker,
@@ -234,12 +238,12 @@ class Scheduler:
         """A new task whose dependencies `unsealed` are not sealed yet."""
         self.tasks[task.seq] = task
         actions: list = []
-        if not self._fits_ever(task.shape) and task.shape not in self._warned:
+        why = self.why_infeasible(task.shape)
+        if why is not None and task.shape not in self._warned:
             self._warned.add(task.shape)
             actions.append(Warn(
-                f"task {task.name} needs {self._describe(task.shape)} but this machine has "
-                f"{self._describe(tuple(sorted(self.total.items())))} in total: it will wait "
-                f"until such resources exist (it never will in this session)."))
+                f"task {task.name} {why}: it will wait until such resources exist (it never will "
+                f"in this session)."))
         for oid in unsealed:
             task.missing.add(oid)
             self.waiting_on.setdefault(oid, []).append(task)
@@ -279,11 +283,10 @@ class Scheduler:
         """An actor needs `placing` to start and keeps `living` once built
         (Ray's default: 1 CPU to schedule, none while alive)."""
         actions: list = []
-        if not self._fits_ever(placing) and placing not in self._warned:
+        why = self.why_infeasible(placing)
+        if why is not None and placing not in self._warned:
             self._warned.add(placing)
-            actions.append(Warn(
-                f"actor {name} needs {self._describe(placing)} but this machine has "
-                f"{self._describe(tuple(sorted(self.total.items())))} in total: it will wait."))
+            actions.append(Warn(f"actor {name} {why}: it will wait."))
         self.actor_queue.append((actor_id, placing, living))
         self._place_actors(actions)
         return actions
@@ -463,8 +466,19 @@ class Scheduler:
 
     # -- internals -----------------------------------------------------------
 
-    def _describe(self, shape: Shape) -> str:
-        return ", ".join(f"{v / UNIT:g} {k}" for k, v in shape) or "nothing"
+    def why_infeasible(self, shape: Shape) -> str | None:
+        """Why `shape` can never be had here, in words ("needs 1 GPU but
+        this machine has 2 CPU in total"); None if it can."""
+        if self._fits_ever(shape):
+            return None
+        return (f"needs {self._describe(shape)} but this machine has "
+                f"{self._describe(tuple(sorted(self.total.items())))} in total")
+
+    @staticmethod
+    def _describe(shape: Shape) -> str:
+        return ", ".join(
+            f"{words.size(v / UNIT)} {k}" if k in MEMORY_RESOURCES else f"{v / UNIT:g} {k}"
+            for k, v in shape) or "nothing"
 
     def _fits_ever(self, shape: Shape) -> bool:
         return all(self.total.get(k, 0) >= v for k, v in shape)
