@@ -388,3 +388,41 @@ def test_parents_waiting_for_short_children_do_not_deadlock(ray):
     for _ in range(5):
         refs = [parent.remote(i) for i in range(4)]
         assert ray.get(refs, timeout=60) == [sum(i * 10 + k for k in range(5)) for i in range(4)]
+
+
+def test_a_function_that_captures_something_huge_warns_once(ray, monkeypatch):
+    """It still runs (Ray refuses it, then hangs on the next call), with
+    one warning naming the function and the size and suggesting put()."""
+    import warnings
+
+    import numpy as np
+
+    from shoal import remote_function
+
+    big = np.ones(remote_function.LARGE_DEFINITION_BYTES // 8 + 4096)  # just over the threshold
+
+    @ray.remote
+    def uses_big(i):
+        return float(big[i]) + i
+
+    with pytest.warns(UserWarning, match=r"remote function .*uses_big pickles to 100\.\d\d MiB: it "
+                                         r"captures a large object.*put\(\) the object") as warned:
+        ref = uses_big.remote(0)
+    assert len(warned) == 1 and warned[0].filename == __file__
+    assert ray.get(ref, timeout=60) == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ray.get(uses_big.remote(1), timeout=60) == 2.0  # once only
+    del big, uses_big
+
+    monkeypatch.setattr(remote_function, "LARGE_DEFINITION_BYTES", 1 << 20)
+    table = bytes(2 << 20)
+
+    @ray.remote
+    class Lookup:
+        def size(self):
+            return len(table)
+
+    with pytest.warns(UserWarning, match=r"actor class .*Lookup pickles to 2\.\d\d MiB"):
+        actor = Lookup.remote()
+    assert ray.get(actor.size.remote(), timeout=60) == 2 << 20

@@ -15,7 +15,7 @@ from shoal import exceptions as exc
 from shoal import ids, objectref, serialization
 from shoal.objectref import ObjectRef, ObjectRefGenerator
 from shoal.options import ACTOR_DEFAULTS, env_vars, validate, warn_once
-from shoal.remote_function import current_context
+from shoal.remote_function import current_context, store_definition
 from shoal.scheduler import protocol as P
 from shoal.scheduler.actors import Actor
 from shoal.scheduler.state import make_shape
@@ -71,8 +71,7 @@ class ActorClass:
     def _class_id(self, ctx) -> bytes:
         cid = self._class_ids.get(ctx.session)
         if cid is None:
-            cid = ids.new_put_id()
-            ctx.store.put(self._cls, cid)
+            cid = store_definition(ctx, self._cls, f"actor class {self._cls.__module__}.{self._cls.__qualname__}")
             self._class_ids = {ctx.session: cid}
         return cid
 

@@ -1,7 +1,14 @@
-"""Words for messages: type names with their article, and sizes
-(standard library only, importable from anywhere)."""
+"""Words for messages: type names with their article, sizes, and warnings
+that point at the user's line (standard library only, importable from
+anywhere)."""
 
 from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 def type_name(cls: type) -> str:
@@ -23,3 +30,12 @@ def size(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n:g} bytes"
+
+
+def warn(text: str, category: type[Warning] = UserWarning) -> None:
+    """warnings.warn, attributed to the first caller outside shoal (the
+    user's line, not the internal one that noticed)."""
+    frame, level = sys._getframe(), 1  # level 1: this function
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(text, category, stacklevel=level)

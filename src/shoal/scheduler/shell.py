@@ -24,10 +24,9 @@ import signal
 import sys
 import threading
 import time
-import warnings
 
 from shoal import exceptions as exc
-from shoal import ids
+from shoal import ids, words
 from shoal.scheduler import protocol as P
 from shoal.scheduler import actors as A
 from shoal.scheduler.actor_calls import ActorCalls
@@ -51,18 +50,6 @@ MAX_POOL_WORKERS = 192
 #: (Ray keeps idle workers for one second too): bursts of nested or
 #: fractional-CPU work then reuse workers instead of forking new ones.
 IDLE_STOP_S = 1.0
-
-
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _caller_level() -> int:
-    """The stacklevel of warnings.warn that names the user's line (the
-    first frame outside shoal), not the shell's."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 class Shell(ActorCalls):
@@ -570,7 +557,7 @@ class Shell(ActorCalls):
             if h is not None:
                 h.send(P.encode((P.CANCEL, a.seq, False)))
         elif t is Warn:
-            warnings.warn(a.text, RuntimeWarning, stacklevel=_caller_level())
+            words.warn(a.text, RuntimeWarning)
         elif t is PlaceActor:
             actor = self.actors.actors.get(a.actor_id)
             if actor is None or actor.state != "placing":
