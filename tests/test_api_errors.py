@@ -164,6 +164,46 @@ def test_worker_crash_is_retried_then_reported(ray, tmp_path):
     assert ray.get(fine.remote(), timeout=30) == "runtime still works"
 
 
+def test_sys_exit_in_a_task_reports_its_code_in_one_line(ray, capfd):
+    """The worker exits with the code the task passed (retried, as in Ray),
+    each attempt says so in one line, and no internal traceback shows."""
+    import sys
+
+    @ray.remote(max_retries=1)
+    def leaves():
+        sys.exit(3)
+
+    with pytest.raises(exc.WorkerCrashedError, match=r"exited with code 3: leaves called sys\.exit\(3\) at "
+                                                     r".*test_api_errors\.py, line \d+") as info:
+        ray.get(leaves.remote(), timeout=60)
+    assert "tried 2 time(s)" in str(info.value)
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if "(leaves pid=" in line]
+    assert len(lines) == 2, err
+    assert all("leaves called sys.exit(3)" in line and "exits with code 3" in line for line in lines), err
+    assert "Traceback" not in err and "SystemExit" not in err, err
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_sys_exit_in_an_actor_method_ends_the_actor_with_its_code(ray, concurrency):
+    import sys
+
+    @ray.remote(max_concurrency=concurrency)
+    class Leaving:
+        def leave(self):
+            sys.exit(2)
+
+        def ping(self):
+            return "pong"
+
+    actor = Leaving.remote()
+    assert ray.get(actor.ping.remote(), timeout=30) == "pong"
+    with pytest.raises(exc.ActorDiedError, match=r"exited with code 2: Leaving\.leave called sys\.exit\(2\)"):
+        ray.get(actor.leave.remote(), timeout=30)
+    with pytest.raises(exc.ActorDiedError):
+        ray.get(actor.ping.remote(), timeout=30)
+
+
 def test_crash_recovered_by_retry(ray, tmp_path):
     marker = tmp_path / "crashed-once"
 

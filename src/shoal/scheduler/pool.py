@@ -65,6 +65,7 @@ class WorkerHandle:
         self.kill_when_spawned = False  # kill() came before the process existed
         self.pidfd = -1  # signals go through it: never to another process that reuses the pid
         self.gone = False  # it had exited before its pidfd could be opened
+        self.exit_reason: str | None = None  # what it said (EXITING) before exiting on purpose
 
     def spawned(self, pid: int) -> None:
         """The fork server started the process `pid`."""

@@ -101,7 +101,7 @@ class Shell(ActorCalls):
         self.broken: BaseException | None = None  # set when the runtime cannot go on
         self._seq = itertools.count(1)
         self._start_failures = 0
-        self._dying: tuple[int, int | None] | None = None
+        self._dying: str | None = None  # how the worker whose death is handled now died
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="shoal-io", daemon=True)
@@ -381,6 +381,8 @@ class Shell(ActorCalls):
         elif kind == P.UNBLOCKED:
             if wid in self.sched.workers:
                 self._execute(self.sched.worker_unblocked(wid))
+        elif kind == P.EXITING:
+            h.exit_reason = str(msg[1])
         else:
             raise exc.RaySystemError(f"unknown message {kind} from worker {wid}")
 
@@ -472,7 +474,7 @@ class Shell(ActorCalls):
         self._surplus.pop(wid, None)
         actor = self.actors.by_wid.get(wid)
         if actor is not None:
-            self._execute(self.actors.process_died(actor, describe_exit(code)))
+            self._execute(self.actors.process_died(actor, self._how_it_died(h, code)))
         else:
             self._pool_worker_died(wid, h, code)
         self.refs.holder_gone(wid)
@@ -483,12 +485,20 @@ class Shell(ActorCalls):
         except exc.StoreClosedError:
             pass
 
+    def _how_it_died(self, h: WorkerHandle, code: int | None) -> str:
+        """Words for a worker's death: its exit status, and why it exited
+        when it said so (sys.exit() in a task)."""
+        how = describe_exit(code)
+        if h.exit_reason:
+            how += f": {h.exit_reason}"
+        return how
+
     def _pool_worker_died(self, wid: int, h: WorkerHandle, code: int | None) -> None:
         w = self.sched.workers.get(wid)
         started = bool(w and w.queue and w.queue[0].seq == h.to_worker.user_word)
         if not h.ready:
             self._start_failures += 1
-        self._dying = (wid, code)
+        self._dying = self._how_it_died(h, code)
         try:
             if self._start_failures >= MAX_START_FAILURES:
                 self.sched.target_workers = 0
@@ -582,7 +592,7 @@ class Shell(ActorCalls):
         if kind == "cancelled":
             err: BaseException = exc.TaskCancelledError(f"task {spec.name} was cancelled ({detail})")
         else:
-            how = describe_exit(self._dying[1]) if self._dying else "it exited"
+            how = self._dying or "it exited"
             err = exc.WorkerCrashedError(
                 f"the worker process running task {spec.name} died: {how}. The task was tried "
                 f"{detail} (max_retries={spec.max_retries}). Check the worker's output above, and "

@@ -13,8 +13,9 @@ import inspect
 import linecache
 import os
 import pickle
+import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from shoal import exceptions as exc
 from shoal import ids, serialization
@@ -88,6 +89,25 @@ def _picklable_stand_in(e: BaseException) -> BaseException:
                 continue
             return stand_in
     return Exception(str(e))
+
+
+def exit_on_request(ctx, spec, e: SystemExit) -> NoReturn:
+    """User code of `spec` raised SystemExit (sys.exit()): the process exits
+    with that status, as a Python program would, after one line on stderr
+    and a word to the driver, instead of a traceback of shoal's frames."""
+    code = e.code
+    status = 0 if code is None else code & 0xFF if isinstance(code, int) else 1
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" at {frames[-1].filename}, line {frames[-1].lineno}" if frames else ""
+    why = f"{spec.name} called sys.exit({code!r}){where}"
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        os.write(2, f"{why}: the worker exits with code {status}\n".encode(errors="replace"))
+        ctx.send((P.EXITING, why))
+    finally:
+        os._exit(status)
 
 
 def seal_error(store, object_ids: list[bytes], error: BaseException) -> None:

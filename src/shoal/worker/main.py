@@ -17,7 +17,9 @@ from shoal._channel import Ring
 from shoal.scheduler import protocol as P
 from shoal.store import ObjectStore
 from shoal.worker.context import WorkerContext
-from shoal.worker.execution import ActorExit, Executor, TaskCancelled, _cancelled, return_ids, seal_error
+from shoal.worker.execution import (
+    ActorExit, Executor, TaskCancelled, _cancelled, exit_on_request, return_ids, seal_error,
+)
 
 #: Output marker: a line "\0shoal:<name>\n" tells the driver which task
 #: prints the lines that follow (it is never shown).
@@ -91,6 +93,8 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
         except ActorExit:  # exit_actor() or __ray_terminate__: this call is done, then exit
             ctx.send((P.DONE, seq, P.EXITED, clock() - t, {}))
             return
+        except SystemExit as e:  # sys.exit() in the task: the process exits with its code
+            exit_on_request(ctx, spec, e)
         duration = clock() - t
         ctx.task_ended()
         ctx.current_seq = 0
