@@ -204,6 +204,32 @@ def test_sys_exit_in_an_actor_method_ends_the_actor_with_its_code(ray, concurren
         ray.get(actor.ping.remote(), timeout=30)
 
 
+def test_a_native_crash_shows_where_it_happened(ray, capfd):
+    """A segfault prints the worker's Python stack (faulthandler) with the
+    task's prefix, and the error quotes the user's frames and says where
+    the whole report is."""
+    import re
+
+    @ray.remote(max_retries=0)
+    def crashes():
+        import faulthandler
+
+        faulthandler._sigsegv()
+
+    with pytest.raises(exc.WorkerCrashedError, match="SIGSEGV") as info:
+        ray.get(crashes.remote(), timeout=60)
+    text = str(info.value)
+    assert "Fatal Python error: Segmentation fault" in text
+    assert re.search(r'File ".*test_api_errors\.py", line \d+ in crashes', text), text
+    assert "execution.py" not in text and "forkserver.py" not in text, text
+    err = capfd.readouterr().err
+    found = re.search(r"\(crashes pid=(\d+)\) Fatal Python error: Segmentation fault", err)
+    assert found, err
+    prefix = f"(crashes pid={found[1]})"
+    assert re.search(re.escape(prefix) + r'   File ".*test_api_errors\.py", line \d+ in crashes', err), err
+    assert f"prefixed with {prefix}" in text
+
+
 def test_crash_recovered_by_retry(ray, tmp_path):
     marker = tmp_path / "crashed-once"
 

@@ -101,7 +101,7 @@ class Shell(ActorCalls):
         self.broken: BaseException | None = None  # set when the runtime cannot go on
         self._seq = itertools.count(1)
         self._start_failures = 0
-        self._dying: str | None = None  # how the worker whose death is handled now died
+        self._dying: tuple[str, str | None] | None = None  # how the worker whose death is handled died, its fault report
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="shoal-io", daemon=True)
@@ -474,11 +474,13 @@ class Shell(ActorCalls):
         self._surplus.pop(wid, None)
         actor = self.actors.by_wid.get(wid)
         if actor is not None:
-            self._execute(self.actors.process_died(actor, self._how_it_died(h, code)))
+            self._execute(self.actors.process_died(actor, self._how_it_died(h, code),
+                                                   self.output.fault_report(wid) or ""))
         else:
             self._pool_worker_died(wid, h, code)
         self.refs.holder_gone(wid)
         del self.workers[wid]
+        self.output.forget(wid)
         h.close()
         try:
             self.store.raw.reap_dead_clients()  # its pins and unsealed objects
@@ -498,7 +500,7 @@ class Shell(ActorCalls):
         started = bool(w and w.queue and w.queue[0].seq == h.to_worker.user_word)
         if not h.ready:
             self._start_failures += 1
-        self._dying = self._how_it_died(h, code)
+        self._dying = (self._how_it_died(h, code), self.output.fault_report(wid))
         try:
             if self._start_failures >= MAX_START_FAILURES:
                 self.sched.target_workers = 0
@@ -592,11 +594,11 @@ class Shell(ActorCalls):
         if kind == "cancelled":
             err: BaseException = exc.TaskCancelledError(f"task {spec.name} was cancelled ({detail})")
         else:
-            how = self._dying or "it exited"
+            how, report = self._dying or ("it exited", None)
             err = exc.WorkerCrashedError(
                 f"the worker process running task {spec.name} died: {how}. The task was tried "
-                f"{detail} (max_retries={spec.max_retries}). Check the worker's output above, and "
-                f"the machine's memory if it was killed.")
+                f"{detail} (max_retries={spec.max_retries}). "
+                + (report or "Check the worker's output above."))
         self.store.put_error(P.return_ids(spec), err)
         self._task_ended(task)
 

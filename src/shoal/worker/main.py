@@ -6,6 +6,7 @@ the driver sends, one at a time, until told to exit or orphaned.
 
 from __future__ import annotations
 
+import faulthandler
 import mmap
 import os
 import signal
@@ -132,6 +133,10 @@ def run(cfg: dict) -> None:
         sys.stderr.reconfigure(line_buffering=True)
     except (AttributeError, ValueError):
         pass
+    # A crash in native code (SIGSEGV, SIGBUS, SIGFPE, SIGABRT, SIGILL)
+    # prints the Python stack of every thread to the stderr pipe: the driver
+    # shows it with the task's prefix and quotes it in the error.
+    faulthandler.enable(all_threads=True)
     ctx.send((P.READY, os.getpid()))
     if cfg.get("actor"):
         from shoal.worker.actor_loop import serve_actor
