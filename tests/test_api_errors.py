@@ -487,3 +487,25 @@ def test_a_result_that_does_not_pickle_points_at_the_users_function(ray):
     with pytest.raises(TypeError, match=r"Keeper\.lock\(\) returned a _thread\.lock") as info:
         ray.get(Keeper.remote().lock.remote(), timeout=30)
     assert "execution.py" not in str(info.value)
+
+
+def test_writing_into_a_stored_array_says_why_it_is_read_only(ray):
+    import numpy as np
+
+    @ray.remote
+    def scale(a):
+        a *= 2
+        return a
+
+    @ray.remote
+    def scale_a_copy(a):
+        a = a.copy()
+        a *= 2
+        return a
+
+    ref = ray.put(np.ones(4))
+    with pytest.raises(ValueError, match="read-only") as info:
+        ray.get(scale.remote(ref), timeout=30)
+    assert "zero-copy views of shared memory and read-only; call .copy()" in str(info.value)
+    assert ray.get(scale_a_copy.remote(ref), timeout=30).tolist() == [2.0] * 4
+    assert not ray.get(ref, timeout=30).flags.writeable

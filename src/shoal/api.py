@@ -159,6 +159,8 @@ def _ctx():
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     """The value of a ref, or the values of a list of refs (same order).
+    Arrays in the values are zero-copy views of shared memory, read-only:
+    ``.copy()`` one to write to it.
 
     Waits for each object until `timeout` seconds in all (None, a negative
     number or infinity: forever, as in Ray; 0: only what is ready now).

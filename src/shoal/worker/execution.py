@@ -47,6 +47,13 @@ class _Unserializable(Exception):
         self.where = where
 
 
+#: Added to the remote traceback of numpy's "assignment destination is
+#: read-only" and its kin: the likely cause is a value from the store.
+READ_ONLY_HINT = (
+    "(Arrays from the object store, a task's arguments and what get() returns, are zero-copy "
+    "views of shared memory and read-only; call .copy() for a writable array.)\n")
+
+
 def describe_exception(name: str, e: BaseException, pid: int, actor_repr: str | None = None) -> exc.RayTaskError:
     """A picklable RayTaskError for exception e raised by user code."""
     if isinstance(e, exc.RayTaskError):
@@ -57,6 +64,8 @@ def describe_exception(name: str, e: BaseException, pid: int, actor_repr: str | 
         e = e.error
     else:
         text = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
+    if isinstance(e, ValueError) and "read-only" in str(e):
+        text += READ_ONLY_HINT
     cause: BaseException = e
     try:
         _round_trip(e)
