@@ -48,6 +48,7 @@ class WorkerHandle:
         self.pid: int | None = None
         size = 2 * footprint(capacity)
         self.channel_fd = os.memfd_create(f"shoal-channel-{wid}", os.MFD_CLOEXEC)
+        os.fchmod(self.channel_fd, 0o600)  # owner only, as the store (a memfd is born 0777)
         os.ftruncate(self.channel_fd, size)
         self.mem = mmap.mmap(self.channel_fd, size)
         self.to_worker = Ring(self.mem, 0, capacity, init=True)

@@ -132,9 +132,11 @@ def send_with_fds(sock: socket.socket, message: object, fds: list[int] = ()) -> 
 
 
 def recv_with_fds(sock: socket.socket) -> tuple[object, list[int]]:
-    """One control message and the descriptors sent with it; (None, []) at EOF."""
+    """One control message and the descriptors sent with it, close-on-exec
+    (a program the receiver starts must not get them); (None, []) at EOF."""
     fds = array.array("i")
-    data, ancdata, _, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
+    data, ancdata, _, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(MAX_FDS * fds.itemsize),
+                                       socket.MSG_CMSG_CLOEXEC)
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])

@@ -141,6 +141,11 @@ class ForkServer:
 
 def main() -> None:
     sock_fd, store_fd = int(sys.argv[1]), int(sys.argv[2])
+    # Inherited through exec (pass_fds clears close-on-exec): set it again,
+    # so that no program a task starts gets the store or the driver's socket.
+    # Forked workers still inherit both.
+    os.set_inheritable(store_fd, False)
+    os.set_inheritable(sock_fd, False)
     set_parent_death_signal(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     sock = socket.socket(fileno=sock_fd)

@@ -29,6 +29,8 @@ MARKER = b"\x00shoal:"
 
 def connect(cfg: dict) -> WorkerContext:
     """Map the store and the channel described by the fork server."""
+    for key in ("store_fd", "channel_fd", "own_fd", "room_fd", "driver_fd"):
+        os.set_inheritable(cfg[key], False)  # a program the task starts must not get them
     store = ObjectStore.attach(cfg["store_fd"])
     store.raw.set_wait_spin(cfg.get("spin", 0.0))
     os.close(cfg["store_fd"]) if cfg.get("close_store_fd") else None
