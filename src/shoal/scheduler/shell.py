@@ -101,7 +101,8 @@ class Shell(ActorCalls):
         self.broken: BaseException | None = None  # set when the runtime cannot go on
         self._seq = itertools.count(1)
         self._start_failures = 0
-        self._dying: tuple[str, str | None] | None = None  # how the worker whose death is handled died, its fault report
+        # While a worker's death is handled: how it died, and its fault report.
+        self._dying: tuple[str, str | None] | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="shoal-io", daemon=True)

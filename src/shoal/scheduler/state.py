@@ -232,6 +232,14 @@ class Scheduler:
     def running_on(self, wid: int) -> list[Task]:
         return list(self.workers[wid].queue)
 
+    def why_infeasible(self, shape: Shape) -> str | None:
+        """Why `shape` can never be had here, in words ("needs 1 GPU but
+        this machine has 2 CPU in total"); None if it can."""
+        if self._fits_ever(shape):
+            return None
+        return (f"needs {self._describe(shape)} but this machine has "
+                f"{self._describe(tuple(sorted(self.total.items())))} in total")
+
     # -- events --------------------------------------------------------------
 
     def submit(self, task: Task, unsealed: list[bytes] = ()) -> list:
@@ -465,14 +473,6 @@ class Scheduler:
         return [CancelQueued(t.worker, t.seq)]
 
     # -- internals -----------------------------------------------------------
-
-    def why_infeasible(self, shape: Shape) -> str | None:
-        """Why `shape` can never be had here, in words ("needs 1 GPU but
-        this machine has 2 CPU in total"); None if it can."""
-        if self._fits_ever(shape):
-            return None
-        return (f"needs {self._describe(shape)} but this machine has "
-                f"{self._describe(tuple(sorted(self.total.items())))} in total")
 
     @staticmethod
     def _describe(shape: Shape) -> str:
