@@ -125,7 +125,10 @@ store_status_t store_segment_create(uint64_t capacity, uint32_t max_objects, int
     if (fd < 0) return STORE_E_SYS;
     uint8_t *base;
     store_status_t st = STORE_E_SYS;
-    if (ftruncate(fd, (off_t)l.total) == 0 && (st = map_fd(fd, l.total, &base)) == STORE_OK) {
+    /* Owner only (a memfd is born 0777): should its /proc/<pid>/fd link be
+     * reachable by another user, opening it still fails. */
+    if (fchmod(fd, 0600) == 0 && ftruncate(fd, (off_t)l.total) == 0 &&
+        (st = map_fd(fd, l.total, &base)) == STORE_OK) {
         st = format_segment(base, &l, capacity, max_objects);
         munmap(base, l.total);
     }

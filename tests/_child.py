@@ -90,6 +90,16 @@ class Child:
         return getattr(self, "_stderr", "")
 
 
+def shm_entries() -> set[str]:
+    """shoal's own entries in /dev/shm. Other programs may create theirs
+    (multiprocessing.shared_memory's psm_*) at any time: never compare the
+    whole listing."""
+    try:
+        return {n for n in os.listdir("/dev/shm") if "shoal" in n.lower()}
+    except FileNotFoundError:
+        return set()
+
+
 def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
     """Poll `predicate` (a state change with no event to wait on, such as a
     process disappearing from /proc) until true or `timeout` seconds."""

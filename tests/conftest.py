@@ -13,12 +13,7 @@ import os
 import psutil
 import pytest
 
-
-def shm_entries() -> set[str]:
-    try:
-        return {n for n in os.listdir("/dev/shm") if "shoal" in n.lower()}
-    except FileNotFoundError:
-        return set()
+from tests._child import shm_entries
 
 
 def store_fds() -> int:

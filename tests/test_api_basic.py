@@ -161,6 +161,26 @@ def test_get_timeout(ray):
     ray.cancel(ref, force=True)
 
 
+def test_get_with_a_negative_or_infinite_timeout_waits_without_limit(ray):
+    """As Ray, for one ref and for a list alike (and wait() refuses a
+    negative timeout, as Ray's does)."""
+    @ray.remote
+    def slow(x):
+        time.sleep(0.5)  # not done when get() starts waiting
+        return x
+
+    assert ray.get(slow.remote(1), timeout=-1) == 1
+    assert ray.get([slow.remote(2), slow.remote(3)], timeout=-1) == [2, 3]
+    assert ray.get(slow.remote(4), timeout=float("inf")) == 4
+    for bad in ("1", float("nan"), True):
+        with pytest.raises(ValueError, match="timeout"):
+            ray.get(ray.put(1), timeout=bad)
+        with pytest.raises(ValueError, match="timeout"):
+            ray.get([ray.put(1)], timeout=bad)
+    with pytest.raises(ValueError, match="timeout"):
+        ray.wait([ray.put(1)], timeout=-1)
+
+
 def test_wait_semantics(ray):
     @ray.remote
     def sleeper(s):

@@ -12,7 +12,7 @@ import textwrap
 import psutil
 import pytest
 
-from ._child import Child, wait_until
+from ._child import Child, shm_entries, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,18 +60,18 @@ def run_program(tail: str) -> tuple[subprocess.CompletedProcess, list[int]]:
     ids=["shutdown", "no-shutdown", "exception", "os-exit"],
 )
 def test_driver_exit_paths_leave_nothing(tail, code):
-    before = set(os.listdir("/dev/shm"))
+    before = shm_entries()
     proc, workers = run_program(tail)
     assert proc.returncode == code, proc.stderr
     assert workers, proc.stdout + proc.stderr
     wait_until(lambda: descendants_gone(workers), timeout=20, what="workers to exit")
-    assert set(os.listdir("/dev/shm")) == before
+    assert shm_entries() == before
     if code == 0:
         assert "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_sigkill_of_the_driver_leaves_nothing():
-    before = set(os.listdir("/dev/shm"))
+    before = shm_entries()
     c = Child(PROGRAM + "\nsay('ready'); hear()\n")
     line = c.expect(timeout=60)
     workers = [int(p) for p in line.split()[1:]]
@@ -80,25 +80,35 @@ def test_sigkill_of_the_driver_leaves_nothing():
     assert set(workers) <= set(everyone)
     c.kill()
     wait_until(lambda: descendants_gone(everyone), timeout=20, what="the fork server and workers to exit")
-    assert set(os.listdir("/dev/shm")) == before
+    assert shm_entries() == before
 
 
 def test_ctrl_c_in_the_driver():
+    """Ctrl-C while get() waits: a plain KeyboardInterrupt traceback, with
+    no internal exception chained before it."""
     c = Child(PROGRAM + """
 @ray.remote
 def forever():
     time.sleep(3600)
 ref = forever.remote()
-say("ready")
+
+def entered_the_wait(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "_wait_get":
+        sys.setprofile(None)
+        say("waiting")
+
+sys.setprofile(entered_the_wait)
 ray.get(ref)
 """)
     line = c.expect(timeout=60)
     workers = [int(p) for p in line.split()[1:]]
-    assert c.expect(timeout=30) == "ready"
+    assert c.expect(timeout=30) == "waiting"
     everyone = [p.pid for p in psutil.Process(c.pid).children(recursive=True)]
     os.kill(c.pid, signal.SIGINT)
     assert c.wait(timeout=30) != 0
-    assert "KeyboardInterrupt" in c.stderr()
+    err = c.stderr()
+    assert err.rstrip().endswith("KeyboardInterrupt") and "in get" in err, err
+    assert "ObjectNotFoundError" not in err and "During handling" not in err, err
     wait_until(lambda: descendants_gone(everyone + workers), timeout=20, what="workers to exit")
 
 
@@ -122,3 +132,17 @@ def test_refs_of_a_closed_runtime_raise(ray):
         ref.future()
     ray.init(num_cpus=1, object_store_memory=64 << 20)
     assert ray.get(ray.put(2)) == 2
+
+
+def test_leak_checks_ignore_other_programs_shared_memory():
+    """Another program's /dev/shm entry (multiprocessing.shared_memory makes
+    psm_*) appearing during a test is not a leak of shoal's."""
+    before = shm_entries()
+    name = f"psm_{os.getpid():x}_edge"
+    fd = os.open(f"/dev/shm/{name}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        assert name in os.listdir("/dev/shm")
+        assert shm_entries() == before
+    finally:
+        os.close(fd)
+        os.unlink(f"/dev/shm/{name}")

@@ -195,15 +195,37 @@ def test_custom_resources_admission():
 
 
 def test_task_that_can_never_fit_waits_with_a_warning(ray):
-    @ray.remote(num_gpus=4)
+    """The warning at .remote() names the user's line and shows memory in
+    GiB; a later get() that times out says the task is infeasible, with
+    what it needs and what exists."""
+    @ray.remote(num_gpus=4, memory=3 * 2**40)
     def needs_gpus():
         return "ran"
 
-    with pytest.warns(RuntimeWarning, match="4 GPU"):
+    with pytest.warns(RuntimeWarning, match=r"4 GPU, 3\.00 TiB memory but this machine has") as warned:
         ref = needs_gpus.remote()
-    with pytest.raises(exc.GetTimeoutError):
+    assert warned[0].filename == __file__
+    with pytest.raises(exc.GetTimeoutError, match=r"its task needs_gpus needs 1 CPU, 4 GPU, 3\.00 TiB "
+                                                  r"memory but this machine has 2 CPU, .* GiB memory in "
+                                                  r"total: it is infeasible and never runs"):
         ray.get(ref, timeout=0.5)
+    with pytest.raises(exc.GetTimeoutError, match="infeasible"):
+        ray.get([ray.put(1), ref], timeout=0)
     ray.cancel(ref)
+
+
+def test_calls_to_an_actor_that_can_never_start_say_so(ray):
+    @ray.remote(num_gpus=2)
+    class OnTwoGpus:
+        def ping(self):
+            return "pong"
+
+    with pytest.warns(RuntimeWarning, match="2 GPU"):
+        actor = OnTwoGpus.remote()
+    with pytest.raises(exc.GetTimeoutError, match=r"its actor OnTwoGpus .* needs 1 CPU, 2 GPU but .* "
+                                                  r"infeasible, never starts"):
+        ray.get(actor.ping.remote(), timeout=0.2)
+    ray.kill(actor)
 
 
 def test_fractional_cpus(ray):
@@ -366,3 +388,41 @@ def test_parents_waiting_for_short_children_do_not_deadlock(ray):
     for _ in range(5):
         refs = [parent.remote(i) for i in range(4)]
         assert ray.get(refs, timeout=60) == [sum(i * 10 + k for k in range(5)) for i in range(4)]
+
+
+def test_a_function_that_captures_something_huge_warns_once(ray, monkeypatch):
+    """It still runs (Ray refuses it, then hangs on the next call), with
+    one warning naming the function and the size and suggesting put()."""
+    import warnings
+
+    import numpy as np
+
+    from shoal import remote_function
+
+    big = np.ones(remote_function.LARGE_DEFINITION_BYTES // 8 + 4096)  # just over the threshold
+
+    @ray.remote
+    def uses_big(i):
+        return float(big[i]) + i
+
+    with pytest.warns(UserWarning, match=r"remote function .*uses_big pickles to 100\.\d\d MiB: it "
+                                         r"captures a large object.*put\(\) the object") as warned:
+        ref = uses_big.remote(0)
+    assert len(warned) == 1 and warned[0].filename == __file__
+    assert ray.get(ref, timeout=60) == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ray.get(uses_big.remote(1), timeout=60) == 2.0  # once only
+    del big, uses_big
+
+    monkeypatch.setattr(remote_function, "LARGE_DEFINITION_BYTES", 1 << 20)
+    table = bytes(2 << 20)
+
+    @ray.remote
+    class Lookup:
+        def size(self):
+            return len(table)
+
+    with pytest.warns(UserWarning, match=r"actor class .*Lookup pickles to 2\.\d\d MiB"):
+        actor = Lookup.remote()
+    assert ray.get(actor.size.remote(), timeout=60) == 2 << 20

@@ -389,3 +389,22 @@ def test_revoke_is_the_first_answer_to_blocked():
     actions = s.worker_blocked(1, returned=[3])
     assert type(actions[0]) is Revoke  # before the FailTask that sealing may trip on
     s.check()
+
+
+def test_a_stale_or_forged_done_changes_nothing():
+    """A report that a worker finished a task it is not running (another
+    worker's task, an old one, one never sent) is refused before any
+    change: the task it names and the worker's own task are untouched."""
+    s = started(2)
+    s.submit(task(1))
+    s.submit(task(2))
+    s.submit(task(3))  # queued: both workers busy
+    for wid, seq in ((1, 2), (1, 3), (1, 99), (2, 1), (7, 1)):
+        assert not s.is_running(wid, seq)
+        with pytest.raises(ValueError, match="not running"):
+            s.task_finished(wid, seq, 0.1)
+        s.check()
+    assert [t.seq for t in s.workers[1].queue] == [1] and [t.seq for t in s.workers[2].queue] == [2]
+    assert s.tasks[3].state == "ready" and s.tasks[1].state == "assigned"
+    assert dispatched(s.task_finished(1, 1, 0.1)) == [(1, 3)]  # the real report still works
+    s.check()

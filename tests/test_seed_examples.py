@@ -3,6 +3,7 @@ would), and inline with short sleeps."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,34 @@ def test_example_scripts_run_unchanged(script):
     proc = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=100)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_message_actor_example_shows_progress_as_it_goes():
+    """It prints a line a round, flushed, so that even through a pipe it
+    does not look like a hang: the first round shows while it still runs."""
+    import selectors
+
+    env = {**os.environ, "SHOAL_EXAMPLE_ROUNDS": "3"}
+    proc = subprocess.Popen([sys.executable, str(EXAMPLES / "message_actor.py")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            lines = []
+            while not any(line.startswith("round 1/3") for line in lines):
+                assert sel.select(timeout=60), f"no progress line within 60 s: {lines}"
+                line = proc.stdout.readline()
+                assert line, f"the example ended without progress: {lines} {proc.stderr.read()}"
+                lines.append(line)
+        assert proc.poll() is None  # two more rounds of a second each remain
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert [line.split(",")[0] for line in (lines + out.splitlines()) if line.startswith("round")] == [
+        "round 1/3", "round 2/3", "round 3/3"]
 
 
 def test_parallel_sleeps(ray):

@@ -16,7 +16,7 @@ import pytest
 from shoal import exceptions as exc
 from shoal._store._core import CRASH_POINTS
 
-from ._child import Child
+from ._child import Child, shm_entries
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.crash]
 
@@ -217,7 +217,7 @@ def test_killed_while_waiting(store):
 def test_every_process_killed_leaves_nothing(tmp_path):
     """A store whose every process is SIGKILLed leaves no /dev/shm entry:
     the segment is a memfd, freed by the kernel with its last holder."""
-    before = set(os.listdir("/dev/shm"))
+    before = shm_entries()
     c = Child(
         """
         import numpy as np
@@ -230,4 +230,4 @@ def test_every_process_killed_leaves_nothing(tmp_path):
     )
     assert c.expect().startswith("/memfd:shoal-store")
     c.kill()
-    assert set(os.listdir("/dev/shm")) == before
+    assert shm_entries() == before

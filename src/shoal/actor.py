@@ -15,7 +15,7 @@ from shoal import exceptions as exc
 from shoal import ids, objectref, serialization
 from shoal.objectref import ObjectRef, ObjectRefGenerator
 from shoal.options import ACTOR_DEFAULTS, env_vars, validate, warn_once
-from shoal.remote_function import current_context
+from shoal.remote_function import current_context, store_definition
 from shoal.scheduler import protocol as P
 from shoal.scheduler.actors import Actor
 from shoal.scheduler.state import make_shape
@@ -71,8 +71,7 @@ class ActorClass:
     def _class_id(self, ctx) -> bytes:
         cid = self._class_ids.get(ctx.session)
         if cid is None:
-            cid = ids.new_put_id()
-            ctx.store.put(self._cls, cid)
+            cid = store_definition(ctx, self._cls, f"actor class {self._cls.__module__}.{self._cls.__qualname__}")
             self._class_ids = {ctx.session: cid}
         return cid
 
@@ -113,7 +112,7 @@ class ActorClass:
         info = info._replace(groups=tuple(sorted(groups or ())))  # handles check calls' groups
         class_id = self._class_id(ctx)
         actor_id = ids.new_task_id()
-        a = arguments.prepare(ctx, args, kwargs)
+        a = arguments.prepare(ctx, args, kwargs, f"{info.class_name}.__init__()")
         spec = P.ActorSpec(actor_id, class_id, info.class_name, a.blob, a.args_id, max_concurrency, info.is_async,
                            name, env, groups)
         extra = {"GPU": opts["num_gpus"] or 0, **(opts["resources"] or {})}
@@ -202,7 +201,7 @@ class ActorHandle:
         if method is not None:
             arguments.check_call(method.params, args, kwargs, f"{self._info.class_name}.{method_name}()")
         task_id = ids.new_task_id()
-        a = arguments.prepare(ctx, args, kwargs)
+        a = arguments.prepare(ctx, args, kwargs, f"{self._info.class_name}.{method_name}()")
         if group is None and method is not None:
             group = method.group
         elif group is not None and self._info.groups is not None and group not in self._info.groups:

@@ -16,6 +16,7 @@ from shoal import objectref, runtime
 from shoal.objectref import ObjectRef, ObjectRefGenerator
 from shoal.options import env_vars, warn_once
 from shoal.remote_function import RemoteFunction
+from shoal.words import a_type
 
 #: Ray's init keywords that change nothing shoal does, silently accepted:
 #: its own logging and temp files, and settings for a cluster that shoal
@@ -186,13 +187,21 @@ def _ctx():
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     """The value of a ref, or the values of a list of refs (same order).
+    Arrays in the values are zero-copy views of shared memory, read-only:
+    ``.copy()`` one to write to it.
 
-    Waits for each object until `timeout` seconds in all (None: forever;
-    0: only what is ready now). Raises the task's error (an instance of
-    RayTaskError and of the task's own exception type), GetTimeoutError,
-    WorkerCrashedError, TaskCancelledError.
+    Waits for each object until `timeout` seconds in all (None, a negative
+    number or infinity: forever, as in Ray; 0: only what is ready now).
+    Raises the task's error (an instance of RayTaskError and of the task's
+    own exception type), GetTimeoutError, WorkerCrashedError,
+    TaskCancelledError; ValueError if `timeout` is not a number.
     """
     ctx = _ctx()
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+            raise ValueError(f"timeout must be None or a number of seconds, not {timeout!r}")
+        if timeout < 0 or timeout == float("inf"):  # Ray waits without limit for both
+            timeout = None
     if isinstance(object_refs, ObjectRef):
         return ctx.get([object_refs], timeout)[0]
     if isinstance(object_refs, ObjectRefGenerator):
@@ -202,9 +211,7 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
             f"get() expects an ObjectRef or a list of ObjectRefs, not {type(object_refs).__name__}")
     for r in object_refs:
         if not isinstance(r, ObjectRef):
-            raise TypeError(f"get() expects a list of ObjectRefs; it holds a {type(r).__name__}")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-        raise ValueError(f"timeout must be None or >= 0 seconds, not {timeout!r}")
+            raise TypeError(f"get() expects a list of ObjectRefs; it holds {a_type(r)}")
     return ctx.get(list(object_refs), timeout)
 
 
@@ -224,7 +231,7 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = Non
     refs = list(object_refs)
     for r in refs:
         if not isinstance(r, (ObjectRef, ObjectRefGenerator)):
-            raise TypeError(f"wait() expects a list of ObjectRefs; it holds a {type(r).__name__}")
+            raise TypeError(f"wait() expects a list of ObjectRefs; it holds {a_type(r)}")
     if len(set(refs)) != len(refs):
         raise ValueError("wait() requires a list of unique ObjectRefs")
     if timeout is not None and timeout < 0:

@@ -196,27 +196,34 @@ class RayTaskError(RayError):
 
     def as_instanceof_cause(self) -> "RayTaskError":
         """This error as an instance of a class derived from RayTaskError and
-        the cause's own class (or itself, where no such class can exist)."""
+        the cause's own class; where that class cannot be derived from, of
+        its nearest base class that can (as Ray: numpy's _ArrayMemoryError
+        still gives a MemoryError); itself if only Exception remains."""
         cause = self.cause
         if cause is None or isinstance(cause, RayTaskError):
             return self
-        cls = _dual_class(type(cause))
-        if cls is None:
-            return self
-        try:
-            err = cls.__new__(cls)
-            RayTaskError.__init__(err, self.function_name, self.traceback_str, cause, self.pid,
-                                  self.actor_repr)
-            err.args = cause.args
-            err.__dict__.update({k: v for k, v in vars(cause).items() if k not in err.__dict__})
-        except Exception:  # an exotic constructor or layout: keep the plain form
-            return self
-        return err
+        for base in type(cause).__mro__:
+            if base in (Exception, BaseException) or not issubclass(base, BaseException):
+                break
+            cls = _dual_class(base)
+            if cls is None:
+                continue
+            try:
+                err = _new_exception(cls)
+                RayTaskError.__init__(err, self.function_name, self.traceback_str, cause, self.pid,
+                                      self.actor_repr)
+                err.args = cause.args
+                err.__dict__.update({k: v for k, v in vars(cause).items() if k not in err.__dict__})
+            except Exception:  # an exotic constructor or layout: try the next base
+                continue
+            return err
+        return self
 
 
 TaskError = RayTaskError
 
 _dual_classes: dict = {}
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement or type()
 
 
 def _dual_class(cause_cls: type):
@@ -226,10 +233,24 @@ def _dual_class(cause_cls: type):
             cls = type(f"RayTaskError({cause_cls.__name__})", (RayTaskError, cause_cls),
                        {"__module__": cause_cls.__module__, "__str__": RayTaskError.__str__,
                         "__reduce__": RayTaskError.__reduce__, "__init__": RayTaskError.__init__})
-        except TypeError:  # e.g. an incompatible C layout: no dual class
+        except Exception:  # an incompatible C layout, a final class, an __init_subclass__ that refuses
             cls = None
         _dual_classes[cause_cls] = cls
     return cls
+
+
+def _new_exception(cls: type) -> BaseException:
+    """An instance of cls, without calling __init__. cls.__new__ may be a
+    builtin base's that refuses a class whose layout comes from another base
+    (MemoryError.__new__ with RayTaskError first); then the __new__ that
+    cls() itself would use, its nearest builtin base's, makes it."""
+    try:
+        return cls.__new__(cls)
+    except TypeError:
+        static = cls
+        while static.__flags__ & _HEAPTYPE:
+            static = static.__base__
+        return static.__new__(cls)
 
 
 def rebuild_exception(cls: type, args: tuple, state: dict | None) -> BaseException:

@@ -374,6 +374,11 @@ class Context:
     def after_wait(self) -> None:
         pass
 
+    def why_pending(self, object_id: bytes) -> str | None:
+        """Why the task making object_id can never run, if the runtime
+        knows it cannot (the driver knows; None elsewhere)."""
+        return None
+
     def check_open(self) -> None:
         if self.closed:
             raise exc.RuntimeClosedError("the runtime was shut down; call init() again")
@@ -395,6 +400,8 @@ class Context:
                 try:
                     buf = store.get(ref._id, 0.0)
                 except (exc.ObjectNotFoundError, exc.GetTimeoutError):
+                    buf = None
+                if buf is None:  # wait outside the except: a Ctrl-C then has no internal context
                     if scan is None:
                         _check_stale(self, refs)
                         scan = _ErrorScan([r._id for r in refs[len(values) + 1:]])
@@ -440,8 +447,12 @@ class Context:
                 wait = gap if wait is None else min(wait, gap)
             store.wait_seal_after(seq, wait)
 
-    @staticmethod
-    def _get_timeout(ref: ObjectRef, timeout: float | None) -> exc.GetTimeoutError:
+    def _get_timeout(self, ref: ObjectRef, timeout: float | None) -> exc.GetTimeoutError:
+        why = self.why_pending(ref._id)
+        if why is not None:
+            return exc.GetTimeoutError(
+                f"get timed out after {timeout} s: {ref!r} is not ready: {why}. Cancel it, or start "
+                f"shoal with the resources it needs (init(num_cpus=..., num_gpus=..., resources=...))")
         return exc.GetTimeoutError(
             f"get timed out after {timeout} s: {ref!r} is not ready (its task is still queued "
             f"or running)")

@@ -10,11 +10,11 @@ warning, once per process. Unknown names are a ValueError, as in Ray.
 from __future__ import annotations
 
 import pickle
-import warnings
 from typing import Any
 
 import cloudpickle
 
+from shoal import words
 from shoal.scheduler import protocol as P
 from shoal.scheduler.state import make_shape, shape_amounts
 
@@ -67,7 +67,7 @@ def warn_once(key: str, text: str) -> None:
     """A UserWarning, the first time `key` comes up in this process."""
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(text, UserWarning, stacklevel=4)
+        words.warn(text, UserWarning)
 
 
 def _check_number(name: str, value: Any, minimum: float = 0) -> None:

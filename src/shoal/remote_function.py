@@ -6,11 +6,34 @@ import functools
 import inspect
 from typing import Any
 
-from shoal import ids, objectref
+from shoal import ids, objectref, serialization, words
 from shoal.objectref import ObjectRef
 from shoal.options import TaskOptions, validate
 from shoal.scheduler import protocol as P
 from shoal.worker import arguments
+
+
+#: A function or class that pickles to more than this (bytes) warns: it
+#: almost always captures a large object by accident (Ray refuses above 95 MiB).
+LARGE_DEFINITION_BYTES = 100 << 20
+
+_warned_large: set[str] = set()
+
+
+def store_definition(ctx, obj: Any, what: str) -> bytes:
+    """Put a remote function or actor class (`what`, e.g. "remote function
+    mod.f") in the store; warn, once per process, if it is large."""
+    s = serialization.serialize(obj)
+    if s.size > LARGE_DEFINITION_BYTES and what not in _warned_large:
+        _warned_large.add(what)
+        words.warn(
+            f"the {what} pickles to {words.size(s.size)}: it captures a large object, from its "
+            f"closure or from global variables it uses. It is stored, and read by every worker, "
+            f"once per runtime; put() the object instead and pass its ref as an argument (an "
+            f"array is then shared, not copied).")
+    oid = ids.new_put_id()
+    ctx.store.put_serialized(oid, s)
+    return oid
 
 
 def current_context():
@@ -62,8 +85,8 @@ class RemoteFunction:
     def _function_id(self, ctx) -> bytes:
         fid = self._function_ids.get(ctx.session)
         if fid is None:
-            fid = ids.new_put_id()
-            ctx.store.put(self._function, fid)
+            fid = store_definition(ctx, self._function, f"remote function {self._function.__module__}."
+                                                        f"{self._default_name}")
             self._function_ids = {ctx.session: fid}  # one runtime at a time
         return fid
 
@@ -75,7 +98,7 @@ class RemoteFunction:
             return ctx.run_task(self._function, opts.name, args, kwargs, opts.num_returns)
         fid = self._function_id(ctx)
         task_id = ids.new_task_id()
-        a = arguments.prepare(ctx, args, kwargs)
+        a = arguments.prepare(ctx, args, kwargs, f"{opts.name}()")
         n = opts.num_returns
         spec = P.TaskSpec(task_id, fid, opts.name, a.blob, a.args_id, n, opts.max_retries,
                           opts.retry_exceptions, 0, opts.assigned, opts.env, (), opts.max_calls)

@@ -181,6 +181,9 @@ class Runtime(Context):
             self.shell.flush_refs()
         return False
 
+    def why_pending(self, object_id: bytes) -> str | None:
+        return self.shell.why_pending(object_id)
+
     # -- information -------------------------------------------------------------
 
     def cluster_resources(self) -> dict:

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 
 from shoal import exceptions as exc
+from shoal.words import a_type
 
 #: Metadata tags (the store keeps them beside the data).
 PICKLE = b"P"  # a pickled value
@@ -85,6 +86,13 @@ def kind_of(value: Any, metadata: bytes = PICKLE) -> int:
 
 class SerializationError(TypeError):
     """A value could not be pickled (its message names the value's type)."""
+
+
+#: What to do about a value that does not pickle (the end of every such message).
+UNPICKLABLE_HINT = (
+    "Objects holding locks, sockets, open files or C resources cannot be sent to other "
+    "processes; create them inside the task or actor instead, or register a serializer "
+    "for their class (shoal.util.register_serializer).")
 
 
 _local = threading.local()
@@ -206,11 +214,7 @@ def serialize(value: Any, metadata: bytes = PICKLE) -> Serialized:
     try:
         inband = _pickle(value, buffers)
     except Exception as e:
-        raise SerializationError(
-            f"cannot serialize a value of type {type(value).__qualname__}: {e}. Objects "
-            f"holding locks, sockets, open files or C resources cannot be sent to other "
-            f"processes; create them inside the task or actor instead."
-        ) from e
+        raise SerializationError(f"cannot serialize {a_type(value)}: {e}. {UNPICKLABLE_HINT}") from e
     finally:
         stack.pop()
     kind = KIND_PICKLED if type(value) in _PLAIN else kind_of(value, metadata)

@@ -200,8 +200,9 @@ class ActorTable:
                 return call
         return None
 
-    def process_died(self, actor: Actor, how: str) -> list:
-        """The actor's process ended; `how` says why, in words."""
+    def process_died(self, actor: Actor, how: str, report: str = "") -> list:
+        """The actor's process ended; `how` says why, in words, and
+        `report` quotes its fault report if it crashed."""
         self.by_wid.pop(actor.wid, None)
         if actor.state == "dead":
             return [Release(actor)]
@@ -216,7 +217,8 @@ class ActorTable:
                 else:
                     msg = (f"The actor {actor.describe()} died unexpectedly: {how}"
                            + (f"; it was restarted {actor.restarts} time(s) (max_restarts="
-                              f"{actor.max_restarts})" if actor.max_restarts else ""))
+                              f"{actor.max_restarts})" if actor.max_restarts else "")
+                           + (f". {report}" if report else ""))
                 actor.cause = exc.ActorDiedError(msg, actor.actor_id.hex())
             return self._dead(actor, actor.cause)
         # Restart: calls in flight are retried if allowed, else they fail.

@@ -15,6 +15,15 @@ import sys
 
 MARKER = b"\x00shoal:"
 
+#: Lines of each worker's stderr kept for error messages: enough for a
+#: fault report (faulthandler prints up to 100 frames per thread).
+TAIL_LINES = 300
+
+#: Frames of a fault report quoted in an error, at most.
+QUOTED_FRAMES = 12
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 class Stream:
     __slots__ = ("fd", "wid", "pid", "err", "name", "partial", "tail")
@@ -26,7 +35,7 @@ class Stream:
         self.err = err
         self.name = "worker"
         self.partial = b""
-        self.tail: collections.deque[str] = collections.deque(maxlen=20)
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
 
 class OutputRouter:
@@ -35,13 +44,13 @@ class OutputRouter:
     def __init__(self, forward: bool):
         self.forward = forward
         self.streams: dict[int, Stream] = {}
-        self.tails: dict[int, collections.deque[str]] = {}  # wid -> last stderr lines
+        self.stderr_of: dict[int, Stream] = {}  # wid -> its stderr, kept until forget(wid)
 
     def add(self, fd: int, wid: int, pid: int, err: bool) -> Stream:
         os.set_blocking(fd, False)
         s = self.streams[fd] = Stream(fd, wid, pid, err)
         if err:
-            self.tails[wid] = s.tail
+            self.stderr_of[wid] = s
         return s
 
     def read(self, fd: int) -> bool | None:
@@ -81,9 +90,43 @@ class OutputRouter:
             except (ValueError, OSError):  # the driver closed its stream
                 pass
 
-    def tail(self, wid: int) -> str:
+    def tail(self, wid: int, lines: int = 20) -> str:
         """The last lines a worker wrote to stderr (for error messages)."""
-        return "\n".join(self.tails.get(wid, ()))
+        s = self.stderr_of.get(wid)
+        return "\n".join(list(s.tail)[-lines:]) if s is not None else ""
+
+    def fault_report(self, wid: int) -> str | None:
+        """The crashing thread's Python stack from the fault report
+        (faulthandler's) that worker wid wrote to stderr, user frames
+        first and shoal's left out, with where the whole report is; None
+        if it wrote none."""
+        s = self.stderr_of.get(wid)
+        lines = list(s.tail) if s is not None else []
+        start = next((i for i in range(len(lines) - 1, -1, -1)
+                      if lines[i].startswith("Fatal Python error:")), None)
+        if start is None:
+            return None
+        frames, in_current = [], False
+        for line in lines[start + 1:]:
+            if line.startswith("Current thread "):
+                in_current = True
+            elif in_current and line.startswith('  File "'):
+                path = line[len('  File "'):].split('"', 1)[0]
+                if not path.startswith((_PACKAGE, "<frozen")):
+                    frames.append(line)
+            elif in_current:
+                break
+        text = f"{lines[start]}; the crashing thread's stack, most recent call first:"
+        text += "".join(f"\n{f}" for f in frames[:QUOTED_FRAMES]) or "\n  (no frame outside shoal)"
+        if len(frames) > QUOTED_FRAMES:
+            text += f"\n  ... ({len(frames) - QUOTED_FRAMES} more)"
+        if self.forward:
+            text += f"\nThe whole report is in the output above, in lines prefixed with ({s.name} pid={s.pid})."
+        return text
+
+    def forget(self, wid: int) -> None:
+        """Drop what was kept of worker wid's stderr (it has exited)."""
+        self.stderr_of.pop(wid, None)
 
     def read_worker(self, wid: int) -> list[int]:
         """Forward what a worker's pipes hold now; the fds that reached EOF."""

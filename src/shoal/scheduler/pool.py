@@ -48,6 +48,7 @@ class WorkerHandle:
         self.pid: int | None = None
         size = 2 * footprint(capacity)
         self.channel_fd = os.memfd_create(f"shoal-channel-{wid}", os.MFD_CLOEXEC)
+        os.fchmod(self.channel_fd, 0o600)  # owner only, as the store (a memfd is born 0777)
         os.ftruncate(self.channel_fd, size)
         self.mem = mmap.mmap(self.channel_fd, size)
         self.to_worker = Ring(self.mem, 0, capacity, init=True)
@@ -65,6 +66,7 @@ class WorkerHandle:
         self.kill_when_spawned = False  # kill() came before the process existed
         self.pidfd = -1  # signals go through it: never to another process that reuses the pid
         self.gone = False  # it had exited before its pidfd could be opened
+        self.exit_reason: str | None = None  # what it said (EXITING) before exiting on purpose
 
     def spawned(self, pid: int) -> None:
         """The fork server started the process `pid`."""

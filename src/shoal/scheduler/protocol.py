@@ -26,6 +26,8 @@ Worker -> driver
   (BLOCKED, returned_seqs)          the running task waits in get(); the worker
                                     hands back the queued tasks it had not started
   (UNBLOCKED,)                      the wait is over
+  (EXITING, why)                    the process exits now, on purpose: why, in
+                                    words (the task called sys.exit(3) at ...)
 
 Actors: an actor is a worker process of its own. The driver sends it
 (ACTOR_INIT, ActorSpec, restarts, assigned resources) once it is READY, then its method calls as TASK
@@ -46,7 +48,7 @@ import socket
 from typing import Any, NamedTuple
 
 TASK, CANCEL, EXIT, REVOKE = 1, 2, 3, 4
-READY, DONE, SUBMIT, PUT, REFS, BLOCKED, UNBLOCKED = 10, 11, 12, 13, 14, 15, 16
+READY, DONE, SUBMIT, PUT, REFS, BLOCKED, UNBLOCKED, EXITING = 10, 11, 12, 13, 14, 15, 16, 17
 ACTOR_INIT, CONSTRUCTED, CREATE_ACTOR, CALL_ACTOR, GET_ACTOR, KILL_ACTOR = 20, 21, 22, 23, 24, 25
 
 OK, FAILED, RETRY, CANCELLED, EXITED = 0, 1, 2, 3, 4
@@ -130,9 +132,11 @@ def send_with_fds(sock: socket.socket, message: object, fds: list[int] = ()) -> 
 
 
 def recv_with_fds(sock: socket.socket) -> tuple[object, list[int]]:
-    """One control message and the descriptors sent with it; (None, []) at EOF."""
+    """One control message and the descriptors sent with it, close-on-exec
+    (a program the receiver starts must not get them); (None, []) at EOF."""
     fds = array.array("i")
-    data, ancdata, _, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
+    data, ancdata, _, _ = sock.recvmsg(1 << 16, socket.CMSG_SPACE(MAX_FDS * fds.itemsize),
+                                       socket.MSG_CMSG_CLOEXEC)
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])

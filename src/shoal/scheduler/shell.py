@@ -24,10 +24,9 @@ import signal
 import sys
 import threading
 import time
-import warnings
 
 from shoal import exceptions as exc
-from shoal import ids
+from shoal import ids, words
 from shoal.scheduler import protocol as P
 from shoal.scheduler import actors as A
 from shoal.scheduler.actor_calls import ActorCalls
@@ -106,7 +105,8 @@ class Shell(ActorCalls):
         self.broken: BaseException | None = None  # set when the runtime cannot go on
         self._seq = itertools.count(1)
         self._start_failures = 0
-        self._dying: tuple[int, int | None] | None = None
+        # While a worker's death is handled: how it died, and its fault report.
+        self._dying: tuple[str, str | None] | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="shoal-io", daemon=True)
@@ -394,17 +394,28 @@ class Shell(ActorCalls):
         elif kind == P.UNBLOCKED:
             if wid in self.sched.workers:
                 self._execute(self.sched.worker_unblocked(wid))
+        elif kind == P.EXITING:
+            h.exit_reason = str(msg[1])
         else:
             raise exc.RaySystemError(f"unknown message {kind} from worker {wid}")
 
     def _on_done(self, h: WorkerHandle, msg: tuple) -> None:
         _, seq, status, duration, contained = msg
+        actor = self.actors.by_wid.get(h.wid)
+        # Checked before anything changes: a DONE naming a task this
+        # process is not running (stale, or forged by code in the worker)
+        # must not remove another task or touch references.
+        running = seq in actor.inflight if actor is not None else self.sched.is_running(h.wid, seq)
+        if not running:
+            sys.stderr.write(
+                f"shoal: ignored a message from worker {h.wid} (pid {h.pid}) saying that task {seq} "
+                f"finished: it is not running that task (a stale or forged message); nothing changed\n")
+            return
         for rid, inner in contained.items():
             if rid in self.drop_when_sealed:
                 continue  # deleted as soon as this task ends: it keeps nothing alive
             self.refs.add_contained(rid, inner)
             self.shared.update(inner)
-        actor = self.actors.by_wid.get(h.wid)
         if actor is not None:
             if status == P.EXITED:
                 self.actors.exiting(actor)
@@ -476,23 +487,33 @@ class Shell(ActorCalls):
         self._surplus.pop(wid, None)
         actor = self.actors.by_wid.get(wid)
         if actor is not None:
-            self._execute(self.actors.process_died(actor, describe_exit(code)))
+            self._execute(self.actors.process_died(actor, self._how_it_died(h, code),
+                                                   self.output.fault_report(wid) or ""))
         else:
             self._pool_worker_died(wid, h, code)
         self.refs.holder_gone(wid)
         del self.workers[wid]
+        self.output.forget(wid)
         h.close()
         try:
             self.store.raw.reap_dead_clients()  # its pins and unsealed objects
         except exc.StoreClosedError:
             pass
 
+    def _how_it_died(self, h: WorkerHandle, code: int | None) -> str:
+        """Words for a worker's death: its exit status, and why it exited
+        when it said so (sys.exit() in a task)."""
+        how = describe_exit(code)
+        if h.exit_reason:
+            how += f": {h.exit_reason}"
+        return how
+
     def _pool_worker_died(self, wid: int, h: WorkerHandle, code: int | None) -> None:
         w = self.sched.workers.get(wid)
         started = bool(w and w.queue and w.queue[0].seq == h.to_worker.user_word)
         if not h.ready:
             self._start_failures += 1
-        self._dying = (wid, code)
+        self._dying = (self._how_it_died(h, code), self.output.fault_report(wid))
         try:
             if self._start_failures >= MAX_START_FAILURES:
                 self.sched.target_workers = 0
@@ -561,7 +582,7 @@ class Shell(ActorCalls):
             if h is not None:
                 h.send(P.encode((P.CANCEL, a.seq, False)))
         elif t is Warn:
-            warnings.warn(a.text, RuntimeWarning, stacklevel=4)
+            words.warn(a.text, RuntimeWarning)
         elif t is PlaceActor:
             actor = self.actors.actors.get(a.actor_id)
             if actor is None or actor.state != "placing":
@@ -586,11 +607,11 @@ class Shell(ActorCalls):
         if kind == "cancelled":
             err: BaseException = exc.TaskCancelledError(f"task {spec.name} was cancelled ({detail})")
         else:
-            how = describe_exit(self._dying[1]) if self._dying else "it exited"
+            how, report = self._dying or ("it exited", None)
             err = exc.WorkerCrashedError(
                 f"the worker process running task {spec.name} died: {how}. The task was tried "
-                f"{detail} (max_retries={spec.max_retries}). Check the worker's output above, and "
-                f"the machine's memory if it was killed.")
+                f"{detail} (max_retries={spec.max_retries}). "
+                + (report or "Check the worker's output above."))
         self.store.put_error(P.return_ids(spec), err)
         self._task_ended(task)
 
@@ -665,6 +686,26 @@ class Shell(ActorCalls):
         self.sched.check()
         self.refs.check()
         self.store.raw.validate()
+
+    def why_pending(self, object_id: bytes) -> str | None:
+        """Why the task or actor call that returns object_id cannot run, if
+        it never can here (it needs resources this machine lacks); else None."""
+        task_id = ids.task_of(object_id)
+        with self.lock:
+            seq = self.by_task_id.get(task_id) if task_id is not None else None
+            if seq is None:
+                return None
+            task = self.sched.tasks.get(seq)
+            if task is not None:
+                why = self.sched.why_infeasible(task.shape)
+                return None if why is None else f"its task {task.name} {why}: it is infeasible and never runs"
+            actor = self.calls.get(seq)
+            if actor is not None and actor.state == "placing":
+                why = self.sched.why_infeasible(actor.placing)
+                if why is not None:
+                    return (f"its actor {actor.describe()} {why}: it is infeasible, never starts, and "
+                            f"so never runs this call")
+            return None
 
     def worker_pids(self) -> list[int]:
         with self.lock:

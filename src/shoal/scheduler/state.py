@@ -26,7 +26,11 @@ from __future__ import annotations
 import collections
 from typing import Any, NamedTuple
 
+from shoal import words
 from shoal.scheduler.devices import UNIT, GpuDevices  # UNIT: resource amounts are kept in 1/UNIT
+
+#: Resources counted in bytes (shown as sizes in messages).
+MEMORY_RESOURCES = ("memory", "object_store_memory")
 
 
 # Prefetch: queue up to this much expected work (seconds) on a busy worker,
@@ -228,18 +232,26 @@ class Scheduler:
     def running_on(self, wid: int) -> list[Task]:
         return list(self.workers[wid].queue)
 
+    def why_infeasible(self, shape: Shape) -> str | None:
+        """Why `shape` can never be had here, in words ("needs 1 GPU but
+        this machine has 2 CPU in total"); None if it can."""
+        if self._fits_ever(shape):
+            return None
+        return (f"needs {self._describe(shape)} but this machine has "
+                f"{self._describe(tuple(sorted(self.total.items())))} in total")
+
     # -- events --------------------------------------------------------------
 
     def submit(self, task: Task, unsealed: list[bytes] = ()) -> list:
         """A new task whose dependencies `unsealed` are not sealed yet."""
         self.tasks[task.seq] = task
         actions: list = []
-        if not self._fits_ever(task.shape) and task.shape not in self._warned:
+        why = self.why_infeasible(task.shape)
+        if why is not None and task.shape not in self._warned:
             self._warned.add(task.shape)
             actions.append(Warn(
-                f"task {task.name} needs {self._describe(task.shape)} but this machine has "
-                f"{self._describe(tuple(sorted(self.total.items())))} in total: it will wait "
-                f"until such resources exist (it never will in this session)."))
+                f"task {task.name} {why}: it will wait until such resources exist (it never will "
+                f"in this session)."))
         for oid in unsealed:
             task.missing.add(oid)
             self.waiting_on.setdefault(oid, []).append(task)
@@ -279,11 +291,10 @@ class Scheduler:
         """An actor needs `placing` to start and keeps `living` once built
         (Ray's default: 1 CPU to schedule, none while alive)."""
         actions: list = []
-        if not self._fits_ever(placing) and placing not in self._warned:
+        why = self.why_infeasible(placing)
+        if why is not None and placing not in self._warned:
             self._warned.add(placing)
-            actions.append(Warn(
-                f"actor {name} needs {self._describe(placing)} but this machine has "
-                f"{self._describe(tuple(sorted(self.total.items())))} in total: it will wait."))
+            actions.append(Warn(f"actor {name} {why}: it will wait."))
         self.actor_queue.append((actor_id, placing, living))
         self._place_actors(actions)
         return actions
@@ -343,13 +354,20 @@ class Scheduler:
         self._fill_idle(w, actions)
         return actions
 
+    def is_running(self, wid: int, seq: int) -> bool:
+        """Whether worker wid runs task seq now: the only task it may
+        report finished (a report naming another is stale or forged)."""
+        w = self.workers.get(wid)
+        return w is not None and bool(w.queue) and w.queue[0].seq == seq
+
     def task_finished(self, wid: int, seq: int, duration: float, retry: bool = False) -> list:
         """Task seq ended on worker wid (retry: it raised an exception that
-        its options retry; nothing was sealed)."""
+        its options retry; nothing was sealed). Raises ValueError, changing
+        nothing, if wid is not running seq (see is_running)."""
+        if not self.is_running(wid, seq):
+            raise ValueError(f"worker {wid} reported task {seq} finished, but it is not running it")
         w = self.workers[wid]
         t = w.queue.popleft()
-        if t.seq != seq:
-            raise AssertionError(f"worker {wid} finished task {seq} but was running {t.seq}")
         self._record(t.function_id, duration)
         actions: list = []
         if retry and not t.cancelled:
@@ -456,8 +474,11 @@ class Scheduler:
 
     # -- internals -----------------------------------------------------------
 
-    def _describe(self, shape: Shape) -> str:
-        return ", ".join(f"{v / UNIT:g} {k}" for k, v in shape) or "nothing"
+    @staticmethod
+    def _describe(shape: Shape) -> str:
+        return ", ".join(
+            f"{words.size(v / UNIT)} {k}" if k in MEMORY_RESOURCES else f"{v / UNIT:g} {k}"
+            for k, v in shape) or "nothing"
 
     def _fits_ever(self, shape: Shape) -> bool:
         return all(self.total.get(k, 0) >= v for k, v in shape)

@@ -16,7 +16,7 @@ import select
 import time
 
 from shoal.scheduler import protocol as P
-from shoal.worker.execution import ActorExit, Executor, _cancelled, return_ids, seal_error
+from shoal.worker.execution import ActorExit, Executor, _cancelled, exit_on_request, return_ids, seal_error
 
 
 def wait_for_init(ctx) -> P.ActorSpec | None:
@@ -93,6 +93,8 @@ def _serve_threaded(ctx, executor: Executor, groups: dict) -> None:
         except ActorExit:
             done["exit"] = True
             status, contained = P.EXITED, {}
+        except SystemExit as e:  # sys.exit() on any thread ends the actor's process, with its code
+            exit_on_request(ctx, spec, e)
         finally:
             ctx.set_thread_task(None)
         ctx.send((P.DONE, seq, status, time.perf_counter() - t, contained))
@@ -157,6 +159,8 @@ async def _serve_async(ctx, executor: Executor, groups: dict, spin: float) -> No
             if not stop.done():
                 stop.set_result(None)
             return
+        except SystemExit as e:
+            exit_on_request(ctx, spec, e)
         except asyncio.CancelledError:  # ray.cancel() of this call: as in Ray, it ends here
             seal_error(ctx.store, return_ids(spec), _cancelled(spec))
             status, contained = P.CANCELLED, {}

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from shoal import serialization
 from shoal.objectref import ObjectRef, _stale_error
+from shoal.words import a_type
 
 
 # Checking a call against the signature at submission, as Ray does: a wrong
@@ -88,8 +89,10 @@ class EncodedArgs(NamedTuple):
     held: list  #: every object ID the task keeps alive (deps and nested)
 
 
-def encode(args: tuple, kwargs: dict, inline_limit: int) -> EncodedArgs:
-    """Encode a call's arguments; large ones are returned for the store."""
+def encode(args: tuple, kwargs: dict, inline_limit: int, what: str = "the call") -> EncodedArgs:
+    """Encode the arguments of `what` (e.g. "f()"); large ones are returned
+    for the store. Raises SerializationError naming the argument that does
+    not pickle."""
     if not args and not kwargs:
         return EncodedArgs(None, None, [], [])
     deps: list = []
@@ -97,13 +100,31 @@ def encode(args: tuple, kwargs: dict, inline_limit: int) -> EncodedArgs:
         args = tuple(_top(a, deps) for a in args)
     if kwargs and any(type(v) is ObjectRef for v in kwargs.values()):
         kwargs = {k: _top(v, deps) for k, v in kwargs.items()}
-    s = serialization.serialize((args, kwargs))
+    try:
+        s = serialization.serialize((args, kwargs))
+    except serialization.SerializationError as e:
+        raise _unserializable(args, kwargs, what, e) from e.__cause__
     held = deps + [r._id for r in s.nested if hasattr(r, "_id")]  # refs and actor handles
     if s.size <= inline_limit:
         if len(s.parts) == 1:
             return EncodedArgs(bytes(s.parts[0][1]), None, deps, held)
         return EncodedArgs(serialization.dumps((args, kwargs)), None, deps, held)
     return EncodedArgs(None, s, deps, held)
+
+
+def _unserializable(args: tuple, kwargs: dict, what: str, error: Exception) -> Exception:
+    """The error for arguments that do not pickle, naming the first
+    argument that does not on its own (the message about the argument
+    tuple, if each pickles alone)."""
+    for key, value in (*enumerate(args), *kwargs.items()):
+        try:
+            serialization.serialize(value)
+        except serialization.SerializationError as e:
+            which = f"argument {key}" if isinstance(key, int) else f"keyword argument {key!r}"
+            return serialization.SerializationError(
+                f"{which} of {what}, {a_type(value)}, cannot be serialized: {e.__cause__ or e}. "
+                f"{serialization.UNPICKLABLE_HINT}")
+    return error
 
 
 def _top(value: Any, deps: list) -> Any:
@@ -140,11 +161,12 @@ class Prepared(NamedTuple):
     held: list
 
 
-def prepare(ctx: Any, args: tuple, kwargs: dict) -> Prepared:
-    """Encode a call's arguments for `ctx`, storing them when large."""
+def prepare(ctx: Any, args: tuple, kwargs: dict, what: str = "the call") -> Prepared:
+    """Encode the arguments of `what` (e.g. "f()") for `ctx`, storing them
+    when large."""
     from shoal import ids
 
-    enc = encode(args, kwargs, ctx.inline_limit)
+    enc = encode(args, kwargs, ctx.inline_limit, what)
     if enc.large is None:
         return Prepared(enc.blob, None, enc.deps, enc.held)
     args_id = ids.new_put_id()

@@ -10,16 +10,19 @@ crash of the process (the driver seals the errors then).
 from __future__ import annotations
 
 import inspect
+import linecache
 import os
 import pickle
+import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from shoal import exceptions as exc
 from shoal import ids, serialization
 from shoal.scheduler import protocol as P
 from shoal.worker import arguments
 from shoal.worker.actor_info import class_info
+from shoal.words import a_type, type_name
 
 
 class TaskCancelled(KeyboardInterrupt):
@@ -33,23 +36,87 @@ class ActorExit(BaseException):
     """Raised by exit_actor(): the actor finishes the call and exits."""
 
 
+class _Unserializable(Exception):
+    """A value the user's function returned or yielded does not pickle.
+    Never leaves the worker: `error` is reported at the function, whose
+    frames are gone by then, instead of at shoal's frames that found it."""
+
+    def __init__(self, error: BaseException, where: str):
+        super().__init__(error, where)
+        self.error = error
+        self.where = where
+
+
+#: Added to the remote traceback of numpy's "assignment destination is
+#: read-only" and its kin: the likely cause is a value from the store.
+READ_ONLY_HINT = (
+    "(Arrays from the object store, a task's arguments and what get() returns, are zero-copy "
+    "views of shared memory and read-only; call .copy() for a writable array.)\n")
+
+
 def describe_exception(name: str, e: BaseException, pid: int, actor_repr: str | None = None) -> exc.RayTaskError:
     """A picklable RayTaskError for exception e raised by user code."""
     if isinstance(e, exc.RayTaskError):
         return e  # a dependency's error, passed on unchanged
-    tb = traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None)
-    text = "".join(tb)
-    cause: BaseException | None = e
+    if isinstance(e, _Unserializable):
+        text = "Traceback (most recent call last):\n" + e.where + "".join(
+            traceback.format_exception_only(type(e.error), e.error))
+        e = e.error
+    else:
+        text = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
+    if isinstance(e, ValueError) and "read-only" in str(e):
+        text += READ_ONLY_HINT
+    cause: BaseException = e
     try:
-        serialization.deserialize(serialization.dumps(e))
+        _round_trip(e)
     except Exception as why:
-        note = (f"the exception {type(e).__qualname__} could not be pickled to send it to the "
-                f"caller ({why}); it is reported as RaySystemError")
-        cause = exc.RaySystemError(note)
-        text += note + "\n"
+        cause = _picklable_stand_in(e)
+        text += (f"(the exception {type_name(type(e))} could not be pickled to send it to the caller "
+                 f"({why}); it is raised as its nearest base class that pickles, "
+                 f"{type_name(type(cause))}, with the same message)\n")
     err = exc.RayTaskError(name, text, cause, pid, actor_repr)
     err.__traceback__ = None
     return err
+
+
+def _round_trip(e: BaseException) -> None:
+    """Pickle and unpickle e as the caller will (raises if it cannot)."""
+    serialization.deserialize(serialization.dumps(e))
+
+
+def _picklable_stand_in(e: BaseException) -> BaseException:
+    """An instance of the nearest base class of type(e) that pickles, with
+    e's arguments (or its message, if they do not pickle)."""
+    for base in type(e).__mro__[1:]:
+        if not issubclass(base, BaseException):
+            break
+        for args in (e.args, (str(e),)):
+            try:
+                stand_in = exc.rebuild_exception(base, args, None)
+                _round_trip(stand_in)
+            except Exception:
+                continue
+            return stand_in
+    return Exception(str(e))
+
+
+def exit_on_request(ctx, spec, e: SystemExit) -> NoReturn:
+    """User code of `spec` raised SystemExit (sys.exit()): the process exits
+    with that status, as a Python program would, after one line on stderr
+    and a word to the driver, instead of a traceback of shoal's frames."""
+    code = e.code
+    status = 0 if code is None else code & 0xFF if isinstance(code, int) else 1
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" at {frames[-1].filename}, line {frames[-1].lineno}" if frames else ""
+    why = f"{spec.name} called sys.exit({code!r}){where}"
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+        os.write(2, f"{why}: the worker exits with code {status}\n".encode(errors="replace"))
+        ctx.send((P.EXITING, why))
+    finally:
+        os._exit(status)
 
 
 def seal_error(store, object_ids: list[bytes], error: BaseException) -> None:
@@ -161,11 +228,11 @@ class Executor:
                 result = await result
             if spec.num_returns == P.STREAMING:
                 if inspect.isasyncgen(result):
-                    return await self._stream_async(spec, result)
-                return self._stream(spec, result)
+                    return await self._stream_async(spec, result, fn)
+                return self._stream(spec, result, fn)
             if inspect.isasyncgen(result):
                 result = [item async for item in result]
-            return P.OK, self._store_results(spec, result)
+            return P.OK, self._store_results(spec, result, fn)
         except ActorExit:
             seal_error(self.store, return_ids(spec), self._exit_error())
             raise
@@ -197,10 +264,10 @@ class Executor:
             return P.FAILED, {}
         try:
             if spec.num_returns == P.STREAMING:
-                return self._stream(spec, fn(*args, **kwargs))
+                return self._stream(spec, fn(*args, **kwargs), fn)
             result = fn(*args, **kwargs)
             del args, kwargs
-            return P.OK, self._store_results(spec, result)
+            return P.OK, self._store_results(spec, result, fn)
         except KeyboardInterrupt:  # cancelled, or raised by the code itself: Ray reports both so
             seal_error(store, return_ids(spec), _cancelled(spec))
             return P.CANCELLED, {}
@@ -208,7 +275,7 @@ class Executor:
             seal_error(self.store, return_ids(spec), self._exit_error())
             raise
         except Exception as e:
-            if self._retryable(spec, e):
+            if not isinstance(e, _Unserializable) and self._retryable(spec, e):
                 return P.RETRY, {}
             seal_error(store, return_ids(spec), describe_exception(spec.name, e, self.pid, self.actor_repr))
             return P.FAILED, {}
@@ -230,7 +297,7 @@ class Executor:
             types = self.retry_types[rule] = tuple(pickle.loads(rule))
         return isinstance(e, types)
 
-    def _store_results(self, spec, result: Any) -> dict:
+    def _store_results(self, spec, result: Any, fn: Callable) -> dict:
         n = spec.num_returns
         if n == 0:
             return {}
@@ -251,7 +318,7 @@ class Executor:
         contained = {}
         for i, value in enumerate(values):
             rid = ids.return_id(spec.task_id, i)
-            s = serialization.serialize(value)
+            s = _serialize_result(spec, fn, value, "returned" if n == 1 else f"returned, as return {i},")
             if not self._put_result(spec, rid, s):
                 continue
             if s.nested:
@@ -269,14 +336,14 @@ class Executor:
             return False
         return True
 
-    def _stream(self, spec, gen: Any) -> tuple[int, dict]:
+    def _stream(self, spec, gen: Any, fn: Callable) -> tuple[int, dict]:
         """A generator: item k (1, 2, ...) is sealed as soon as it is
         yielded; the record at index 0 is sealed last, holding the count (or
         the error that ended the generator). The items live as long as that
         record."""
         if not inspect.isgenerator(gen) and not hasattr(gen, "__next__"):
             gen = iter([gen])
-        out = _Stream(self, spec)
+        out = _Stream(self, spec, fn)
         try:
             for item in gen:
                 out.add(item)
@@ -284,9 +351,9 @@ class Executor:
             return out.end(e)
         return out.end(None)
 
-    async def _stream_async(self, spec, agen: Any) -> tuple[int, dict]:
+    async def _stream_async(self, spec, agen: Any, fn: Callable) -> tuple[int, dict]:
         """_stream for an async generator (an asyncio actor's method)."""
-        out = _Stream(self, spec)
+        out = _Stream(self, spec, fn)
         try:
             async for item in agen:
                 out.add(item)
@@ -298,15 +365,16 @@ class Executor:
 class _Stream:
     """The objects of one streaming call: items, then the end record."""
 
-    def __init__(self, executor: Executor, spec):
+    def __init__(self, executor: Executor, spec, fn: Callable):
         self.executor = executor
         self.spec = spec
+        self.fn = fn
         self.items: list = []
         self.contained: dict = {}
 
     def add(self, item: Any) -> None:
         rid = ids.return_id(self.spec.task_id, len(self.items) + 1)
-        s = serialization.serialize(item)
+        s = _serialize_result(self.spec, self.fn, item, f"yielded, as item {len(self.items) + 1},")
         sealed_now = self.executor._put_result(self.spec, rid, s)
         self.items.append(rid)
         if sealed_now and s.nested:
@@ -331,6 +399,32 @@ class _Stream:
         if self.items:
             self.contained[end] = self.items
         return status, self.contained
+
+
+def _serialize_result(spec, fn: Callable, value: Any, how: str) -> serialization.Serialized:
+    """serialize(value), or _Unserializable naming the function and where
+    it is defined (e.g. how = "returned")."""
+    try:
+        return serialization.serialize(value)
+    except serialization.SerializationError as e:
+        code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+        where = f'  File "{code.co_filename}", line {_def_line(code)}, in {code.co_name}\n' if code else ""
+        error = serialization.SerializationError(
+            f"{spec.name}() {how} {a_type(value)}, which cannot be serialized: {e.__cause__ or e}. "
+            f"{serialization.UNPICKLABLE_HINT}")
+        raise _Unserializable(error, where) from None
+
+
+def _def_line(code) -> int:
+    """The line of the `def` itself (co_firstlineno is the first decorator's)."""
+    first = code.co_firstlineno
+    for n in range(first, first + 50):
+        line = linecache.getline(code.co_filename, n).lstrip()
+        if line.startswith(("def ", "async def ")):
+            return n
+        if not line:
+            break
+    return first
 
 
 def _ready() -> bool:

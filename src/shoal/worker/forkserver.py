@@ -159,6 +159,11 @@ def main() -> None:
     sock_fd, store_fd = int(sys.argv[1]), int(sys.argv[2])
     remove = [a.split("=", 1)[1] for a in sys.argv[3:] if a.startswith("--remove-on-driver-death=")]
     preload = [a for a in sys.argv[3:] if not a.startswith("--")]
+    # Inherited through exec (pass_fds clears close-on-exec): set it again,
+    # so that no program a task starts gets the store or the driver's socket.
+    # Forked workers still inherit both.
+    os.set_inheritable(store_fd, False)
+    os.set_inheritable(sock_fd, False)
     signal.signal(signal.SIGTERM, _driver_died)
     set_parent_death_signal(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle

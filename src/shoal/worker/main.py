@@ -6,6 +6,7 @@ the driver sends, one at a time, until told to exit or orphaned.
 
 from __future__ import annotations
 
+import faulthandler
 import mmap
 import os
 import signal
@@ -18,7 +19,9 @@ from shoal.scheduler import protocol as P
 from shoal.spill.files import SpillFiles
 from shoal.store import ObjectStore
 from shoal.worker.context import WorkerContext
-from shoal.worker.execution import ActorExit, Executor, TaskCancelled, _cancelled, return_ids, seal_error
+from shoal.worker.execution import (
+    ActorExit, Executor, TaskCancelled, _cancelled, exit_on_request, return_ids, seal_error,
+)
 
 #: Output marker: a line "\0shoal:<name>\n" tells the driver which task
 #: prints the lines that follow (it is never shown).
@@ -27,6 +30,8 @@ MARKER = b"\x00shoal:"
 
 def connect(cfg: dict) -> WorkerContext:
     """Map the store and the channel described by the fork server."""
+    for key in ("store_fd", "channel_fd", "own_fd", "room_fd", "driver_fd"):
+        os.set_inheritable(cfg[key], False)  # a program the task starts must not get them
     store = ObjectStore.attach(cfg["store_fd"])
     store.raw.set_wait_spin(cfg.get("spin", 0.0))
     spill = cfg.get("spill")
@@ -95,6 +100,8 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
         except ActorExit:  # exit_actor() or __ray_terminate__: this call is done, then exit
             ctx.send((P.DONE, seq, P.EXITED, clock() - t, {}))
             return
+        except SystemExit as e:  # sys.exit() in the task: the process exits with its code
+            exit_on_request(ctx, spec, e)
         duration = clock() - t
         ctx.task_ended()
         ctx.current_seq = 0
@@ -132,6 +139,10 @@ def run(cfg: dict) -> None:
         sys.stderr.reconfigure(line_buffering=True)
     except (AttributeError, ValueError):
         pass
+    # A crash in native code (SIGSEGV, SIGBUS, SIGFPE, SIGABRT, SIGILL)
+    # prints the Python stack of every thread to the stderr pipe: the driver
+    # shows it with the task's prefix and quotes it in the error.
+    faulthandler.enable(all_threads=True)
     ctx.send((P.READY, os.getpid()))
     if cfg.get("actor"):
         from shoal.worker.actor_loop import serve_actor
