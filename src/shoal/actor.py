@@ -92,7 +92,7 @@ class ActorClass:
             raise ValueError(f"lifetime must be None or 'detached', not {opts['lifetime']!r}")
         if opts["lifetime"] == "detached":
             warn_once("actor:detached", "shoal has no cluster to outlive the driver: a detached actor "
-                      "outlives its handles (as a named actor does) but not shutdown()")
+                      "outlives its handles but not shutdown()")
         info = self._info
         max_concurrency = opts["max_concurrency"]
         if max_concurrency is None:
@@ -126,9 +126,9 @@ class ActorClass:
         actor = Actor(actor_id, spec, name=name, namespace=namespace, placing=placing, living=living,
                       max_restarts=opts["max_restarts"], max_task_retries=opts["max_task_retries"],
                       max_pending=opts["max_pending_calls"],
-                      # Named actors outlive their handles, as this project's actor
-                      # spec asks (Ray 2.60 collects a named one that is not detached).
-                      keep=name is not None or opts["lifetime"] == "detached", info=info)
+                      # As Ray 2.60: only a detached actor outlives its handles; a
+                      # named one is collected with its last handle (get_actor makes one).
+                      keep=opts["lifetime"] == "detached", info=info)
         handle = ActorHandle(actor_id, info, ctx)
         ctx.create_actor(actor, a.deps, a.held, wait=name is not None)
         return handle
