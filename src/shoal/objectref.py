@@ -115,6 +115,29 @@ class ObjectRef:
         """The task that returns this object (None for put objects)."""
         return ids.task_of(self._id)
 
+    def job_id(self) -> "JobID":
+        """The job (runtime session) the object belongs to."""
+        return JobID(bytes.fromhex(getattr(self._ctx, "session", "") or "00000000"))
+
+    def call_site(self) -> str:
+        """Where the ref was made: "" (as Ray without
+        RAY_record_ref_creation_sites)."""
+        return ""
+
+    def owner_address(self) -> bytes:
+        """An opaque name of the object's owner (Ray: a serialized
+        address). In shoal the driver's runtime owns every object."""
+        return f"shoal:{getattr(self._ctx, 'session', '')}".encode()
+
+    def _on_completed(self, callback) -> None:
+        """Call callback(value) once the object is ready, from another
+        thread; for a failed task the value is its exception, as in Ray."""
+        def done(fut) -> None:
+            error = fut.exception()
+            callback(error if error is not None else fut.result())
+
+        self.future().add_done_callback(done)
+
     @classmethod
     def from_binary(cls, object_id: bytes) -> "ObjectRef":
         return cls(object_id, _current)
@@ -165,6 +188,30 @@ class ObjectRef:
         if ctx is None or ctx.closed:
             raise _stale_error(self)
         return ctx
+
+
+class JobID:
+    """The ID of a job (Ray's JobID): one runtime session in shoal."""
+
+    __slots__ = ("_id",)
+
+    def __init__(self, binary: bytes):
+        self._id = binary
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JobID) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return f"JobID({self._id.hex()})"
 
 
 def _stale_error(ref: ObjectRef) -> exc.StaleObjectRefError:

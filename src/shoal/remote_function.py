@@ -32,6 +32,10 @@ class RemoteFunction:
     def __init__(self, function: Any, options: dict):
         if not callable(function):
             raise TypeError(f"@remote needs a function or a class, not {function!r}")
+        if inspect.iscoroutinefunction(function):  # as Ray: a task is not a coroutine
+            raise ValueError(
+                "'async def' should not be used for remote tasks. You can wrap the async "
+                "function with `asyncio.run(f())`, or make it a method of an asyncio actor.")
         self._function = function
         self._is_generator = inspect.isgeneratorfunction(function)
         self._params = arguments.describe_params(function)
