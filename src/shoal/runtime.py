@@ -125,6 +125,9 @@ class Runtime(Context):
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
         self.shell.kill_actor(actor_id, no_restart)
 
+    def wait_actor_gone(self, actor_id: bytes, timeout: float | None) -> bool:
+        return self.shell.wait_actor_gone(actor_id, timeout)
+
     def list_named_actors(self, all_namespaces: bool) -> list:
         with self.shell.lock:
             return self.shell.actors.list_named(None if all_namespaces else self.namespace)

@@ -80,6 +80,7 @@ class Shell(ActorCalls):
         self.preload = list(preload)
         self.validate = validate
         self.lock = threading.RLock()
+        self.process_exited = threading.Condition(self.lock)  # notified when a worker or actor exits
         self.sched = Scheduler(resources, target_workers=num_workers, max_workers=MAX_POOL_WORKERS)
         self.refs = ReferenceTable()
         self.shared: set[bytes] = set()  # objects another process may refer to
@@ -151,6 +152,7 @@ class Shell(ActorCalls):
                 return
             self.closed = True
             self._fail_everything(exc.RuntimeClosedError("the runtime was shut down before this task finished"))
+            self.process_exited.notify_all()
         self.wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
@@ -470,6 +472,7 @@ class Shell(ActorCalls):
         self.refs.holder_gone(wid)
         del self.workers[wid]
         h.close()
+        self.process_exited.notify_all()
         try:
             self.store.raw.reap_dead_clients()  # its pins and unsealed objects
         except exc.StoreClosedError:
