@@ -180,3 +180,79 @@ def test_object_ref_job_id_call_site_owner_address_and_on_completed(ray):
     fail.remote()._on_completed(collect)
     assert done.wait(30)
     assert isinstance(got[1], exc.RayTaskError) and isinstance(got[1], KeyError)
+
+
+# -- generators with a fixed or dynamic num_returns ------------------------------
+
+
+def test_a_generator_that_raises_keeps_what_it_yielded(ray):
+    @ray.remote(num_returns=3)
+    def once_then_fail():
+        yield "first"
+        raise ValueError("boom")
+
+    first, second, third = once_then_fail.remote()
+    assert ray.get(first, timeout=30) == "first"
+    for ref in (second, third):
+        with pytest.raises(exc.RayTaskError, match="boom") as info:
+            ray.get(ref, timeout=30)
+        assert isinstance(info.value, ValueError)
+
+
+def test_a_generator_yielding_more_or_fewer_items_than_num_returns(ray):
+    @ray.remote(num_returns=3)
+    def two():
+        yield 1
+        yield 2
+
+    a, b, c = two.remote()
+    assert ray.get([a, b], timeout=30) == [1, 2]
+    with pytest.raises(ValueError, match="Task returned 2 objects, but num_returns=3"):
+        ray.get(c, timeout=30)
+
+    @ray.remote(num_returns=2)
+    def four():
+        yield from range(4)
+
+    assert ray.get(four.remote(), timeout=30) == [0, 1]  # the rest are dropped, as in Ray
+
+    @ray.remote(num_returns=2)
+    def three_in_a_list():
+        return [1, 2, 3]
+
+    for ref in three_in_a_list.remote():
+        with pytest.raises(ValueError, match="Task returned 3 objects, but num_returns=2"):
+            ray.get(ref, timeout=30)
+
+
+def test_num_returns_dynamic_gives_a_ref_to_a_generator_of_refs(ray):
+    import shoal
+
+    @ray.remote(num_returns="dynamic")
+    def count(n):
+        yield from range(n)
+
+    ref = count.remote(3)
+    assert isinstance(ref, shoal.ObjectRef)
+    gen = ray.get(ref, timeout=30)
+    assert isinstance(gen, shoal.DynamicObjectRefGenerator) and len(gen) == 3
+    assert ray.get(list(gen), timeout=30) == [0, 1, 2]
+    del ref
+    assert ray.get(list(gen), timeout=30) == [0, 1, 2]  # the items live as long as their refs
+
+    @ray.remote(num_returns="dynamic")
+    def fail():
+        yield 1
+        raise KeyError("dynamic")
+
+    with pytest.raises(KeyError):
+        ray.get(fail.remote(), timeout=30)
+
+    @ray.remote
+    class Source:
+        @ray.method(num_returns="dynamic")
+        def items(self):
+            yield "a"
+            yield "b"
+
+    assert ray.get(list(ray.get(Source.remote().items.remote(), timeout=30)), timeout=30) == ["a", "b"]

@@ -152,6 +152,10 @@ class _BoundActorClass:
         return _BoundActorClass(self._ac, {**self._options, **options})
 
 
+#: num_returns given as words, as the scheduler's protocol numbers them.
+_RETURN_KINDS = {"streaming": P.STREAMING, "dynamic": P.DYNAMIC}
+
+
 class ActorHandle:
     """A handle to an actor: ``handle.method.remote(...)``. Pickles; every
     holder calls the same actor."""
@@ -212,7 +216,7 @@ class ActorHandle:
                           a.args_id, num_returns, 0, group)
         if num_returns == P.STREAMING:
             result: Any = ObjectRefGenerator(task_id, ctx)
-        elif num_returns == 1:
+        elif num_returns == 1 or num_returns == P.DYNAMIC:
             result = ObjectRef(ids.return_id(task_id, 0), ctx)
         else:
             result = [ObjectRef(ids.return_id(task_id, i), ctx) for i in range(num_returns)] or None
@@ -247,7 +251,7 @@ class ActorMethod:
     def options(self, num_returns: Any = None, name: str | None = None, concurrency_group: str | None = None,
                 **ignored: Any) -> "ActorMethod":
         """This call with other options: num_returns, name, concurrency_group."""
-        n = self._num_returns if num_returns is None else (P.STREAMING if num_returns == "streaming" else num_returns)
+        n = self._num_returns if num_returns is None else _RETURN_KINDS.get(num_returns, num_returns)
         return ActorMethod(self._handle, self._name, n, name or self._task_name, concurrency_group or self._group)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -319,6 +319,24 @@ class ObjectRefGenerator:
         return f"ObjectRefGenerator({self._task_id.hex()})"
 
 
+class DynamicObjectRefGenerator:
+    """What a task with num_returns="dynamic" (deprecated in Ray, still
+    accepted) returns once it has run: the refs of the items its generator
+    yielded, to iterate."""
+
+    def __init__(self, refs: list):
+        self._refs = list(refs)
+
+    def __iter__(self):
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __repr__(self) -> str:
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"
+
+
 class _ErrorScan:
     """The refs of a get()'s list that it has not reached and not seen
     sealed yet, scanned for errors while get() waits.

@@ -85,7 +85,7 @@ class RemoteFunction:
                           opts.retry_exceptions, 0, opts.assigned, opts.env, (), opts.max_calls)
         if n == P.STREAMING:
             result: Any = objectref.ObjectRefGenerator(task_id, ctx)
-        elif n == 1:
+        elif n == 1 or n == P.DYNAMIC:
             result = ObjectRef(ids.return_id(task_id, 0), ctx)
         else:
             result = [ObjectRef(ids.return_id(task_id, i), ctx) for i in range(n)] if n else None

@@ -165,6 +165,10 @@ class Executor:
                 return self._stream(spec, result)
             if inspect.isasyncgen(result):
                 result = [item async for item in result]
+            if spec.num_returns == P.DYNAMIC:
+                return self._store_dynamic(spec, result)
+            if inspect.isgenerator(result) and spec.num_returns > 1:
+                return self._store_generator(spec, result)
             return P.OK, self._store_results(spec, result)
         except ActorExit:
             seal_error(self.store, return_ids(spec), self._exit_error())
@@ -198,8 +202,12 @@ class Executor:
         try:
             if spec.num_returns == P.STREAMING:
                 return self._stream(spec, fn(*args, **kwargs))
+            if spec.num_returns == P.DYNAMIC:
+                return self._store_dynamic(spec, fn(*args, **kwargs))
             result = fn(*args, **kwargs)
             del args, kwargs
+            if inspect.isgenerator(result) and spec.num_returns > 1:
+                return self._store_generator(spec, result)
             return P.OK, self._store_results(spec, result)
         except KeyboardInterrupt:  # cancelled, or raised by the code itself: Ray reports both so
             seal_error(store, return_ids(spec), _cancelled(spec))
@@ -242,11 +250,10 @@ class Executor:
             values = (result,)
         else:
             if not isinstance(result, (tuple, list)) or len(result) != n:
-                raise ValueError(
-                    f"task {spec.name} declares num_returns={n} but returned "
-                    f"{type(result).__name__}"
-                    + (f" of length {len(result)}" if hasattr(result, "__len__") else "")
-                    + f"; return a tuple of {n} values")
+                got = f"{len(result)} objects" if hasattr(result, "__len__") else f"a {type(result).__name__}"
+                raise ValueError(  # Ray's words first
+                    f"Task returned {got}, but num_returns={n}. Task {spec.name} must return a tuple "
+                    f"or list of {n} values.")
             values = tuple(result)
         contained = {}
         for i, value in enumerate(values):
@@ -257,6 +264,62 @@ class Executor:
             if s.nested:
                 contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
         return contained
+
+    def _store_generator(self, spec, gen: Any) -> tuple[int, dict]:
+        """A generator with num_returns=n > 1, as in Ray: item i is return
+        i, sealed as it is yielded; if the generator raises, or ends after
+        k < n items, returns k..n-1 are that error. Items beyond n are not
+        stored (the worker's stderr says so)."""
+        n = spec.num_returns
+        contained: dict = {}
+        k = 0
+        try:
+            for item in gen:
+                if k == n:
+                    gen.close()
+                    import sys
+
+                    print(f"shoal: task {spec.name} yielded more than num_returns={n} objects; "
+                          f"the rest are dropped", file=sys.stderr)
+                    break
+                rid = ids.return_id(spec.task_id, k)
+                s = serialization.serialize(item)
+                if self._put_result(spec, rid, s) and s.nested:
+                    contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
+                k += 1
+        except KeyboardInterrupt:
+            seal_error(self.store, return_ids(spec)[k:], _cancelled(spec))
+            return P.CANCELLED, contained
+        except ActorExit:
+            seal_error(self.store, return_ids(spec)[k:], self._exit_error())
+            raise
+        except Exception as e:
+            seal_error(self.store, return_ids(spec)[k:],
+                       describe_exception(spec.name, e, self.pid, self.actor_repr))
+            return P.FAILED, contained
+        if k < n:
+            short = ValueError(f"Task returned {k} objects, but num_returns={n}.")
+            seal_error(self.store, return_ids(spec)[k:], describe_exception(spec.name, short, self.pid,
+                                                                             self.actor_repr))
+            return P.FAILED, contained
+        return P.OK, contained
+
+    def _store_dynamic(self, spec, gen: Any) -> tuple[int, dict]:
+        """num_returns="dynamic": every item is stored (as return 1, 2,
+        ...), then return 0 holds a DynamicObjectRefGenerator of their refs.
+        An error of the generator is return 0's error, and no item is kept."""
+        from shoal.objectref import DynamicObjectRefGenerator, ObjectRef
+
+        items = [serialization.serialize(item) for item in gen]  # (raises as the generator does)
+        refs, contained = [], {}
+        for k, s in enumerate(items):
+            rid = ids.return_id(spec.task_id, k + 1)
+            if self._put_result(spec, rid, s) and s.nested:
+                contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
+            refs.append(ObjectRef(rid, self.ctx))
+        one = spec._replace(num_returns=1)
+        contained.update(self._store_results(one, DynamicObjectRefGenerator(refs)))
+        return P.OK, contained
 
     def _put_result(self, spec, rid: bytes, s) -> bool:
         """Seal one result; False if an earlier attempt of this task sealed
