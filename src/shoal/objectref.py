@@ -31,6 +31,17 @@ _current: "Context | None" = None
 #: Seconds, at least, between two scans of a get()'s list for errors.
 FAIL_FAST_SCAN_S = 0.002
 
+#: Waits in the store return to Python at least this often (seconds). A
+#: signal that lands just before the store's futex sleep (during its spin,
+#: or while it takes the lock) does not interrupt that sleep, and its Python
+#: handler runs only once the wait returns: a cancel's KeyboardInterrupt in
+#: a worker, Ctrl-C in the driver. This bounds how late either can be.
+WAIT_SLICE_S = 0.25
+
+
+def _slice(wait: float | None) -> float:
+    return WAIT_SLICE_S if wait is None else min(wait, WAIT_SLICE_S)
+
 
 def current() -> "Context | None":
     """This process's context, or None outside a runtime."""
@@ -284,7 +295,8 @@ class ObjectRefGenerator:
                     raise exc.GetTimeoutError(f"no item of the generator within {timeout} s")
                 if not blocked:
                     blocked = ctx.before_wait([item, end])
-                store.wait_seal_after(seq, left)
+                store.wait_seal_after(seq, _slice(left))
+                ctx.check_cancelled()
         finally:
             if blocked:
                 ctx.after_wait()
@@ -405,6 +417,10 @@ class Context:
     def after_wait(self) -> None:
         pass
 
+    def check_cancelled(self) -> None:
+        """Called between slices of a wait: a worker raises the running
+        task's cancel here if its interrupt was missed."""
+
     def check_open(self) -> None:
         if self.closed:
             raise exc.RuntimeClosedError("the runtime was shut down; call init() again")
@@ -454,9 +470,12 @@ class Context:
             wait = None if deadline is None else max(0.0, deadline - now)
             if not scan.oids:  # nothing left to fail fast on: the store waits for us
                 try:
-                    return store.get(oid, wait)
+                    return store.get(oid, _slice(wait))
                 except (exc.ObjectNotFoundError, exc.GetTimeoutError):
-                    raise self._get_timeout(ref, timeout) from None
+                    if wait is not None and wait <= WAIT_SLICE_S:
+                        raise self._get_timeout(ref, timeout) from None
+                    self.check_cancelled()
+                    continue  # a slice ended: signal handlers run, then wait on
             try:
                 return store.get(oid, 0.0)
             except (exc.ObjectNotFoundError, exc.GetTimeoutError):
@@ -469,7 +488,8 @@ class Context:
             if seq != scan.seq:  # seals not scanned yet: come back for them
                 gap = max(0.0, scan.next_at - now)
                 wait = gap if wait is None else min(wait, gap)
-            store.wait_seal_after(seq, wait)
+            store.wait_seal_after(seq, _slice(wait))
+            self.check_cancelled()
 
     @staticmethod
     def _get_timeout(ref: ObjectRef, timeout: float | None) -> exc.GetTimeoutError:
@@ -536,7 +556,8 @@ class Context:
                     waited = True
                     _check_stale(self, refs)
                     blocked = self.before_wait(oids)
-                store.wait_seal_after(seq, left)
+                store.wait_seal_after(seq, _slice(left))
+                self.check_cancelled()
         finally:
             if blocked:
                 self.after_wait()

@@ -53,7 +53,15 @@ def describe_exception(name: str, e: BaseException, pid: int, actor_repr: str | 
 
 
 def seal_error(store, object_ids: list[bytes], error: BaseException) -> None:
-    store.put_error(object_ids, error)
+    """Seal `error` as each object that is not sealed yet."""
+    try:
+        store.put_error(object_ids, error)
+    except exc.ObjectExistsError:  # some were sealed before the error (a generator's items)
+        for oid in object_ids:
+            try:
+                store.put_error([oid], error)
+            except exc.ObjectExistsError:
+                pass
 
 
 return_ids = P.return_ids
@@ -188,8 +196,10 @@ class Executor:
 
     def _invoke(self, spec, fn: Callable) -> tuple[int, dict]:
         store = self.store
+        user_code = self.ctx.user_code  # only there may a cancel interrupt land
         try:
-            args, kwargs = self._args(spec)
+            with user_code():
+                args, kwargs = self._args(spec)
         except exc.RayError as e:  # a dependency failed: its error is ours
             seal_error(store, return_ids(spec), e)
             return P.FAILED, {}
@@ -200,12 +210,13 @@ class Executor:
             seal_error(store, return_ids(spec), describe_exception(spec.name, e, self.pid, self.actor_repr))
             return P.FAILED, {}
         try:
-            if spec.num_returns == P.STREAMING:
-                return self._stream(spec, fn(*args, **kwargs))
-            if spec.num_returns == P.DYNAMIC:
-                return self._store_dynamic(spec, fn(*args, **kwargs))
-            result = fn(*args, **kwargs)
+            with user_code():
+                result = fn(*args, **kwargs)
             del args, kwargs
+            if spec.num_returns == P.STREAMING:
+                return self._stream(spec, result)
+            if spec.num_returns == P.DYNAMIC:
+                return self._store_dynamic(spec, result)
             if inspect.isgenerator(result) and spec.num_returns > 1:
                 return self._store_generator(spec, result)
             return P.OK, self._store_results(spec, result)
@@ -274,7 +285,7 @@ class Executor:
         contained: dict = {}
         k = 0
         try:
-            for item in gen:
+            for item in self._items(gen):
                 if k == n:
                     gen.close()
                     import sys
@@ -310,7 +321,7 @@ class Executor:
         An error of the generator is return 0's error, and no item is kept."""
         from shoal.objectref import DynamicObjectRefGenerator, ObjectRef
 
-        items = [serialization.serialize(item) for item in gen]  # (raises as the generator does)
+        items = [serialization.serialize(item) for item in self._items(gen)]  # (raises as it does)
         refs, contained = [], {}
         for k, s in enumerate(items):
             rid = ids.return_id(spec.task_id, k + 1)
@@ -341,11 +352,23 @@ class Executor:
             gen = iter([gen])
         out = _Stream(self, spec)
         try:
-            for item in gen:
+            for item in self._items(gen):
                 out.add(item)
         except BaseException as e:
             return out.end(e)
         return out.end(None)
+
+    def _items(self, gen: Any):
+        """The items of a user's generator: only its own code may be
+        interrupted by a cancel, not the storing of what it yielded."""
+        user_code = self.ctx.user_code
+        while True:
+            with user_code():
+                try:
+                    item = next(gen)
+                except StopIteration:
+                    return
+            yield item
 
     async def _stream_async(self, spec, agen: Any) -> tuple[int, dict]:
         """_stream for an async generator (an asyncio actor's method)."""
