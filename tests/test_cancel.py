@@ -52,3 +52,33 @@ def test_cancel_of_a_task_blocked_on_an_actor_call_fails_its_dependents(ray):
             with pytest.raises(CANCELLED):
                 ray.get(d, timeout=30)
         ray.get(signal.send.remote(), timeout=30)
+
+
+def test_cancelling_a_parent_cancels_its_children_and_frees_their_cpus():
+    # (recursive=False is pinned in test_scheduler_state.py.)
+    import shoal as ray
+
+    ray.init(num_cpus=4)
+    try:
+        @ray.remote(num_cpus=1)
+        def child():
+            import threading
+
+            threading.Event().wait()  # holds its CPU until interrupted
+
+        @ray.remote(num_cpus=1)
+        def parent():
+            ray.get(child.remote())  # blocked: its own CPU is lent meanwhile
+
+        @ray.remote(num_cpus=4)
+        def needs_all():
+            return "ran"
+
+        p = parent.remote()
+        wait_until(lambda: ray.available_resources().get("CPU", 0) == 3, what="the child to run")
+        ray.cancel(p)
+        with pytest.raises(CANCELLED):
+            ray.get(p, timeout=30)
+        assert ray.get(needs_all.remote(), timeout=60) == "ran"  # the child's CPU is free
+    finally:
+        ray.shutdown()

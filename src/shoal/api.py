@@ -217,8 +217,10 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """Cancel the task that returns `object_ref` (or the generator task of
     an ObjectRefGenerator): dropped if not started; interrupted with
     KeyboardInterrupt if running (force: its worker is killed). get() then
-    raises TaskCancelledError. A ref made by put() has no task: nothing
-    happens, as in Ray."""
+    raises TaskCancelledError. recursive (the default, as in Ray): the tasks
+    it submitted, queued or running, are cancelled too and free their
+    resources; recursive=False leaves them. A ref made by put() has no
+    task: nothing happens, as in Ray."""
     if isinstance(object_ref, ObjectRefGenerator):
         object_ref = object_ref._end
     if not isinstance(object_ref, ObjectRef):

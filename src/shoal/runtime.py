@@ -106,7 +106,7 @@ class Runtime(Context):
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         task_id = ids.task_of(ref._id)
         if task_id is not None:  # (a put object has no task to cancel)
-            self.shell.cancel(task_id, force)
+            self.shell.cancel(task_id, force, recursive)
 
     # -- actors ------------------------------------------------------------------
 

@@ -104,6 +104,7 @@ class ActorCalls:
 
     def _call_ended(self, actor: A.Actor, call: A.Call) -> None:
         self.calls.pop(call.seq, None)
+        self.sched.parent_done(call.spec.task_id)
         self._ended(call.seq, call.spec)
 
     def _execute_actor(self, a) -> None:

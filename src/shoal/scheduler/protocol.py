@@ -20,7 +20,10 @@ Worker -> driver
                                     CANCELLED, EXITED (an actor's call ran
                                     exit_actor(): done, and the actor exits
                                     for good); contained: {result id: [ids]}
-  (SUBMIT, spec, owner_holds)       a nested task (the worker holds its returns)
+  (SUBMIT, spec, shape, deps, held, parent)
+                                    a nested task (the worker holds its returns);
+                                    parent: the task id of the task or call that
+                                    submitted it (cancel is recursive)
   (PUT, object_id, contained)       the worker put an object and holds it
   (REFS, added, removed)            the worker's first / last references changed
   (BLOCKED, returned_seqs)          the running task waits in get(); the worker

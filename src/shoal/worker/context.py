@@ -267,7 +267,7 @@ class WorkerContext(Context):
 
     def submit(self, spec: P.TaskSpec, shape: tuple, deps: list, held: list) -> None:
         self.check_open()
-        self.send((P.SUBMIT, spec, shape, deps, held))
+        self.send((P.SUBMIT, spec, shape, deps, held, self.task_id_here()))  # its parent, for cancel
 
     def on_put(self, oid: bytes, nested: list) -> None:
         if nested:
