@@ -179,10 +179,26 @@ def test_named_actors(ray):
         return ray.get(ray.get_actor("counter").get_value.remote())
 
     assert ray.get(lookup.remote(), timeout=30) == 5
-    del a, same, other  # named actors outlive their handles
+    del a, same, other
+
+
+def test_a_named_actor_is_collected_with_its_last_handle(ray):
+    # As Ray 2.60: only lifetime="detached" keeps an actor without handles.
+    Counter = make_counter(ray)
+    a = Counter.options(name="short", num_cpus=1).remote(1)
+    assert ray.get(a.get_value.remote(), timeout=30) == 1
+    again = ray.get_actor("short")
+    del a
     shoal.objectref.current().shell.flush_refs()
-    assert ray.get(ray.get_actor("counter").get_value.remote(), timeout=30) == 5
-    assert ray.get(lookup.remote(), timeout=30) == 5
+    assert ray.get(again.get_value.remote(), timeout=30) == 1  # the looked-up handle counts
+    del again
+    shoal.objectref.current().shell.flush_refs()
+    with pytest.raises(ValueError, match="Failed to look up"):
+        ray.get_actor("short")
+    assert "short" not in shoal.util.list_named_actors()
+    wait_until(lambda: ray.available_resources().get("CPU", 0) == 2, what="the actor's CPU back")
+    b = Counter.options(name="short").remote(2)  # the name is free again
+    assert ray.get(b.get_value.remote(), timeout=30) == 2
 
 
 def test_detached_actor_outlives_its_handles(ray):

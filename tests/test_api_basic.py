@@ -134,13 +134,18 @@ def test_put_get_roundtrip_and_order(ray):
     got = ray.get(refs, timeout=30)
     assert got[:4] == values[:4] and (got[4] == values[4]).all()
     assert ray.get(refs[1]) == "x"
-    assert ray.get(tuple(refs[:2])) == [1, "x"]
+    with pytest.raises(ValueError, match="must either be an ObjectRef or a list"):
+        ray.get(tuple(refs[:2]))  # as Ray: a list, not any sequence
 
 
 def test_get_rejects_non_refs(ray):
-    for bad in (1, "x", [1, 2], None):
-        with pytest.raises(TypeError):
+    for bad in (1, "x", None, {ray.put(1)}):
+        with pytest.raises(ValueError, match="Invalid type of object refs"):
             ray.get(bad)
+    with pytest.raises(TypeError):
+        ray.get([1, 2])
+    with pytest.raises(TypeError, match="expected a list"):
+        ray.wait((ray.put(1),))
     with pytest.raises(TypeError, match="put\\(\\) of an ObjectRef"):
         ray.put(ray.put(1))
 

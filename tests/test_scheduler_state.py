@@ -407,4 +407,34 @@ def test_a_stale_or_forged_done_changes_nothing():
     assert [t.seq for t in s.workers[1].queue] == [1] and [t.seq for t in s.workers[2].queue] == [2]
     assert s.tasks[3].state == "ready" and s.tasks[1].state == "assigned"
     assert dispatched(s.task_finished(1, 1, 0.1)) == [(1, 3)]  # the real report still works
+
+
+def test_recursive_cancel_reaches_running_and_queued_children_and_later_ones():
+    s = started(2)
+    parent = task(1)
+    s.submit(parent)
+    s.worker_blocked(1, [])  # the parent waits in get(): its CPU goes to the children
+    s.submit(task(2), parent=parent.task_id)  # runs on the other worker
+    s.submit(task(3), parent=parent.task_id)  # queued: no CPU left
+    grandchild = task(4)
+    s.submit(grandchild, parent=task(2).task_id, unsealed=[b"z" * 20])
+    actions = s.cancel(1)
+    assert CancelRunning(1, 1, False) in actions
+    assert any(type(a) is CancelRunning and a.seq == 2 for a in actions)
+    failed = sorted(a.task.seq for a in actions if type(a) is FailTask)
+    assert failed == [3, 4]  # not started: failed at once
+    late = s.submit(task(5), parent=parent.task_id)  # submitted after the cancel
+    assert [(type(a), a.task.seq) for a in late if type(a) is FailTask] == [(FailTask, 5)]
+    s.check()
+
+
+def test_cancel_not_recursive_keeps_the_children():
+    s = started(2)
+    parent = task(1)
+    s.submit(parent)
+    s.submit(task(2), parent=parent.task_id)
+    assert s.cancel(1, recursive=False) == [CancelRunning(1, 1, False)]
+    assert s.tasks[2].state == "assigned" and not s.tasks[2].cancelled
+    s.task_finished(1, 1, 0.1)
+    assert not s.children and not s.cancelled_parents  # nothing kept for a finished parent
     s.check()

@@ -124,3 +124,47 @@ def test_get_with_a_timeout_is_kept_when_a_callback_waits(ray, tmp_path):
     gate.touch()
     assert r.get(timeout=30) == [1]
     pool.terminate()
+
+
+def test_imap_iterators_take_a_timeout_in_next(ray, tmp_path):
+    import multiprocessing
+    import time
+
+    gate = tmp_path / "gate"
+
+    def wait_gate(x):
+        while not gate.exists():
+            time.sleep(0.005)
+        return x
+
+    pool = Pool(2)
+    it = pool.imap(square, range(4))
+    assert it.next(timeout=30) == 0 and list(it) == [1, 4, 9]
+    slow = pool.imap_unordered(wait_gate, [7])
+    with pytest.raises(multiprocessing.TimeoutError):  # the stdlib's class, as Ray's Pool raises
+        slow.next(timeout=0.05)
+    gate.touch()
+    assert slow.next(timeout=30) == 7
+    with pytest.raises(StopIteration):
+        slow.next(timeout=30)
+    pool.close()
+    pool.join()
+
+
+def test_maxtasksperchild_replaces_processes_and_close_join_returns(ray):
+    pool = Pool(2, initializer=remember, initargs=("ready",), maxtasksperchild=1)
+    pids = pool.map(lambda _: os.getpid(), range(6), chunksize=1)
+    assert len(set(pids)) == 6  # one task per process
+    assert pool.map(initialized, range(4), chunksize=1) == [["ready"]] * 4  # each new one ran it
+    assert pool.map(square, range(1000)) == [x * x for x in range(1000)]
+    pool.close()
+    pool.join()
+
+
+def test_joinable_queue_and_timeout_error_at_rays_paths():
+    import multiprocessing
+
+    import shoal.util.multiprocessing as mp
+
+    assert mp.TimeoutError is multiprocessing.TimeoutError
+    assert mp.JoinableQueue is multiprocessing.JoinableQueue

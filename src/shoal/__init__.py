@@ -15,12 +15,12 @@ from shoal.api import (
     available_resources, cancel, cluster_resources, get, get_actor, get_gpu_ids, get_runtime_context, init,
     is_initialized, kill, method, nodes, put, remote, shutdown, wait,
 )
-from shoal.objectref import ObjectRef, ObjectRefGenerator
+from shoal.objectref import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ObjectRef", "ObjectRefGenerator", "actor", "available_resources", "cancel", "cluster_resources",
+    "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator", "actor", "available_resources", "cancel", "cluster_resources",
     "exceptions", "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
     "put", "remote", "shutdown", "util", "wait",
 ]

@@ -91,7 +91,7 @@ class ActorClass:
             raise ValueError(f"lifetime must be None or 'detached', not {opts['lifetime']!r}")
         if opts["lifetime"] == "detached":
             warn_once("actor:detached", "shoal has no cluster to outlive the driver: a detached actor "
-                      "outlives its handles (as a named actor does) but not shutdown()")
+                      "outlives its handles but not shutdown()")
         info = self._info
         max_concurrency = opts["max_concurrency"]
         if max_concurrency is None:
@@ -125,9 +125,9 @@ class ActorClass:
         actor = Actor(actor_id, spec, name=name, namespace=namespace, placing=placing, living=living,
                       max_restarts=opts["max_restarts"], max_task_retries=opts["max_task_retries"],
                       max_pending=opts["max_pending_calls"],
-                      # Named actors outlive their handles, as this project's actor
-                      # spec asks (Ray 2.60 collects a named one that is not detached).
-                      keep=name is not None or opts["lifetime"] == "detached", info=info)
+                      # As Ray 2.60: only a detached actor outlives its handles; a
+                      # named one is collected with its last handle (get_actor makes one).
+                      keep=opts["lifetime"] == "detached", info=info)
         handle = ActorHandle(actor_id, info, ctx)
         ctx.create_actor(actor, a.deps, a.held, wait=name is not None)
         return handle
@@ -149,6 +149,10 @@ class _BoundActorClass:
     def options(self, **options: Any) -> "_BoundActorClass":
         validate(options, "actor")
         return _BoundActorClass(self._ac, {**self._options, **options})
+
+
+#: num_returns given as words, as the scheduler's protocol numbers them.
+_RETURN_KINDS = {"streaming": P.STREAMING, "dynamic": P.DYNAMIC}
 
 
 class ActorHandle:
@@ -211,7 +215,7 @@ class ActorHandle:
                           a.args_id, num_returns, 0, group)
         if num_returns == P.STREAMING:
             result: Any = ObjectRefGenerator(task_id, ctx)
-        elif num_returns == 1:
+        elif num_returns == 1 or num_returns == P.DYNAMIC:
             result = ObjectRef(ids.return_id(task_id, 0), ctx)
         else:
             result = [ObjectRef(ids.return_id(task_id, i), ctx) for i in range(num_returns)] or None
@@ -246,7 +250,7 @@ class ActorMethod:
     def options(self, num_returns: Any = None, name: str | None = None, concurrency_group: str | None = None,
                 **ignored: Any) -> "ActorMethod":
         """This call with other options: num_returns, name, concurrency_group."""
-        n = self._num_returns if num_returns is None else (P.STREAMING if num_returns == "streaming" else num_returns)
+        n = self._num_returns if num_returns is None else _RETURN_KINDS.get(num_returns, num_returns)
         return ActorMethod(self._handle, self._name, n, name or self._task_name, concurrency_group or self._group)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

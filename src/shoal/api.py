@@ -206,9 +206,10 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
         return ctx.get([object_refs], timeout)[0]
     if isinstance(object_refs, ObjectRefGenerator):
         raise TypeError("get() of a generator: iterate it and get() each ref it yields")
-    if not isinstance(object_refs, (list, tuple)):
-        raise TypeError(
-            f"get() expects an ObjectRef or a list of ObjectRefs, not {type(object_refs).__name__}")
+    if not isinstance(object_refs, list):  # as Ray: a tuple too is a ValueError
+        raise ValueError(
+            f"Invalid type of object refs, {type(object_refs)}, is given. 'object_refs' must "
+            f"either be an ObjectRef or a list of ObjectRefs.")
     for r in object_refs:
         if not isinstance(r, ObjectRef):
             raise TypeError(f"get() expects a list of ObjectRefs; it holds {a_type(r)}")
@@ -226,8 +227,9 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: float | None = Non
     pass (None: no limit). Returns (ready, not_ready), each in input order.
     A streaming generator in the list is ready when its next item is (or
     it has ended)."""
-    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
-        raise TypeError(f"wait() expects a list of ObjectRefs, not {type(object_refs).__name__}")
+    if not isinstance(object_refs, list):  # as Ray: a tuple is refused too
+        raise TypeError(f"wait() expected a list of ObjectRefs or ObjectRefGenerators, got "
+                        f"{type(object_refs)}")
     refs = list(object_refs)
     for r in refs:
         if not isinstance(r, (ObjectRef, ObjectRefGenerator)):
@@ -250,8 +252,10 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """Cancel the task that returns `object_ref` (or the generator task of
     an ObjectRefGenerator): dropped if not started; interrupted with
     KeyboardInterrupt if running (force: its worker is killed). get() then
-    raises TaskCancelledError. A ref made by put() has no task: nothing
-    happens, as in Ray."""
+    raises TaskCancelledError. recursive (the default, as in Ray): the tasks
+    it submitted, queued or running, are cancelled too and free their
+    resources; recursive=False leaves them. A ref made by put() has no
+    task: nothing happens, as in Ray."""
     if isinstance(object_ref, ObjectRefGenerator):
         object_ref = object_ref._end
     if not isinstance(object_ref, ObjectRef):

@@ -85,16 +85,21 @@ class LocalRuntime(Context):
             result = function(*args, **kwargs)
             if num_returns == -1:  # a generator: run it to the end now
                 return iter([self._store(ids.return_id(task_id, k + 1), v) for k, v in enumerate(result)])
+            if num_returns == -2:  # "dynamic": a ref to the refs of the items
+                from shoal.objectref import DynamicObjectRefGenerator
+
+                items = [self._store(ids.return_id(task_id, k + 1), v) for k, v in enumerate(result)]
+                return self._store(ids.return_id(task_id, 0), DynamicObjectRefGenerator(items))
             values = (result,) if num_returns == 1 else tuple(result) if num_returns else ()
             if num_returns > 1 and len(values) != num_returns:
-                raise ValueError(f"task {name} declares num_returns={num_returns} but returned "
-                                 f"{len(values)} values")
+                raise ValueError(f"Task returned {len(values)} objects, but num_returns={num_returns}. "
+                                 f"Task {name} must return a tuple or list of {num_returns} values.")
         except Exception as e:
             err = e if isinstance(e, exc.RayTaskError) else exc.RayTaskError(
                 name, "".join(traceback.format_exception(type(e), e, e.__traceback__)), e, os.getpid())
-            n = 1 if num_returns in (1, -1) else num_returns
+            n = 1 if num_returns in (1, -1, -2) else num_returns
             refs = [self._store(ids.return_id(task_id, i), err, error=True) for i in range(n)]
-            return refs[0] if num_returns in (1, -1) else refs
+            return refs[0] if num_returns in (1, -1, -2) else refs
         refs = [self._store(ids.return_id(task_id, i), v) for i, v in enumerate(values)]
         if num_returns == 1:
             return refs[0]

@@ -31,6 +31,17 @@ _current: "Context | None" = None
 #: Seconds, at least, between two scans of a get()'s list for errors.
 FAIL_FAST_SCAN_S = 0.002
 
+#: Waits in the store return to Python at least this often (seconds). A
+#: signal that lands just before the store's futex sleep (during its spin,
+#: or while it takes the lock) does not interrupt that sleep, and its Python
+#: handler runs only once the wait returns: a cancel's KeyboardInterrupt in
+#: a worker, Ctrl-C in the driver. This bounds how late either can be.
+WAIT_SLICE_S = 0.25
+
+
+def _slice(wait: float | None) -> float:
+    return WAIT_SLICE_S if wait is None else min(wait, WAIT_SLICE_S)
+
 
 def current() -> "Context | None":
     """This process's context, or None outside a runtime."""
@@ -149,6 +160,29 @@ class ObjectRef:
         """The task that returns this object (None for put objects)."""
         return ids.task_of(self._id)
 
+    def job_id(self) -> "JobID":
+        """The job (runtime session) the object belongs to."""
+        return JobID(bytes.fromhex(getattr(self._ctx, "session", "") or "00000000"))
+
+    def call_site(self) -> str:
+        """Where the ref was made: "" (as Ray without
+        RAY_record_ref_creation_sites)."""
+        return ""
+
+    def owner_address(self) -> bytes:
+        """An opaque name of the object's owner (Ray: a serialized
+        address). In shoal the driver's runtime owns every object."""
+        return f"shoal:{getattr(self._ctx, 'session', '')}".encode()
+
+    def _on_completed(self, callback) -> None:
+        """Call callback(value) once the object is ready, from another
+        thread; for a failed task the value is its exception, as in Ray."""
+        def done(fut) -> None:
+            error = fut.exception()
+            callback(error if error is not None else fut.result())
+
+        self.future().add_done_callback(done)
+
     @classmethod
     def from_binary(cls, object_id: bytes) -> "ObjectRef":
         return cls(object_id, _current)
@@ -199,6 +233,30 @@ class ObjectRef:
         if ctx is None or ctx.closed:
             raise _stale_error(self)
         return ctx
+
+
+class JobID:
+    """The ID of a job (Ray's JobID): one runtime session in shoal."""
+
+    __slots__ = ("_id",)
+
+    def __init__(self, binary: bytes):
+        self._id = binary
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JobID) and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return f"JobID({self._id.hex()})"
 
 
 def _stale_error(ref: ObjectRef) -> exc.StaleObjectRefError:
@@ -271,7 +329,8 @@ class ObjectRefGenerator:
                     raise exc.GetTimeoutError(f"no item of the generator within {timeout} s")
                 if not blocked:
                     blocked = ctx.before_wait([item, end])
-                store.wait_seal_after(seq, left)
+                store.wait_seal_after(seq, _slice(left))
+                ctx.check_cancelled()
         finally:
             if blocked:
                 ctx.after_wait()
@@ -304,6 +363,24 @@ class ObjectRefGenerator:
 
     def __repr__(self) -> str:
         return f"ObjectRefGenerator({self._task_id.hex()})"
+
+
+class DynamicObjectRefGenerator:
+    """What a task with num_returns="dynamic" (deprecated in Ray, still
+    accepted) returns once it has run: the refs of the items its generator
+    yielded, to iterate."""
+
+    def __init__(self, refs: list):
+        self._refs = list(refs)
+
+    def __iter__(self):
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __repr__(self) -> str:
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"
 
 
 class _ErrorScan:
@@ -379,6 +456,10 @@ class Context:
         knows it cannot (the driver knows; None elsewhere)."""
         return None
 
+    def check_cancelled(self) -> None:
+        """Called between slices of a wait: a worker raises the running
+        task's cancel here if its interrupt was missed."""
+
     def check_open(self) -> None:
         if self.closed:
             raise exc.RuntimeClosedError("the runtime was shut down; call init() again")
@@ -430,9 +511,12 @@ class Context:
             wait = None if deadline is None else max(0.0, deadline - now)
             if not scan.oids:  # nothing left to fail fast on: the store waits for us
                 try:
-                    return store.get(oid, wait)
+                    return store.get(oid, _slice(wait))
                 except (exc.ObjectNotFoundError, exc.GetTimeoutError):
-                    raise self._get_timeout(ref, timeout) from None
+                    if wait is not None and wait <= WAIT_SLICE_S:
+                        raise self._get_timeout(ref, timeout) from None
+                    self.check_cancelled()
+                    continue  # a slice ended: signal handlers run, then wait on
             try:
                 return store.get(oid, 0.0)
             except (exc.ObjectNotFoundError, exc.GetTimeoutError):
@@ -445,7 +529,8 @@ class Context:
             if seq != scan.seq:  # seals not scanned yet: come back for them
                 gap = max(0.0, scan.next_at - now)
                 wait = gap if wait is None else min(wait, gap)
-            store.wait_seal_after(seq, wait)
+            store.wait_seal_after(seq, _slice(wait))
+            self.check_cancelled()
 
     def _get_timeout(self, ref: ObjectRef, timeout: float | None) -> exc.GetTimeoutError:
         why = self.why_pending(ref._id)
@@ -516,7 +601,8 @@ class Context:
                     waited = True
                     _check_stale(self, refs)
                     blocked = self.before_wait(oids)
-                store.wait_seal_after(seq, left)
+                store.wait_seal_after(seq, _slice(left))
+                self.check_cancelled()
         finally:
             if blocked:
                 self.after_wait()

@@ -142,9 +142,7 @@ def validate(options: dict, kind: str) -> dict:
     if "num_returns" in options:
         n = options["num_returns"]
         if n not in (None, "streaming", "dynamic") and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-            raise ValueError(f"num_returns must be an int >= 0 or 'streaming', not {n!r}")
-        if n == "dynamic":
-            raise ValueError("num_returns='dynamic' is deprecated in Ray; use num_returns='streaming'")
+            raise ValueError(f"num_returns must be an int >= 0, 'streaming' or 'dynamic', not {n!r}")
     if "retry_exceptions" in options:
         rule = options["retry_exceptions"]
         if not isinstance(rule, bool):
@@ -180,7 +178,9 @@ class TaskOptions:
         n = opts["num_returns"]
         if n is None:
             n = "streaming" if is_generator else 1
-        self.num_returns = P.STREAMING if n == "streaming" else n
+        # "dynamic" is deprecated in Ray 2.60 but still accepted: a ref to a
+        # DynamicObjectRefGenerator once the generator has ended.
+        self.num_returns = {"streaming": P.STREAMING, "dynamic": P.DYNAMIC}.get(n, n)
         self.max_retries = opts["max_retries"]
         rule = opts["retry_exceptions"]
         self.retry_exceptions = rule if isinstance(rule, bool) else cloudpickle.dumps(tuple(rule))

@@ -55,6 +55,10 @@ class RemoteFunction:
     def __init__(self, function: Any, options: dict):
         if not callable(function):
             raise TypeError(f"@remote needs a function or a class, not {function!r}")
+        if inspect.iscoroutinefunction(function):  # as Ray: a task is not a coroutine
+            raise ValueError(
+                "'async def' should not be used for remote tasks. You can wrap the async "
+                "function with `asyncio.run(f())`, or make it a method of an asyncio actor.")
         self._function = function
         self._is_generator = inspect.isgeneratorfunction(function)
         self._params = arguments.describe_params(function)
@@ -104,7 +108,7 @@ class RemoteFunction:
                           opts.retry_exceptions, 0, opts.assigned, opts.env, (), opts.max_calls)
         if n == P.STREAMING:
             result: Any = objectref.ObjectRefGenerator(task_id, ctx)
-        elif n == 1:
+        elif n == 1 or n == P.DYNAMIC:
             result = ObjectRef(ids.return_id(task_id, 0), ctx)
         else:
             result = [ObjectRef(ids.return_id(task_id, i), ctx) for i in range(n)] if n else None

@@ -137,7 +137,7 @@ class Runtime(Context):
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         task_id = ids.task_of(ref._id)
         if task_id is not None:  # (a put object has no task to cancel)
-            self.shell.cancel(task_id, force)
+            self.shell.cancel(task_id, force, recursive)
 
     # -- actors ------------------------------------------------------------------
 
@@ -155,6 +155,9 @@ class Runtime(Context):
 
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
         self.shell.kill_actor(actor_id, no_restart)
+
+    def wait_actor_gone(self, actor_id: bytes, timeout: float | None) -> bool:
+        return self.shell.wait_actor_gone(actor_id, timeout)
 
     def list_named_actors(self, all_namespaces: bool) -> list:
         with self.shell.lock:

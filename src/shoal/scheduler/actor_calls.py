@@ -92,8 +92,19 @@ class ActorCalls:
             if actor is not None:
                 self._execute(self.actors.kill(actor, no_restart))
 
+    def wait_actor_gone(self, actor_id: bytes, timeout: float | None) -> bool:
+        """Wait until the actor is dead and its process has exited (its
+        resources are free then). False if `timeout` seconds passed first."""
+        with self.lock:
+            return self.process_exited.wait_for(lambda: self.closed or self._actor_gone(actor_id), timeout)
+
+    def _actor_gone(self, actor_id: bytes) -> bool:
+        actor = self._find_actor(actor_id)
+        return actor is None or (actor.state == "dead" and actor.wid not in self.workers)
+
     def _call_ended(self, actor: A.Actor, call: A.Call) -> None:
         self.calls.pop(call.seq, None)
+        self.sched.parent_done(call.spec.task_id)
         self._ended(call.seq, call.spec)
 
     def _execute_actor(self, a) -> None:

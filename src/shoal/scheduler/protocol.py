@@ -20,7 +20,10 @@ Worker -> driver
                                     CANCELLED, EXITED (an actor's call ran
                                     exit_actor(): done, and the actor exits
                                     for good); contained: {result id: [ids]}
-  (SUBMIT, spec, owner_holds)       a nested task (the worker holds its returns)
+  (SUBMIT, spec, shape, deps, held, parent)
+                                    a nested task (the worker holds its returns);
+                                    parent: the task id of the task or call that
+                                    submitted it (cancel is recursive)
   (PUT, object_id, contained)       the worker put an object and holds it
   (REFS, added, removed)            the worker's first / last references changed
   (BLOCKED, returned_seqs)          the running task waits in get(); the worker
@@ -54,6 +57,7 @@ ACTOR_INIT, CONSTRUCTED, CREATE_ACTOR, CALL_ACTOR, GET_ACTOR, KILL_ACTOR = 20, 2
 OK, FAILED, RETRY, CANCELLED, EXITED = 0, 1, 2, 3, 4
 
 STREAMING = -1  # num_returns of a generator task
+DYNAMIC = -2  # num_returns="dynamic": one return, a DynamicObjectRefGenerator of the items
 
 _dumps = pickle.dumps
 _loads = pickle.loads
@@ -67,7 +71,7 @@ class TaskSpec(NamedTuple):
     name: str  #: for errors and output prefixes
     args: bytes | None  #: serialized (args, kwargs), or None when there are none
     args_id: bytes | None  #: store object holding them when too large to inline
-    num_returns: int  #: >= 1, or STREAMING
+    num_returns: int  #: >= 1, STREAMING or DYNAMIC
     max_retries: int  #: system failures retried this many times (-1: forever)
     retry_exceptions: Any  #: False, True, or a tuple of exception types
     attempt: int  #: 0 for the first run
@@ -110,7 +114,7 @@ def return_ids(spec) -> list[bytes]:
     at index 0 that ends the stream)."""
     from shoal import ids
 
-    n = 1 if spec.num_returns == STREAMING else spec.num_returns
+    n = 1 if spec.num_returns < 0 else spec.num_returns  # STREAMING, DYNAMIC: one record
     return [ids.return_id(spec.task_id, i) for i in range(n)]
 
 

@@ -83,6 +83,7 @@ class Shell(ActorCalls):
         self.preload = list(preload)
         self.validate = validate
         self.lock = threading.RLock()
+        self.process_exited = threading.Condition(self.lock)  # notified when a worker or actor exits
         self.sched = Scheduler(resources, target_workers=num_workers, max_workers=MAX_POOL_WORKERS)
         self.refs = ReferenceTable()
         self.shared: set[bytes] = set()  # objects another process may refer to
@@ -156,6 +157,7 @@ class Shell(ActorCalls):
                 return
             self.closed = True
             self._fail_everything(exc.RuntimeClosedError("the runtime was shut down before this task finished"))
+            self.process_exited.notify_all()
         self.wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
@@ -276,7 +278,7 @@ class Shell(ActorCalls):
             self._apply_driver_refs()
             return self._submit(spec, shape, deps, held)
 
-    def _submit(self, spec: P.TaskSpec, shape: tuple, deps: list, held: list) -> int:
+    def _submit(self, spec: P.TaskSpec, shape: tuple, deps: list, held: list, parent: bytes | None = None) -> int:
         seq = next(self._seq)
         task = Task(seq, spec.task_id, spec.function_id, shape, spec.max_retries, spec, spec.name)
         self.by_task_id[spec.task_id] = seq
@@ -287,20 +289,22 @@ class Shell(ActorCalls):
         if deps:
             mask = self.store.raw.sealed_mask(deps)
             unsealed = [d for d, ok in zip(deps, mask) if not ok]
-        self._execute(self.sched.submit(task, unsealed))
+        self._execute(self.sched.submit(task, unsealed, parent))
         return seq
 
-    def cancel(self, task_id: bytes, force: bool) -> None:
+    def cancel(self, task_id: bytes, force: bool, recursive: bool = True) -> None:
         with self.lock:
             seq = self.by_task_id.get(task_id)
             if seq is None:
                 return
             actor = self.calls.get(seq)
             if actor is None:
-                self._execute(self.sched.cancel(seq, force))
+                self._execute(self.sched.cancel(seq, force, recursive))
                 return
             if force:
                 raise ValueError("force=True is not supported for actor tasks (as in Ray)")
+            if recursive:  # what the call submitted goes with it
+                self._execute(self.sched.cancel_children(task_id))
             call = self.actors.cancel_queued(actor, seq)
             if call is not None:
                 self._execute([A.FailCalls(actor, [call], exc.TaskCancelledError(
@@ -349,7 +353,7 @@ class Shell(ActorCalls):
             for oid in msg[2]:
                 refs.remove_holder(wid, oid)
         elif kind == P.SUBMIT:
-            self._submit(msg[1], msg[2], msg[3], msg[4])
+            self._submit(msg[1], msg[2], msg[3], msg[4], msg[5])
         elif kind == P.PUT:
             self.refs.add_contained(msg[1], msg[2])
             self.shared.update(msg[2])
@@ -495,6 +499,7 @@ class Shell(ActorCalls):
         del self.workers[wid]
         self.output.forget(wid)
         h.close()
+        self.process_exited.notify_all()
         try:
             self.store.raw.reap_dead_clients()  # its pins and unsealed objects
         except exc.StoreClosedError:

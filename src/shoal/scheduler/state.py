@@ -217,6 +217,11 @@ class Scheduler:
         self.actor_queue: collections.deque = collections.deque()
         self.actor_holds: dict[bytes, Shape] = {}  # what each placed actor holds now
         self._living: dict[bytes, Shape] = {}  # what it will hold once built
+        # Recursive cancel: the tasks each running task (or actor call)
+        # submitted, by its task id, and the parents already cancelled
+        # (what they submit from now on is cancelled at once).
+        self.children: dict[bytes, list[int]] = {}
+        self.cancelled_parents: set[bytes] = set()
 
     # -- queries -----------------------------------------------------------
 
@@ -242,8 +247,15 @@ class Scheduler:
 
     # -- events --------------------------------------------------------------
 
-    def submit(self, task: Task, unsealed: list[bytes] = ()) -> list:
-        """A new task whose dependencies `unsealed` are not sealed yet."""
+    def submit(self, task: Task, unsealed: list[bytes] = (), parent: bytes | None = None) -> list:
+        """A new task whose dependencies `unsealed` are not sealed yet,
+        submitted by the running task (or actor call) `parent`, if any."""
+        if parent is not None:
+            if parent in self.cancelled_parents:
+                self.tasks[task.seq] = task
+                task.state = "ready"  # never queued: cancelled as it comes
+                return self.cancel(task.seq)
+            self.children.setdefault(parent, []).append(task.seq)
         self.tasks[task.seq] = task
         actions: list = []
         why = self.why_infeasible(task.shape)
@@ -376,8 +388,7 @@ class Scheduler:
             t.worker = None
             self._queue_ready(t, front=True)
         else:
-            t.state = "done"
-            self.tasks.pop(seq, None)
+            self._done(t)
             if retry:  # cancelled while it ran: nothing sealed, nothing will run it again
                 actions.append(FailTask(t, "cancelled", "cancelled while it ran"))
         if w.state == "blocked":
@@ -443,22 +454,24 @@ class Scheduler:
             running.worker = None
             running.attempts += 1
             if running.cancelled:
-                running.state = "done"
-                self.tasks.pop(running.seq, None)
+                self._done(running)
                 actions.append(FailTask(running, "cancelled", "cancelled with force=True"))
             elif running.max_retries < 0 or running.attempts <= running.max_retries:
                 running.state = "ready"
                 self._queue_ready(running, front=True)
             else:
-                running.state = "done"
-                self.tasks.pop(running.seq, None)
+                self._done(running)
                 actions.append(FailTask(running, "crashed", f"{running.attempts} time(s)"))
         self._maybe_grow(actions)
         self._schedule_all(actions)
         return actions
 
-    def cancel(self, seq: int, force: bool = False) -> list:
-        """Cancel a task: dropped if not started, interrupted if running."""
+    def cancel(self, seq: int, force: bool = False, recursive: bool = True) -> list:
+        """Cancel a task: dropped if not started, interrupted if running
+        (force: its worker is killed). recursive (Ray's default): the tasks
+        it submitted, and theirs, are cancelled too, and so is any it
+        submits from now on, so that none keeps running or holding
+        resources for a result nobody will read."""
         t = self.tasks.get(seq)
         if t is None or t.state == "done" or t.cancelled:
             return []
@@ -468,9 +481,26 @@ class Scheduler:
             return [FailTask(t, "cancelled", "cancelled before it ran")]
         w = self.workers.get(t.worker)
         if w is not None and w.queue and w.queue[0] is t:
-            return [CancelRunning(w.wid, t.seq, force)]
-        # Queued on a worker, not started: the worker drops it when it comes up.
-        return [CancelQueued(t.worker, t.seq)]
+            actions: list = [CancelRunning(w.wid, t.seq, force)]
+        else:  # queued on a worker, not started: the worker drops it when it comes up
+            actions = [CancelQueued(t.worker, t.seq)]
+        if recursive:
+            actions += self.cancel_children(t.task_id, force)
+        return actions
+
+    def cancel_children(self, parent: bytes, force: bool = False) -> list:
+        """Cancel what task (or actor call) `parent` submitted, recursively,
+        and what it submits from now on (until parent_done)."""
+        self.cancelled_parents.add(parent)
+        actions: list = []
+        for seq in self.children.pop(parent, ()):
+            actions += self.cancel(seq, force, True)
+        return actions
+
+    def parent_done(self, parent: bytes) -> None:
+        """Task or actor call `parent` ended: nothing of it is left to cancel."""
+        self.children.pop(parent, None)
+        self.cancelled_parents.discard(parent)
 
     # -- internals -----------------------------------------------------------
 
@@ -675,14 +705,19 @@ class Scheduler:
         of the queue, or, if it was cancelled meanwhile, failed as such."""
         t.worker = None
         if t.cancelled:
-            t.state = "done"
-            self.tasks.pop(t.seq, None)
+            self._done(t)
             actions.append(FailTask(t, "cancelled", "cancelled before it ran"))
         else:
             t.state = "ready"
             self._queue_ready(t, front=True)
 
+    def _done(self, t: Task) -> None:
+        t.state = "done"
+        self.tasks.pop(t.seq, None)
+        self.parent_done(t.task_id)
+
     def _forget(self, t: Task) -> None:
+        self.parent_done(t.task_id)
         self.tasks.pop(t.seq, None)
         for oid in t.missing:
             waiters = self.waiting_on.get(oid)

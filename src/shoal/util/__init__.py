@@ -37,107 +37,139 @@ def list_named_actors(all_namespaces: bool = False) -> list:
 class ActorPool:
     """Runs work over a fixed set of actors, one call per actor at a time.
 
-    ``fn(actor, value)`` must call a method on the actor and return its ref.
-    Results come back in submission order (``get_next``, ``map``) or as they
-    finish (``get_next_unordered``, ``map_unordered``).
+    ``fn(actor, value)`` must call a method on the actor and return its ref
+    (or a list of refs, for a method with several returns). Results come
+    back in submission order (``get_next``, ``map``) or as they finish
+    (``get_next_unordered``, ``map_unordered``). The attribute names of the
+    bookkeeping are Ray's, for code that reads them.
     """
 
     def __init__(self, actors: Iterable[Any]):
-        self._idle = list(actors)
-        self._busy: dict[objectref.ObjectRef, tuple[int, Any]] = {}  # ref -> (index, actor)
-        self._by_index: dict[int, objectref.ObjectRef] = {}
-        self._next_index = 0  # of the next submission
-        self._next_return = 0  # of the next in-order result
-        self._backlog: list[tuple[Callable, Any]] = []
+        self._idle_actors = list(actors)
+        self._future_to_actor: dict[Any, tuple[int, Any]] = {}  # key -> (index, actor)
+        self._index_to_future: dict[int, Any] = {}  # index -> ref (or list of refs)
+        self._next_task_index = 0
+        self._next_return_index = 0
+        self._pending_submits: list[tuple[Callable, Any]] = []  # waiting for an idle actor
 
-    def submit(self, fn: Callable[[Any, Any], objectref.ObjectRef], value: Any) -> None:
+    @staticmethod
+    def _key(future: Any) -> Any:
+        return tuple(future) if isinstance(future, list) else future
+
+    @staticmethod
+    def _first(future: Any) -> objectref.ObjectRef:
+        """The ref to wait on: a method's returns are sealed together."""
+        return future[0] if isinstance(future, (list, tuple)) else future
+
+    def submit(self, fn: Callable[[Any, Any], Any], value: Any) -> None:
         """Run fn(actor, value) on an idle actor, or as soon as one frees up."""
-        if self._idle:
-            actor = self._idle.pop()
-            ref = fn(actor, value)
-            self._busy[ref] = (self._next_index, actor)
-            self._by_index[self._next_index] = ref
-            self._next_index += 1
+        if self._idle_actors:
+            actor = self._idle_actors.pop()
+            future = fn(actor, value)
+            self._future_to_actor[self._key(future)] = (self._next_task_index, actor)
+            self._index_to_future[self._next_task_index] = future
+            self._next_task_index += 1
         else:
-            self._backlog.append((fn, value))
+            self._pending_submits.append((fn, value))
 
     def has_next(self) -> bool:
         """True if results are pending."""
-        return bool(self._by_index)
+        return bool(self._future_to_actor)
 
     def get_next(self, timeout: float | None = None, ignore_if_timedout: bool = False) -> Any:
         """The next result in submission order (raises its task's error).
-        Raises GetTimeoutError (or returns None with ignore_if_timedout) if
-        it is not ready within `timeout` seconds."""
+
+        With a timeout, raises TimeoutError (GetTimeoutError) if it is not
+        ready in time; with ignore_if_timedout too, that submission is
+        dropped first (its actor goes back to the pool), as in Ray."""
         if not self.has_next():
             raise StopIteration("No more results to get")
-        if self._next_return >= self._next_index:
+        if self._next_return_index >= self._next_task_index:
             raise ValueError("It is not allowed to call get_next() after get_next_unordered().")
-        ref = self._by_index[self._next_return]
+        future = self._index_to_future[self._next_return_index]
+        timed_out = False
         if timeout is not None:
-            ready, _ = api.wait([ref], timeout=timeout)
+            ready, _ = api.wait([self._first(future)], timeout=timeout)
             if not ready:
-                if ignore_if_timedout:
-                    return None
-                raise exc.GetTimeoutError("Timed out waiting for result")
-        del self._by_index[self._next_return]
-        self._next_return += 1
-        _, actor = self._busy.pop(ref)
-        self._return(actor)
-        return api.get(ref)
+                if not ignore_if_timedout:
+                    raise exc.GetTimeoutError(f"Timed out waiting for result after {timeout} s")
+                timed_out = True
+        del self._index_to_future[self._next_return_index]
+        self._next_return_index += 1
+        _, actor = self._future_to_actor.pop(self._key(future))
+        self._return_actor(actor)
+        if timed_out:
+            raise exc.GetTimeoutError(f"Timed out waiting for result after {timeout} s; the "
+                                      f"submission {future} is dropped")
+        return api.get(future)
 
     def get_next_unordered(self, timeout: float | None = None, ignore_if_timedout: bool = False) -> Any:
-        """Whichever result finishes first."""
+        """Whichever result finishes first (TimeoutError as get_next)."""
         if not self.has_next():
             raise StopIteration("No more results to get")
-        ready, _ = api.wait(list(self._busy), num_returns=1, timeout=timeout)
+        firsts = {self._first(key): key for key in self._future_to_actor}
+        ready, _ = api.wait(list(firsts), num_returns=1, timeout=timeout)
         if not ready:
-            if ignore_if_timedout:
-                return None
-            raise exc.GetTimeoutError("Timed out waiting for result")
-        ref = ready[0]
-        index, actor = self._busy.pop(ref)
-        del self._by_index[index]
-        self._next_return = max(self._next_return, index + 1)
-        self._return(actor)
-        return api.get(ref)
+            # Nothing to drop: no submission is next in any order.
+            raise exc.GetTimeoutError(f"Timed out waiting for result after {timeout} s")
+        key = firsts[ready[0]]
+        index, actor = self._future_to_actor.pop(key)
+        future = self._index_to_future.pop(index)
+        self._next_return_index = max(self._next_return_index, index + 1)
+        self._return_actor(actor)
+        return api.get(future)
+
+    def _drop_earlier(self) -> None:
+        """map() returns only its own results: earlier submissions are
+        dropped without waiting for them (Ray issue #23107). Those still
+        waiting for an actor are submitted as it frees up, then dropped."""
+        while self._index_to_future:
+            index = min(self._index_to_future)
+            future = self._index_to_future.pop(index)
+            _, actor = self._future_to_actor.pop(self._key(future))
+            self._return_actor(actor)  # (may submit a pending one: dropped in turn)
+        self._next_return_index = self._next_task_index
 
     def map(self, fn: Callable, values: Iterable[Any]):
         """Results of fn over values, in order (a generator)."""
-        while self.has_next():  # results of earlier submissions are dropped, as in Ray
-            try:
-                self.get_next_unordered(timeout=0)
-            except exc.GetTimeoutError:
-                break
+        self._drop_earlier()
         for v in values:
             self.submit(fn, v)
-        while self.has_next():
-            yield self.get_next()
+
+        def results():
+            while self.has_next():
+                yield self.get_next()
+
+        return results()
 
     def map_unordered(self, fn: Callable, values: Iterable[Any]):
         """Results of fn over values, as they finish (a generator)."""
+        self._drop_earlier()
         for v in values:
             self.submit(fn, v)
-        while self.has_next():
-            yield self.get_next_unordered()
+
+        def results():
+            while self.has_next():
+                yield self.get_next_unordered()
+
+        return results()
 
     def has_free(self) -> bool:
         """True if an actor is idle and nothing waits for one."""
-        return bool(self._idle) and not self._backlog
+        return bool(self._idle_actors) and not self._pending_submits
 
     def pop_idle(self) -> Any:
         """Take an idle actor out of the pool (None if there is none)."""
-        return self._idle.pop() if self.has_free() else None
+        return self._idle_actors.pop() if self.has_free() else None
 
     def push(self, actor: Any) -> None:
         """Add an actor to the pool."""
-        busy = {a for _, a in self._busy.values()}
-        if actor in self._idle or actor in busy:
+        busy = {a for _, a in self._future_to_actor.values()}
+        if actor in self._idle_actors or actor in busy:
             raise ValueError("Actor already belongs to current ActorPool")
-        self._return(actor)
+        self._return_actor(actor)
 
-    def _return(self, actor: Any) -> None:
-        self._idle.append(actor)
-        if self._backlog:
-            fn, value = self._backlog.pop(0)
-            self.submit(fn, value)
+    def _return_actor(self, actor: Any) -> None:
+        self._idle_actors.append(actor)
+        if self._pending_submits:
+            self.submit(*self._pending_submits.pop(0))

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing
 import threading
-from typing import Any, Callable, Iterable, Iterator
+from multiprocessing import JoinableQueue, TimeoutError  # at Ray's paths, as Ray has them
+from typing import Any, Callable, Iterable
 
 from shoal import api
 from shoal import exceptions as exc
-from shoal.options import warn_once
 
-__all__ = ["Pool", "AsyncResult", "TimeoutError"]
+__all__ = ["Pool", "AsyncResult", "IMapIterator", "JoinableQueue", "TimeoutError"]
 
-TimeoutError = exc.GetTimeoutError  # multiprocessing.TimeoutError's place (a builtin TimeoutError)
+
+class PoolTimeoutError(exc.GetTimeoutError, multiprocessing.TimeoutError):
+    """A result was not ready in time: caught by `except
+    multiprocessing.TimeoutError` (as with the stdlib's Pool) and by
+    `except TimeoutError` / GetTimeoutError."""
 
 
 class _PoolProcess:
@@ -35,6 +40,58 @@ class _PoolProcess:
 
     def apply(self, func: Callable, args: tuple, kwds: dict) -> Any:
         return func(*args, **kwds)
+
+
+class _Retiring:
+    """A pool process given its last task: the call goes out, then it exits."""
+
+    def __init__(self, actor):
+        self._actor = actor
+
+    def __getattr__(self, method: str):
+        actor = self._actor
+
+        class _Call:
+            def remote(self, *args):
+                ref = getattr(actor, method).remote(*args)
+                actor.__ray_terminate__.remote()
+                return ref
+
+        return _Call()
+
+
+class IMapIterator:
+    """What imap / imap_unordered return: an iterator whose next() takes a
+    timeout, as the stdlib's does (TimeoutError if no result came in time)."""
+
+    def __init__(self, more: Callable, ordered: bool):
+        self._more = more
+        self._ordered = ordered
+        self._pending: list = []
+        self._ready: list = []  # values of a chunk not handed out yet
+        more(self._pending)
+
+    def __iter__(self) -> "IMapIterator":
+        return self
+
+    def __next__(self) -> Any:
+        return self.next()
+
+    def next(self, timeout: float | None = None) -> Any:
+        """The next result, waiting up to `timeout` seconds (None: forever)."""
+        while not self._ready:
+            if not self._pending:
+                raise StopIteration
+            if self._ordered:
+                ready, _ = api.wait(self._pending[:1], timeout=timeout)
+            else:
+                ready, _ = api.wait(self._pending, num_returns=1, timeout=timeout)
+            if not ready:
+                raise PoolTimeoutError(f"no result within {timeout} s")
+            self._pending.remove(ready[0])
+            self._ready = list(api.get(ready[0]))
+            self._more(self._pending)
+        return self._ready.pop(0)
 
 
 class AsyncResult:
@@ -71,7 +128,7 @@ class AsyncResult:
             try:
                 chunks = api.get(self._refs, timeout=timeout)
             except exc.GetTimeoutError:
-                raise TimeoutError(f"the result was not ready within {timeout} s") from None
+                raise PoolTimeoutError(f"the result was not ready within {timeout} s") from None
             except BaseException as e:  # the function raised: get() re-raises it
                 self._error = e
             else:
@@ -90,7 +147,7 @@ class AsyncResult:
         """Wait until the result is ready or `timeout` seconds pass."""
         try:
             self._collect(timeout)
-        except TimeoutError:
+        except PoolTimeoutError:
             pass
 
     def ready(self) -> bool:
@@ -115,16 +172,18 @@ class Pool:
     def __init__(self, processes: int | None = None, initializer: Callable | None = None,
                  initargs: tuple = (), maxtasksperchild: int | None = None, context: Any = None,
                  ray_address: str | None = None, ray_remote_args: dict | None = None):
-        if maxtasksperchild is not None:
-            warn_once("pool:maxtasksperchild", "shoal's Pool does not recycle processes: "
-                                               "maxtasksperchild is ignored")
+        if maxtasksperchild is not None and (not isinstance(maxtasksperchild, int) or maxtasksperchild < 1):
+            raise ValueError(f"maxtasksperchild must be an int >= 1 or None, not {maxtasksperchild!r}")
+        self._maxtasks = maxtasksperchild
         if processes is None:
             processes = max(1, int(api.cluster_resources().get("CPU", 1)))
         if not isinstance(processes, int) or processes < 1:
             raise ValueError(f"processes must be an int >= 1, not {processes!r}")
         options = {"num_cpus": 1, **(ray_remote_args or {})}
-        actor_class = api.remote(**options)(_PoolProcess)
-        self._actors = [actor_class.remote(initializer, tuple(initargs)) for _ in range(processes)]
+        self._new_actor = lambda: api.remote(**options)(_PoolProcess).remote(initializer, tuple(initargs))
+        self._actors = [self._new_actor() for _ in range(processes)]
+        self._runs = [0] * processes  # tasks (chunks) sent to each process, for maxtasksperchild
+        self._retired: list = []  # processes told to exit after their last task
         self._next = 0
         self._running = True
 
@@ -135,8 +194,17 @@ class Pool:
             raise ValueError("Pool not running")
 
     def _actor(self):
-        actor = self._actors[self._next % len(self._actors)]
+        i = self._next % len(self._actors)
         self._next += 1
+        actor = self._actors[i]
+        self._runs[i] += 1
+        if self._maxtasks is not None and self._runs[i] >= self._maxtasks:
+            # maxtasksperchild: this is its last task. Calls run in order, so
+            # it exits once that is done; a fresh process takes its place.
+            self._retired.append(actor)
+            self._actors[i] = self._new_actor()
+            self._runs[i] = 0
+            return _Retiring(actor)
         return actor
 
     def _chunks(self, iterable: Iterable, chunksize: int | None) -> list[list]:
@@ -190,33 +258,14 @@ class Pool:
 
         return more
 
-    def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+    def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> IMapIterator:
         """Results in order, each as soon as it (and those before it) are
         ready; the input is read as the results are taken."""
-        more = self._lazy(func, iterable, chunksize)
+        return IMapIterator(self._lazy(func, iterable, chunksize), ordered=True)
 
-        def results() -> Iterator:
-            pending: list = []
-            more(pending)
-            while pending:
-                yield from api.get(pending.pop(0))
-                more(pending)
-
-        return results()
-
-    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> Iterator:
+    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> IMapIterator:
         """Results as they are ready, in any order."""
-        more = self._lazy(func, iterable, chunksize)
-
-        def results() -> Iterator:
-            pending: list = []
-            more(pending)
-            while pending:
-                ready, pending = api.wait(pending, num_returns=1)
-                yield from api.get(ready[0])
-                more(pending)
-
-        return results()
+        return IMapIterator(self._lazy(func, iterable, chunksize), ordered=False)
 
     def close(self) -> None:
         """No more work may be submitted; the processes end once it is done."""
@@ -225,9 +274,10 @@ class Pool:
     def terminate(self) -> None:
         """Stop the processes now."""
         self._running = False
-        for actor in self._actors:
+        for actor in self._actors + self._retired:
             api.kill(actor)
         self._actors = []
+        self._retired = []
 
     def join(self) -> None:
         """Wait for the work submitted so far (after close() or

@@ -8,7 +8,11 @@ import asyncio
 import queue as _stdlib_queue
 from typing import Any
 
-from shoal import api
+from shoal import api, objectref
+
+#: shutdown(): seconds, at most, to wait for the actor's process to exit
+#: once it has been told to (its exit takes milliseconds; a SIGKILL cannot be ignored).
+_EXIT_WAIT_S = 60.0
 
 __all__ = ["Empty", "Full", "Queue"]
 
@@ -133,6 +137,9 @@ class Queue:
         return self._call(self.actor.get.remote(timeout))
 
     async def put_async(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """put() for asyncio code: awaits instead of blocking the thread."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
         ref = self.actor.put.remote(item, timeout) if block else self.actor.put_nowait.remote(item)
         try:
             await ref
@@ -140,6 +147,9 @@ class Queue:
             raise _plain(e) from None
 
     async def get_async(self, block: bool = True, timeout: float | None = None) -> Any:
+        """get() for asyncio code: awaits instead of blocking the thread."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
         ref = self.actor.get.remote(timeout) if block else self.actor.get_nowait.remote()
         try:
             return await ref
@@ -165,12 +175,27 @@ class Queue:
         return self._call(self.actor.get_nowait_batch.remote(num_items))
 
     def shutdown(self, force: bool = False, grace_period_s: int = 5) -> None:
-        """Stop the queue's actor (its items are lost)."""
-        if self.actor is not None:
-            if force:
-                api.kill(self.actor, no_restart=True)
-            else:
-                self.actor.__ray_terminate__.remote()
+        """Stop the queue's actor (its items are lost) and return once it
+        is gone, as in Ray: calls on its old handle then raise
+        RayActorError, and its resources are free.
+
+        Args:
+            force: kill the actor at once, even with calls running.
+            grace_period_s: without force, seconds to wait for the calls
+                already submitted to end before killing it.
+        """
+        actor = self.actor
+        if actor is None:
+            return
+        if force:
+            api.kill(actor, no_restart=True)
+        else:
+            ready, _ = api.wait([actor.__ray_terminate__.remote()], timeout=grace_period_s)
+            if not ready:
+                api.kill(actor, no_restart=True)
+        wait_gone = getattr(objectref.current(), "wait_actor_gone", None)
+        if wait_gone is not None:  # (the driver's runtime; a worker only asks)
+            wait_gone(actor._actor_id, _EXIT_WAIT_S)
         self.actor = None
 
 

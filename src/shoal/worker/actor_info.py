@@ -40,7 +40,7 @@ def class_info(cls: type) -> ActorInfo:
             n = "streaming" if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) else 1
         bound = isinstance(inspect.getattr_static(cls, name, None), (staticmethod, classmethod))
         params = describe_params(fn, skip_first=not bound)
-        methods[name] = MethodInfo(P.STREAMING if n == "streaming" else n, coro, params,
+        methods[name] = MethodInfo({"streaming": P.STREAMING, "dynamic": P.DYNAMIC}.get(n, n), coro, params,
                                    opts.get("concurrency_group"))
     # Ray's built-in methods: terminate, a no-op that waits for the
     # constructor, and running a function on the instance.

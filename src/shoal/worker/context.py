@@ -56,16 +56,79 @@ class WorkerContext(Context):
         self._blocked_lock = threading.Lock()
         self._waiting = threading.local()  # .seq: the task a thread's wait belongs to
         self._thread_task = threading.local()  # .task_id: a threaded actor's call on this thread
+        # Cancellation interrupts the main thread (SIGINT -> TaskCancelled)
+        # only while user code runs there and no bookkeeping is under way:
+        # an interrupt inside a send, a ring read or the blocked/unblocked
+        # exchange would leave the driver and this worker out of step (a
+        # held task never released, a message half sent). _shield counts the
+        # main thread's reasons not to be interrupted (1: the runtime's own
+        # loop); an interrupt that comes then is raised when it drops to 0.
+        self._main_thread = threading.get_ident()
+        self._shield = 1
+        self._interrupt_pending = False
+        self._delivered = 0  # the task whose cancel was raised
+
+    # Channel -------------------------------------------------------------------
+
+    # Interrupts (task cancellation) -----------------------------------------------
+
+    def interrupt(self) -> None:
+        """SIGINT handler: cancel the running task now if that is safe, or
+        as soon as it is."""
+        seq = self.current_seq
+        if not (seq and self._delivered != seq and self.cancel_requested()):
+            return
+        if self._shield:
+            self._interrupt_pending = True
+            return
+        self._raise_cancelled()
+
+    def _raise_cancelled(self) -> None:
+        from shoal.worker.execution import TaskCancelled
+
+        self._delivered = self.current_seq  # once per task: user code may catch it and go on
+        raise TaskCancelled()
+
+    def check_cancelled(self) -> None:
+        """Raise the cancel of the running task if its interrupt has not
+        come (waits call this between slices: a signal that lands just
+        before a futex sleep may be seen only late)."""
+        seq = self.current_seq
+        if (seq and not self._shield and self._delivered != seq and self.cancel_requested()
+                and threading.get_ident() == self._main_thread):
+            self._raise_cancelled()
+
+    def shield(self) -> None:
+        """Enter a section that an interrupt must not cut (main thread only)."""
+        if threading.get_ident() == self._main_thread:
+            self._shield += 1
+
+    def unshield(self) -> None:
+        """Leave such a section; an interrupt that came meanwhile is raised now."""
+        if threading.get_ident() == self._main_thread:
+            self._shield -= 1
+            if not self._shield and self._interrupt_pending:
+                self._interrupt_pending = False
+                self.interrupt()
+
+    def user_code(self) -> "_UserCode":
+        """A context manager around user code: the only place where an
+        interrupt may land (a pending one is raised on entry)."""
+        return _UserCode(self)
 
     # Channel -------------------------------------------------------------------
 
     def send(self, message: tuple) -> None:
         data = P.encode(message)
-        with self._send_lock:
-            lasts = self._send_firsts_locked()
-            self._send_locked(data)
-            if lasts:
-                self._send_locked(P.encode((P.REFS, [], lasts)))
+        self.shield()
+        try:
+            with self._send_lock:
+                lasts = self._send_firsts_locked()
+                self._send_locked(data)
+                if lasts:
+                    self._send_locked(P.encode((P.REFS, [], lasts)))
+        finally:
+            self.unshield()
 
     def _send_firsts_locked(self) -> list[bytes]:
         """Send the queued new holds; return the queued releases, which
@@ -83,8 +146,12 @@ class WorkerContext(Context):
 
     def flush_refs(self) -> None:
         if self.refs.pending():
-            with self._send_lock:
-                self._flush_refs_locked()
+            self.shield()
+            try:
+                with self._send_lock:
+                    self._flush_refs_locked()
+            finally:
+                self.unshield()
 
     def _flush_refs_locked(self) -> None:
         if self.refs.pending():
@@ -94,8 +161,12 @@ class WorkerContext(Context):
 
     def read_ring(self) -> None:
         """Take every message the driver queued for this worker."""
-        with self._read_lock:
-            self._read_ring_locked()
+        self.shield()
+        try:
+            with self._read_lock:
+                self._read_ring_locked()
+        finally:
+            self.unshield()
 
     def _read_ring_locked(self) -> None:
         for data in self.to_worker.recv_many():
@@ -121,6 +192,11 @@ class WorkerContext(Context):
         self.current_name = name
         self.current_task_id = task_id
         self.to_worker.user_word = seq  # the driver reads it if this process dies
+        # Each task starts from the runtime's own level. (An interrupt that
+        # lands as user code is left can leave the count one low; it is
+        # raised once per task, so nothing else can land then.)
+        self._shield = 1
+        self._interrupt_pending = False
 
     def set_thread_task(self, task_id: bytes | None) -> None:
         """The call this thread runs (threaded actors run several at once)."""
@@ -145,6 +221,13 @@ class WorkerContext(Context):
         seq = self.current_seq
         if self.is_actor or not seq:
             return False
+        self.shield()
+        try:
+            return self._before_wait(seq)
+        finally:
+            self.unshield()  # (a cancel that came meanwhile: the wait never starts)
+
+    def _before_wait(self, seq: int) -> bool:
         with self._blocked_lock:
             self._waiting.seq = seq
             if self._blocked_seq == seq and self._blocked:
@@ -161,6 +244,13 @@ class WorkerContext(Context):
         return True
 
     def after_wait(self) -> None:
+        self.shield()
+        try:
+            self._after_wait()
+        finally:
+            self.unshield()
+
+    def _after_wait(self) -> None:
         with self._blocked_lock:
             if getattr(self._waiting, "seq", None) != self._blocked_seq or not self._blocked:
                 return  # its task has ended meanwhile (a thread it left behind)
@@ -177,7 +267,7 @@ class WorkerContext(Context):
 
     def submit(self, spec: P.TaskSpec, shape: tuple, deps: list, held: list) -> None:
         self.check_open()
-        self.send((P.SUBMIT, spec, shape, deps, held))
+        self.send((P.SUBMIT, spec, shape, deps, held, self.task_id_here()))  # its parent, for cancel
 
     def on_put(self, oid: bytes, nested: list) -> None:
         if nested:
@@ -221,3 +311,29 @@ class WorkerContext(Context):
 
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
         self.send((P.KILL_ACTOR, actor_id, no_restart))
+
+
+class _UserCode:
+    """WorkerContext.user_code(): interrupts may land while user code runs."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: WorkerContext):
+        self.ctx = ctx
+
+    def __enter__(self) -> None:
+        ctx = self.ctx
+        if threading.get_ident() != ctx._main_thread:
+            return
+        ctx._shield -= 1
+        if not ctx._shield and ctx._interrupt_pending:
+            ctx._interrupt_pending = False
+            try:
+                ctx.interrupt()
+            except BaseException:
+                ctx._shield += 1  # (__exit__ will not run)
+                raise
+
+    def __exit__(self, *exc_info) -> None:
+        if threading.get_ident() == self.ctx._main_thread:
+            self.ctx._shield += 1

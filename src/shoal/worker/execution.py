@@ -120,7 +120,15 @@ def exit_on_request(ctx, spec, e: SystemExit) -> NoReturn:
 
 
 def seal_error(store, object_ids: list[bytes], error: BaseException) -> None:
-    store.put_error(object_ids, error)
+    """Seal `error` as each object that is not sealed yet."""
+    try:
+        store.put_error(object_ids, error)
+    except exc.ObjectExistsError:  # some were sealed before the error (a generator's items)
+        for oid in object_ids:
+            try:
+                store.put_error([oid], error)
+            except exc.ObjectExistsError:
+                pass
 
 
 return_ids = P.return_ids
@@ -232,6 +240,10 @@ class Executor:
                 return self._stream(spec, result, fn)
             if inspect.isasyncgen(result):
                 result = [item async for item in result]
+            if spec.num_returns == P.DYNAMIC:
+                return self._store_dynamic(spec, result, fn)
+            if inspect.isgenerator(result) and spec.num_returns > 1:
+                return self._store_generator(spec, result, fn)
             return P.OK, self._store_results(spec, result, fn)
         except ActorExit:
             seal_error(self.store, return_ids(spec), self._exit_error())
@@ -251,8 +263,10 @@ class Executor:
 
     def _invoke(self, spec, fn: Callable) -> tuple[int, dict]:
         store = self.store
+        user_code = self.ctx.user_code  # only there may a cancel interrupt land
         try:
-            args, kwargs = self._args(spec)
+            with user_code():
+                args, kwargs = self._args(spec)
         except exc.RayError as e:  # a dependency failed: its error is ours
             seal_error(store, return_ids(spec), e)
             return P.FAILED, {}
@@ -263,10 +277,15 @@ class Executor:
             seal_error(store, return_ids(spec), describe_exception(spec.name, e, self.pid, self.actor_repr))
             return P.FAILED, {}
         try:
-            if spec.num_returns == P.STREAMING:
-                return self._stream(spec, fn(*args, **kwargs), fn)
-            result = fn(*args, **kwargs)
+            with user_code():
+                result = fn(*args, **kwargs)
             del args, kwargs
+            if spec.num_returns == P.STREAMING:
+                return self._stream(spec, result, fn)
+            if spec.num_returns == P.DYNAMIC:
+                return self._store_dynamic(spec, result, fn)
+            if inspect.isgenerator(result) and spec.num_returns > 1:
+                return self._store_generator(spec, result, fn)
             return P.OK, self._store_results(spec, result, fn)
         except KeyboardInterrupt:  # cancelled, or raised by the code itself: Ray reports both so
             seal_error(store, return_ids(spec), _cancelled(spec))
@@ -309,11 +328,10 @@ class Executor:
             values = (result,)
         else:
             if not isinstance(result, (tuple, list)) or len(result) != n:
-                raise ValueError(
-                    f"task {spec.name} declares num_returns={n} but returned "
-                    f"{type(result).__name__}"
-                    + (f" of length {len(result)}" if hasattr(result, "__len__") else "")
-                    + f"; return a tuple of {n} values")
+                got = f"{len(result)} objects" if hasattr(result, "__len__") else f"a {type(result).__name__}"
+                raise ValueError(  # Ray's words first
+                    f"Task returned {got}, but num_returns={n}. Task {spec.name} must return a tuple "
+                    f"or list of {n} values.")
             values = tuple(result)
         contained = {}
         for i, value in enumerate(values):
@@ -324,6 +342,63 @@ class Executor:
             if s.nested:
                 contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
         return contained
+
+    def _store_generator(self, spec, gen: Any, fn: Callable) -> tuple[int, dict]:
+        """A generator with num_returns=n > 1, as in Ray: item i is return
+        i, sealed as it is yielded; if the generator raises, or ends after
+        k < n items, returns k..n-1 are that error. Items beyond n are not
+        stored (the worker's stderr says so)."""
+        n = spec.num_returns
+        contained: dict = {}
+        k = 0
+        try:
+            for item in self._items(gen):
+                if k == n:
+                    gen.close()
+                    import sys
+
+                    print(f"shoal: task {spec.name} yielded more than num_returns={n} objects; "
+                          f"the rest are dropped", file=sys.stderr)
+                    break
+                rid = ids.return_id(spec.task_id, k)
+                s = _serialize_result(spec, fn, item, f"yielded, as return {k},")
+                if self._put_result(spec, rid, s) and s.nested:
+                    contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
+                k += 1
+        except KeyboardInterrupt:
+            seal_error(self.store, return_ids(spec)[k:], _cancelled(spec))
+            return P.CANCELLED, contained
+        except ActorExit:
+            seal_error(self.store, return_ids(spec)[k:], self._exit_error())
+            raise
+        except Exception as e:
+            seal_error(self.store, return_ids(spec)[k:],
+                       describe_exception(spec.name, e, self.pid, self.actor_repr))
+            return P.FAILED, contained
+        if k < n:
+            short = ValueError(f"Task returned {k} objects, but num_returns={n}.")
+            seal_error(self.store, return_ids(spec)[k:], describe_exception(spec.name, short, self.pid,
+                                                                             self.actor_repr))
+            return P.FAILED, contained
+        return P.OK, contained
+
+    def _store_dynamic(self, spec, gen: Any, fn: Callable) -> tuple[int, dict]:
+        """num_returns="dynamic": every item is stored (as return 1, 2,
+        ...), then return 0 holds a DynamicObjectRefGenerator of their refs.
+        An error of the generator is return 0's error, and no item is kept."""
+        from shoal.objectref import DynamicObjectRefGenerator, ObjectRef
+
+        items = [_serialize_result(spec, fn, item, f"yielded, as item {k + 1},")
+                 for k, item in enumerate(self._items(gen))]  # (raises as it does)
+        refs, contained = [], {}
+        for k, s in enumerate(items):
+            rid = ids.return_id(spec.task_id, k + 1)
+            if self._put_result(spec, rid, s) and s.nested:
+                contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
+            refs.append(ObjectRef(rid, self.ctx))
+        one = spec._replace(num_returns=1)
+        contained.update(self._store_results(one, DynamicObjectRefGenerator(refs), fn))
+        return P.OK, contained
 
     def _put_result(self, spec, rid: bytes, s) -> bool:
         """Seal one result; False if an earlier attempt of this task sealed
@@ -345,11 +420,23 @@ class Executor:
             gen = iter([gen])
         out = _Stream(self, spec, fn)
         try:
-            for item in gen:
+            for item in self._items(gen):
                 out.add(item)
         except BaseException as e:
             return out.end(e)
         return out.end(None)
+
+    def _items(self, gen: Any):
+        """The items of a user's generator: only its own code may be
+        interrupted by a cancel, not the storing of what it yielded."""
+        user_code = self.ctx.user_code
+        while True:
+            with user_code():
+                try:
+                    item = next(gen)
+                except StopIteration:
+                    return
+            yield item
 
     async def _stream_async(self, spec, agen: Any, fn: Callable) -> tuple[int, dict]:
         """_stream for an async generator (an asyncio actor's method)."""

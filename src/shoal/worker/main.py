@@ -19,9 +19,7 @@ from shoal.scheduler import protocol as P
 from shoal.spill.files import SpillFiles
 from shoal.store import ObjectStore
 from shoal.worker.context import WorkerContext
-from shoal.worker.execution import (
-    ActorExit, Executor, TaskCancelled, _cancelled, exit_on_request, return_ids, seal_error,
-)
+from shoal.worker.execution import ActorExit, Executor, _cancelled, exit_on_request, return_ids, seal_error
 
 #: Output marker: a line "\0shoal:<name>\n" tells the driver which task
 #: prints the lines that follow (it is never shown).
@@ -129,8 +127,7 @@ def run(cfg: dict) -> None:
     objectref.set_current(ctx)
 
     def on_sigint(signum, frame):
-        if ctx.current_seq and ctx.cancel_requested():
-            raise TaskCancelled()
+        ctx.interrupt()  # raises TaskCancelled in the task, now or once it is safe
 
     signal.signal(signal.SIGINT, on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

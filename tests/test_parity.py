@@ -1,0 +1,258 @@
+"""Details where shoal behaves as Ray 2.60 does: ActorPool, Queue, asyncio
+edges, ObjectRef's extra methods, generators with a fixed num_returns."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from shoal import exceptions as exc
+from shoal.util import ActorPool
+from shoal.util.queue import Queue
+from tests._child import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def gate_actor(ray):
+    """An actor whose wait() returns once open() was called."""
+
+    @ray.remote(num_cpus=0)
+    class Gate:
+        def __init__(self):
+            self.event = asyncio.Event()
+
+        async def wait(self):
+            await self.event.wait()
+            return "opened"
+
+        async def open(self):
+            self.event.set()
+
+    return Gate.remote()
+
+
+# -- ActorPool ---------------------------------------------------------------
+
+
+def test_actor_pool_map_after_a_submit_returns_only_its_own_results(ray):
+    @ray.remote(num_cpus=0, max_concurrency=2)  # a gated call leaves room for the others
+    class Worker:
+        def run(self, gate, x):
+            ray.get(gate[0])  # the first submission waits for the gate
+            return x * 10
+
+    gate = gate_actor(ray)
+    blocked = gate.wait.remote()
+    pool = ActorPool([Worker.remote(), Worker.remote()])
+    pool.submit(lambda a, v: a.run.remote([blocked], v), 1)
+    fast = [ray.put("open")]
+    assert list(pool.map(lambda a, v: a.run.remote(fast, v), [2, 3, 4])) == [20, 30, 40]
+    assert sorted(pool.map_unordered(lambda a, v: a.run.remote(fast, v), [5, 6])) == [50, 60]
+    assert not pool.has_next()
+    ray.get(gate.open.remote(), timeout=30)
+
+
+def test_actor_pool_submits_a_method_with_two_returns(ray):
+    @ray.remote(num_cpus=0)
+    class Pair:
+        @ray.method(num_returns=2)
+        def both(self, x):
+            return x, -x
+
+    pool = ActorPool([Pair.remote()])
+    pool.submit(lambda a, v: a.both.remote(v), 3)
+    pool.submit(lambda a, v: a.both.remote(v), 4)
+    assert len(pool._pending_submits) == 1  # Ray's name for the submissions waiting for an actor
+    assert pool.get_next() == [3, -3]
+    assert pool.get_next_unordered() == [4, -4]
+    assert list(pool.map(lambda a, v: a.both.remote(v), [5])) == [[5, -5]]
+
+
+def test_actor_pool_get_next_ignoring_a_timeout_drops_that_submission(ray):
+    @ray.remote(num_cpus=0)
+    class Echo:
+        def echo(self, x):
+            return ray.get(x[0])
+
+    gate = gate_actor(ray)
+    pool = ActorPool([Echo.remote()])
+    pool.submit(lambda a, v: a.echo.remote(v), [gate.wait.remote()])
+    with pytest.raises(TimeoutError):
+        pool.get_next(timeout=0)
+    assert pool.has_next()  # kept: it was not ignored
+    with pytest.raises(TimeoutError, match="dropped"):
+        pool.get_next(timeout=0, ignore_if_timedout=True)
+    assert not pool.has_next() and pool.has_free()
+    ray.get(gate.open.remote(), timeout=30)
+
+
+# -- Queue -------------------------------------------------------------------
+
+
+def test_queue_shutdown_returns_once_its_actor_is_gone(ray):
+    q = Queue(actor_options={"num_cpus": 1})
+    q.put(1)
+    actor = q.actor
+    assert ray.available_resources().get("CPU", 0) == 1
+    q.shutdown()
+    assert q.actor is None
+    with pytest.raises(exc.RayActorError):
+        ray.get(actor.qsize.remote(), timeout=30)
+    assert ray.available_resources().get("CPU", 0) == 2  # at once: the process has exited
+    q2 = Queue(actor_options={"num_cpus": 1})
+    actor2 = q2.actor
+    q2.shutdown(force=True)
+    with pytest.raises(exc.RayActorError):
+        ray.get(actor2.qsize.remote(), timeout=30)
+    assert ray.available_resources().get("CPU", 0) == 2
+    q2.shutdown()  # twice: nothing to do
+
+
+def test_queue_async_methods_refuse_a_negative_timeout(ray):
+    q = Queue()
+
+    async def both():
+        with pytest.raises(ValueError, match="non-negative"):
+            await q.get_async(timeout=-1)
+        with pytest.raises(ValueError, match="non-negative"):
+            await q.put_async(1, timeout=-1)
+        await q.put_async(2, timeout=1)
+        return await q.get_async(timeout=10)
+
+    assert asyncio.run(both()) == 2
+    q.shutdown()
+
+
+# -- asyncio edges and ObjectRef ---------------------------------------------------
+
+
+def test_remote_refuses_an_async_function():
+    import shoal
+
+    async def f():
+        return 1
+
+    with pytest.raises(ValueError, match="'async def' should not be used for remote tasks"):
+        shoal.remote(f)
+    with pytest.raises(ValueError, match="async def"):
+        shoal.remote(num_cpus=1)(f)
+
+
+def test_sync_methods_of_an_asyncio_actor_run_on_its_event_loop_thread(ray):
+    @ray.remote
+    class Mixed:
+        def sync(self):
+            asyncio.get_running_loop()  # raises RuntimeError off the loop's thread
+            return threading.get_ident()
+
+        async def asynchronous(self):
+            return threading.get_ident()
+
+    m = Mixed.remote()
+    assert ray.get(m.sync.remote(), timeout=30) == ray.get(m.asynchronous.remote(), timeout=30)
+
+
+def test_object_ref_job_id_call_site_owner_address_and_on_completed(ray):
+    ref = ray.put(5)
+    assert ref.job_id().hex() == ray.get_runtime_context().get_job_id()
+    assert ref.job_id() == ray.put(6).job_id()
+    assert ref.call_site() == ""
+    assert isinstance(ref.owner_address(), bytes) and ref.owner_address()
+
+    got = []
+    done = threading.Event()
+
+    def collect(value):
+        got.append(value)
+        done.set()
+
+    ref._on_completed(collect)
+    assert done.wait(30) and got == [5]
+
+    @ray.remote
+    def fail():
+        raise KeyError("nope")
+
+    done.clear()
+    fail.remote()._on_completed(collect)
+    assert done.wait(30)
+    assert isinstance(got[1], exc.RayTaskError) and isinstance(got[1], KeyError)
+
+
+# -- generators with a fixed or dynamic num_returns ------------------------------
+
+
+def test_a_generator_that_raises_keeps_what_it_yielded(ray):
+    @ray.remote(num_returns=3)
+    def once_then_fail():
+        yield "first"
+        raise ValueError("boom")
+
+    first, second, third = once_then_fail.remote()
+    assert ray.get(first, timeout=30) == "first"
+    for ref in (second, third):
+        with pytest.raises(exc.RayTaskError, match="boom") as info:
+            ray.get(ref, timeout=30)
+        assert isinstance(info.value, ValueError)
+
+
+def test_a_generator_yielding_more_or_fewer_items_than_num_returns(ray):
+    @ray.remote(num_returns=3)
+    def two():
+        yield 1
+        yield 2
+
+    a, b, c = two.remote()
+    assert ray.get([a, b], timeout=30) == [1, 2]
+    with pytest.raises(ValueError, match="Task returned 2 objects, but num_returns=3"):
+        ray.get(c, timeout=30)
+
+    @ray.remote(num_returns=2)
+    def four():
+        yield from range(4)
+
+    assert ray.get(four.remote(), timeout=30) == [0, 1]  # the rest are dropped, as in Ray
+
+    @ray.remote(num_returns=2)
+    def three_in_a_list():
+        return [1, 2, 3]
+
+    for ref in three_in_a_list.remote():
+        with pytest.raises(ValueError, match="Task returned 3 objects, but num_returns=2"):
+            ray.get(ref, timeout=30)
+
+
+def test_num_returns_dynamic_gives_a_ref_to_a_generator_of_refs(ray):
+    import shoal
+
+    @ray.remote(num_returns="dynamic")
+    def count(n):
+        yield from range(n)
+
+    ref = count.remote(3)
+    assert isinstance(ref, shoal.ObjectRef)
+    gen = ray.get(ref, timeout=30)
+    assert isinstance(gen, shoal.DynamicObjectRefGenerator) and len(gen) == 3
+    assert ray.get(list(gen), timeout=30) == [0, 1, 2]
+    del ref
+    assert ray.get(list(gen), timeout=30) == [0, 1, 2]  # the items live as long as their refs
+
+    @ray.remote(num_returns="dynamic")
+    def fail():
+        yield 1
+        raise KeyError("dynamic")
+
+    with pytest.raises(KeyError):
+        ray.get(fail.remote(), timeout=30)
+
+    @ray.remote
+    class Source:
+        @ray.method(num_returns="dynamic")
+        def items(self):
+            yield "a"
+            yield "b"
+
+    assert ray.get(list(ray.get(Source.remote().items.remote(), timeout=30)), timeout=30) == ["a", "b"]
