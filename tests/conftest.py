@@ -1,14 +1,16 @@
 """Fixtures shared by every test, and the leak checks that run after each.
 
 After every test: no child process is left (zombies included), nothing named
-shoal is in /dev/shm, and this process holds no more store segments than
-before (a store handle that was never closed or collected).
+shoal is in /dev/shm, this process holds no more store segments than
+before (a store handle that was never closed or collected), and no runtime
+left a spill folder in the temp directory.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import tempfile
 
 import psutil
 import pytest
@@ -28,8 +30,22 @@ def store_fds() -> int:
     return n
 
 
+def dead_spill_folders() -> set[str]:
+    """Spill folders in the temp directory that no live runtime holds
+    (other programs' live runtimes hold theirs: those do not count)."""
+    from shoal.spill.directory import PREFIX, _is_dead
+
+    tmp = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(tmp) if n.startswith(PREFIX)]
+    except OSError:
+        return set()
+    return {n for n in names if _is_dead(os.path.join(tmp, n))}
+
+
 @pytest.fixture(autouse=True)
 def no_leaks():
+    spill_before = dead_spill_folders()
     shm_before = shm_entries()
     fds_before = store_fds()
     yield
@@ -45,6 +61,15 @@ def no_leaks():
     leaked = shm_entries() - shm_before
     assert not leaked, f"/dev/shm entries left behind: {sorted(leaked)}"
     assert store_fds() <= fds_before, "a store handle was left open"
+    # A driver that died has its folder removed by its fork server, which
+    # may still be at it: a grace period, as for exiting children.
+    from tests._child import wait_until
+
+    try:
+        wait_until(lambda: not dead_spill_folders() - spill_before, timeout=5, what="spill folders to go")
+    except AssertionError:
+        left = sorted(dead_spill_folders() - spill_before)
+        raise AssertionError(f"spill folders left behind in {tempfile.gettempdir()}: {left}") from None
 
 
 @pytest.fixture

@@ -82,7 +82,7 @@ def test_holders_of_every_kind(ray_sites):
     del inner
     [inner_obj] = [o for o in memory_objects() if o.object_id == inner_hex]
     assert inner_obj.kind == "bytes"
-    assert inner_obj.references == (("CAPTURED_IN_OBJECT", f"object {outer.hex()[:16]} (contains a ref)"),)
+    assert inner_obj.references == (("CAPTURED_IN_OBJECT", f"object {outer.hex()} (contains a ref)"),)
 
     started, release, gate = Signal.remote(), Signal.remote(), Signal.remote()
     running = hold_while.remote(started, release)

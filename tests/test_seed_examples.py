@@ -24,6 +24,16 @@ def test_example_scripts_run_unchanged(script):
     assert "Traceback" not in proc.stderr
 
 
+def test_spilling_example_shows_where_objects_are_and_who_holds_them():
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "spilling.py")], capture_output=True, text=True,
+                          timeout=100)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for expected in ("fallback", "spilled", "reading it", "--- actor Keeper", "(contains a ref)",
+                     "--- Totals ---", "Spiller:"):
+        assert expected in out, expected
+
+
 def test_message_actor_example_shows_progress_as_it_goes():
     """It prints a line a round, flushed, so that even through a pipe it
     does not look like a hang: the first round shows while it still runs."""

@@ -148,6 +148,15 @@ def test_spilling_off_means_a_clear_full_error(tmp_path):
         assert "The largest holders of store memory: driver" in text
         assert "memory_summary()" in text
         assert ray.objectref.current().spill_folders is None
+
+        @ray.remote
+        def too_much():
+            return np.ones(MiB)  # 8 MiB: more than the room left
+
+        with pytest.raises(exc.ObjectStoreFullError) as info:  # in a worker: the store's own view
+            ray.get(too_much.remote())
+        assert "The largest objects in the store:" in str(info.value)
+        assert "not read now: kept by references" in str(info.value)
         del keep
     finally:
         ray.shutdown()

@@ -61,6 +61,24 @@ def default_store_bytes() -> int:
     return max(size, MIN_STORE_BYTES)
 
 
+#: Objects a runtime that spills can hold, at least: spilled objects keep
+#: their entry in the store's table (1M entries cost ~2 ms at init).
+MIN_OBJECTS_WHEN_SPILLING = 1 << 20
+
+
+def max_objects(capacity: int, spilling: bool) -> int | None:
+    """Entries of a runtime's object table: SHOAL_MAX_OBJECTS, else the
+    store's default (None: capacity / 2 KiB, between 64Ki and 4Mi), raised
+    to MIN_OBJECTS_WHEN_SPILLING when objects may spill (data several times
+    the store means several times its objects)."""
+    override = _env_int("SHOAL_MAX_OBJECTS", None)
+    if override is not None:
+        return override
+    if not spilling:
+        return None
+    return max(MIN_OBJECTS_WHEN_SPILLING, min(capacity // 2048, 1 << 22))
+
+
 def copy_threads(nbytes: int) -> int:
     """Threads for copying `nbytes` into the store: one below
     PARALLEL_COPY_BYTES, else up to one per core (at most 4)."""

@@ -121,7 +121,8 @@ class ObjectTableFullError(StoreFullError):
     def __str__(self) -> str:
         return (
             f"the object table is full: all {self.detail} entries hold objects. Free "
-            f"objects you no longer need, or start with a larger max_objects."
+            f"objects you no longer need (spilled objects keep their entry), or start with a "
+            f"larger table (SHOAL_MAX_OBJECTS=...; ObjectStore.open(max_objects=...))."
         )
 
 

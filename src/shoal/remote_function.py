@@ -32,7 +32,7 @@ def store_definition(ctx, obj: Any, what: str) -> bytes:
             f"once per runtime; put() the object instead and pass its ref as an argument (an "
             f"array is then shared, not copied).")
     oid = ids.new_put_id()
-    ctx.store.put_serialized(oid, s)
+    ctx.store.put_serialized(oid, s._replace(kind=serialization.KIND_DEFINITION))
     return oid
 
 

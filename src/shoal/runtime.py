@@ -72,12 +72,14 @@ class Runtime(Context):
         for key in ("CPU", "GPU"):
             if key in custom:
                 raise ValueError(f"use num_{key.lower()}s=..., not resources={{'{key}': ...}}")
-        store = ObjectStore.open(object_store_memory)
+        spilling = spilling or cfg.SpillConfig()
+        capacity = object_store_memory or cfg.default_store_bytes()
+        store = ObjectStore.open(capacity, max_objects=cfg.max_objects(capacity, spilling.enabled))
         super().__init__(store)
         if config.record_ref_creation_sites:
             self.refs = objectref.RecordingLocalRefs()
         self.session = os.urandom(4).hex()
-        self.spilling = spilling or cfg.SpillConfig()
+        self.spilling = spilling
         self.spill_folders: SpillFolders | None = None
         self.spiller: Spiller | None = None
         spill_cfg = None

@@ -42,9 +42,9 @@ ERROR = b"E"  # a pickled exception, raised by whoever reads the object
 
 #: What a stored value is, as the store's tag records it (memory_summary
 #: shows it; nothing reads it to rebuild the value).
-KIND_PICKLED, KIND_NUMPY, KIND_ARROW, KIND_BYTES, KIND_ERROR = 1, 2, 3, 4, 5
+KIND_PICKLED, KIND_NUMPY, KIND_ARROW, KIND_BYTES, KIND_ERROR, KIND_DEFINITION = 1, 2, 3, 4, 5, 6
 KIND_NAMES = {0: "raw", KIND_PICKLED: "pickled", KIND_NUMPY: "numpy", KIND_ARROW: "arrow",
-              KIND_BYTES: "bytes", KIND_ERROR: "error"}
+              KIND_BYTES: "bytes", KIND_ERROR: "error", KIND_DEFINITION: "function"}
 
 ALIGNMENT = 64
 MAGIC = b"SHL1"

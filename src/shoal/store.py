@@ -195,17 +195,34 @@ class ObjectStore:
 
     def _holders(self) -> str:
         """What holds the memory, in a sentence ("" if unknown)."""
-        describe = self.describe_holders
-        if describe is None:
-            return ""
         try:
-            return describe()
+            if self.describe_holders is not None:
+                return self.describe_holders()
+            return self._largest_objects()
         except Exception:  # a message must not fail for want of detail
             return ""
 
+    def _largest_objects(self) -> str:
+        """The store's own view, where no runtime knows the references (a
+        worker): its three largest objects and which processes read them."""
+        raw = self._store
+        pids = raw.client_pids()
+        objects = sorted((o for o in raw.list_objects() if o[6]), key=lambda o: -o[6])[:3]
+        parts = []
+        for oid, _state, _flags, _npins, _data, _meta, block, _loc, slots in objects:
+            readers = ", ".join(str(pids.get(s, "?")) for s in slots)
+            parts.append(f"{exc.format_bytes(block)} (object {oid.hex()}, "
+                         + (f"read now by pid {readers})" if readers else "not read now: kept by references)"))
+        if not parts:
+            return ""
+        return ("The largest objects in the store: " + "; ".join(parts)
+                + ". The driver's shoal.util.memory_summary() shows who holds each.")
+
     def _full_error(self, full: exc.StoreFullError) -> exc.StoreFullError:
         """`full`, with what holds the memory added to its text."""
-        holders = "" if isinstance(full, exc.ObjectTableFullError) else self._holders()
+        if isinstance(full, (exc.ObjectTableFullError, exc.ObjectTooLargeError)):
+            return full  # who holds memory does not matter: it can never fit
+        holders = self._holders()
         if not holders:
             return full
         detail = f"{full.detail} {holders}" if full.detail else holders

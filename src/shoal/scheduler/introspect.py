@@ -117,7 +117,7 @@ def references(shell, driver_pid: int) -> dict[bytes, list[tuple[str, str]]]:
             for oid in oids:
                 out.setdefault(oid, []).append(("USED_BY_PENDING_TASK", who))
         for container, oids in refs.contains.items():
-            who = f"object {container.hex()[:16]} (contains a ref)"
+            who = f"object {container.hex()} (contains a ref)"
             for oid in oids:
                 out.setdefault(oid, []).append(("CAPTURED_IN_OBJECT", who))
         return out

@@ -36,7 +36,8 @@ class ObjectMemory:
     object_id: str
     size: int  #: data and metadata
     store_bytes: int  #: shared memory it takes (0 once spilled)
-    kind: str  #: numpy, arrow, bytes, pickled, error (or raw: made outside the runtime)
+    kind: str  #: numpy, arrow, bytes, pickled, error, function (a remote function's or
+    #: actor class's definition), raw (made outside the runtime)
     where: str  #: store, spilled, fallback (written to a file: it never fit), being created
     references: tuple  #: ((Ray's reference type, holder), ...); empty: nothing holds it (being freed)
     call_site: str | None  #: where the driver made its first ref (recorded only when enabled)
@@ -67,6 +68,10 @@ def memory_objects(rt=None) -> list[ObjectMemory]:
         if state == "spilled" and flags & 4:
             where = "fallback"
         held = list(refs.get(oid, ()))
+        if flags >> 8 == serialization.KIND_DEFINITION:
+            held.append(("DEFINITION", "the runtime (remote function and actor class definitions)"))
+        elif state == "created":
+            held.append(("BEING_WRITTEN", "its creator (being written)"))
         for slot in slots:
             pid = slot_pids.get(slot)
             held.append(("PINNED_IN_MEMORY", f"{by_pid.get(pid, f'pid {pid}')} reading it"))
@@ -140,7 +145,7 @@ def memory_summary(*, group_by: str = "holder", sort_by: str = "size", num_entri
         for g in order:
             members = groups[g]
             lines += ["", f"--- {g}: {len(members)} object{'s' * (len(members) != 1)}, "
-                          f"{format_bytes(sum(o.size for o in members))} ---"]
+                          f"{_short(sum(o.size for o in members))} ---"]
             lines.append(f"{'Object ID':<42} {'Size':>12}  {'Kind':<8} {'Where':<9} {'Reference type':<21} "
                          f"Call site")
             for o in members[:num_entries]:
@@ -150,6 +155,9 @@ def memory_summary(*, group_by: str = "holder", sort_by: str = "size", num_entri
             if num_entries is not None and len(members) > num_entries:
                 lines.append(f"... and {len(members) - num_entries} more")
     lines += ["", "--- Totals ---", *_totals(rt, objects)]
+    lines.append("Holders: LOCAL_REFERENCE a process holds a ref; USED_BY_PENDING_TASK an argument of a task "
+                 "not finished; CAPTURED_IN_OBJECT a stored object holds a ref; PINNED_IN_MEMORY a process "
+                 "reads it now (a live array or buffer: it cannot be spilled or freed).")
     return "\n".join(lines)
 
 
@@ -157,10 +165,10 @@ def _totals(rt, objects: list[ObjectMemory]) -> list[str]:
     st = rt.store.statistics()
     used = st.bytes_in_use
     lines = [
-        f"Store: {format_bytes(used)} used of {format_bytes(st.capacity_bytes)} "
-        f"({100 * used / max(1, st.capacity_bytes):.0f}%), {format_bytes(st.bytes_pinned)} pinned by readers; "
+        f"Store: {_short(used)} used of {_short(st.capacity_bytes)} "
+        f"({100 * used / max(1, st.capacity_bytes):.0f}%), {_short(st.bytes_pinned)} pinned by readers; "
         f"{st.num_sealed} objects sealed, {st.num_created} being created.",
-        f"Spilled: {format_bytes(st.bytes_spilled)} in {st.num_spilled} objects "
+        f"Spilled: {_short(st.bytes_spilled)} in {st.num_spilled} objects "
         f"({st.num_fallback} of them written straight to disk: larger than the room in the store), "
         f"{_count_files(rt)} files.",
     ]
@@ -168,7 +176,7 @@ def _totals(rt, objects: list[ObjectMemory]) -> list[str]:
     if spiller is not None:
         s = spiller.stats
         rate = s.bytes_written / s.seconds_writing / 1e9 if s.seconds_writing else 0.0
-        lines.append(f"Spiller: {s.rounds} rounds, {s.objects_spilled} objects, {format_bytes(s.bytes_written)} "
+        lines.append(f"Spiller: {s.rounds} rounds, {s.objects_spilled} objects, {_short(s.bytes_written)} "
                      f"written at {rate:.2f} GB/s; {s.objects_kept} kept in memory (read while being written)."
                      + (f" Last error: {s.last_error}" if s.last_error else ""))
         lines.append(f"Spilling to: {', '.join(rt.spill_folders.paths)}")
@@ -177,7 +185,7 @@ def _totals(rt, objects: list[ObjectMemory]) -> list[str]:
     holders = _holders(objects, in_store_only=True)[:3]
     if holders:
         lines.append("Largest holders of store memory: " + "; ".join(
-            f"{h} {format_bytes(b)}" for h, b, _ in holders))
+            f"{h} {_short(b)}" for h, b, _ in holders))
     return lines
 
 
