@@ -5,11 +5,15 @@
                           them all (each array once) and return their sums     (s)
   job_put_s / job_read_s  the two phases of that job                          (s)
   job_peak_pss_gb         peak PSS of the process tree during the job          (GB)
+  job_baseline_pss_gb     ... just before it (interpreters, the driver's array) (GB)
   spill_write_gbps        bytes the spiller wrote / time it spent writing      (GB/s)
-  disk_write_gbps         a plain file of 1 GiB written with write()           (GB/s)
-  restore_mapped_gbps     first get() + sum of a spilled 256 MiB array (mapped) (GB/s)
+  disk_write_gbps         a plain file of 1 GiB written with write(), synced     (GB/s)
+  disk_write_direct_gbps  the same with O_DIRECT                               (GB/s)
+  restore_mapped_gbps     first get() + sum of a spilled 256 MiB array, mapped,
+                          its file dropped from the page cache first          (GB/s)
   restore_copied_gbps     the same bytes read into private memory, then summed (GB/s)
-  disk_read_gbps          the plain file read back with read() into memory     (GB/s)
+  disk_read_gbps          the plain file read back with read(), not cached     (GB/s)
+  disk_read_cached_gbps   ... and again, from the page cache                   (GB/s)
   small_put_per_s         100,000 objects of 1 KB put through an 80 MiB store  (objects/s)
   small_get_per_s         ... and read back, most of them spilled              (objects/s)
 
@@ -71,6 +75,7 @@ def job(name: str, store: int, array_bytes: int, directory: str) -> dict:
         buf = np.empty(n)
         ray.get(sums.remote([ray.put(np.zeros(8))]))  # workers up
         gc.collect()
+        baseline = pss_now()  # the interpreters and the driver's array, before any put
         sampler = PeakPSS(0.2)
         sampler.start()
         t0 = time.perf_counter()
@@ -84,13 +89,28 @@ def job(name: str, store: int, array_bytes: int, directory: str) -> dict:
         peak = sampler.stop()
         for i, part in enumerate(got):
             assert part == [float(k * n) for k in range(i, count, 8)], (i, part[:3])
-        out = {"job_3x_store_s": t2 - t0, "job_put_s": t1 - t0, "job_read_s": t2 - t1, "job_peak_pss_gb": peak}
+        out = {"job_3x_store_s": t2 - t0, "job_put_s": t1 - t0, "job_read_s": t2 - t1, "job_peak_pss_gb": peak,
+               "job_baseline_pss_gb": baseline}
         if name == "shoal":
             out.update(shoal_spill_figures(ray, refs, array_bytes))
         del refs, got
         return out
     finally:
         ray.shutdown()
+
+
+def pss_now() -> float:
+    """PSS of this process and its descendants now (GB)."""
+    import psutil
+
+    total = 0
+    me = psutil.Process()
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total / 1e9
 
 
 def shoal_spill_figures(ray, refs: list, array_bytes: int) -> dict:
@@ -108,10 +128,12 @@ def shoal_spill_figures(ray, refs: list, array_bytes: int) -> dict:
     spilled = [r for r in refs if where.get(r.hex()) == "spilled"]
     if len(spilled) < 2:
         return out
+    drop_cached(rt, spilled[0])  # the first read after a spill, as in a job
     t = time.perf_counter()
     ray.get(spilled[0]).sum()  # get() maps the file; the sum touches every page
     out["restore_mapped_gbps"] = array_bytes / (time.perf_counter() - t) / 1e9
     location, size, meta = spilled_location(rt, spilled[1])
+    drop_cached(rt, spilled[1])
     t = time.perf_counter()
     fd = os.open(rt.store.spill_files.path_of(location), os.O_RDONLY)
     try:
@@ -123,6 +145,18 @@ def shoal_spill_figures(ray, refs: list, array_bytes: int) -> dict:
     return out
 
 
+def drop_cached(rt, ref) -> None:
+    """Drop a spilled object's file from the page cache: what a first read
+    after a spill meets once memory is needed elsewhere."""
+    location = spilled_location(rt, ref)[0]
+    fd = os.open(rt.store.spill_files.path_of(location), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def spilled_location(rt, ref) -> tuple[int, int, int]:
     for oid, state, _f, _p, data, meta, _b, location, _s in rt.store.raw.list_objects():
         if oid == ref.binary():
@@ -131,29 +165,48 @@ def spilled_location(rt, ref) -> tuple[int, int, int]:
 
 
 def disk(directory: str, nbytes: int) -> dict:
-    """A plain file of nbytes written with write() and read back with read()."""
+    """The disk's own bandwidth, with a plain file of nbytes: written with
+    write() (through the page cache, synced at the end) and with O_DIRECT;
+    read back with read() after dropping it from the page cache (cold), and
+    again (cached)."""
+    from shoal._store._files import write_buffers
+
     data = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
     view = memoryview(data)
     path = os.path.join(directory, "plain.bin")
+    out = {}
     t = time.perf_counter()
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     off = 0
     while off < nbytes:
         off += os.write(fd, view[off:off + 64 * MiB])
+    os.fsync(fd)
     os.close(fd)
-    write = nbytes / (time.perf_counter() - t) / 1e9
-    into = np.empty(nbytes, dtype=np.uint8)
-    into.fill(0)  # warm: the read measures the disk (page cache), not page faults
-    target = memoryview(into)
-    t = time.perf_counter()
-    fd = os.open(path, os.O_RDONLY)
-    off = 0
-    while off < nbytes:
-        off += os.readv(fd, [target[off:off + 64 * MiB]])
-    os.close(fd)
-    read = nbytes / (time.perf_counter() - t) / 1e9
+    out["disk_write_gbps"] = nbytes / (time.perf_counter() - t) / 1e9
     os.unlink(path)
-    return {"disk_write_gbps": write, "disk_read_gbps": read}
+    try:
+        t = time.perf_counter()
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_DIRECT, 0o600)
+        write_buffers(fd, 0, [view], True)
+        os.close(fd)
+        out["disk_write_direct_gbps"] = nbytes / (time.perf_counter() - t) / 1e9
+    except OSError:  # no direct I/O on this file system
+        pass
+    into = np.empty(nbytes, dtype=np.uint8)
+    into.fill(0)  # warm: the reads measure the disk, not page faults
+    target = memoryview(into)
+    for key in ("disk_read_gbps", "disk_read_cached_gbps"):
+        fd = os.open(path, os.O_RDONLY)
+        if key == "disk_read_gbps":
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        t = time.perf_counter()
+        off = 0
+        while off < nbytes:
+            off += os.readv(fd, [target[off:off + 64 * MiB]])
+        out[key] = nbytes / (time.perf_counter() - t) / 1e9
+        os.close(fd)
+    os.unlink(path)
+    return out
 
 
 def small_objects(name: str, count: int, directory: str) -> dict:
@@ -196,15 +249,16 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
     d = results["disk"]
     rows = []
-    for key in ["job_3x_store_s", "job_put_s", "job_read_s", "job_peak_pss_gb", "spill_write_gbps",
+    for key in ["job_3x_store_s", "job_put_s", "job_read_s", "job_peak_pss_gb", "job_baseline_pss_gb",
+                "spill_write_gbps",
                 "restore_mapped_gbps", "restore_copied_gbps", "small_put_per_s", "small_get_per_s"]:
         s = results["shoal"].get(key)
         r = results.get("ray", {}).get(key)
         lower_better = key.endswith(("_s", "_gb")) and not key.endswith("_per_s")
         ratio = (r / s if lower_better else s / r) if s and r else None
         rows.append({"name": key, "shoal": s, "ray": r, "x ray": ratio, "goal": GOALS.get(key, "")})
-    rows.append({"name": "disk_write_gbps", "shoal": d["disk_write_gbps"]})
-    rows.append({"name": "disk_read_gbps", "shoal": d["disk_read_gbps"]})
+    for key in ("disk_write_gbps", "disk_write_direct_gbps", "disk_read_gbps", "disk_read_cached_gbps"):
+        rows.append({"name": key, "shoal": d.get(key)})
     print(f"Spilling: {store // MiB} MiB store, {3 * store // array} arrays of {array // MiB} MiB "
           f"('x ray': how many times better than Ray; disk rows: a plain file, same run)")
     print(h.table(rows, [("name", "benchmark"), ("shoal", "shoal"), ("ray", "ray 2.60"), ("x ray", "x ray"),
@@ -213,7 +267,8 @@ def main() -> None:
     checks = {
         "job_vs_ray": s["job_3x_store_s"] / results["ray"]["job_3x_store_s"] if "ray" in results else None,
         "pss_vs_store": s["job_peak_pss_gb"] * 1e9 / store,
-        "spill_write_vs_disk": (s.get("spill_write_gbps") or 0) / d["disk_write_gbps"],
+        "spill_write_vs_disk": (s.get("spill_write_gbps") or 0) / max(d["disk_write_gbps"],
+                                                                      d.get("disk_write_direct_gbps", 0)),
         "restore_vs_disk_read": (s.get("restore_mapped_gbps") or 0) / d["disk_read_gbps"],
     }
     print("\n" + "  ".join(f"{k} {v:.2f}" for k, v in checks.items() if v is not None))

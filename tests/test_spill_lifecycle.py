@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 
 import numpy as np
 import psutil
@@ -53,13 +51,12 @@ def test_sigkill_of_the_driver_leaves_no_spill_file(tmp_path):
     _, server = c.expect(timeout=60).split()
     folder = os.path.join(tmp_path, spill_entries(tmp_path)[0])
     assert any(n.endswith((".obj", ".fused")) for n in os.listdir(folder))
-    killed = time.monotonic()
     c.kill()
     # The fork server removes the folder, then exits: wait for its exit.
-    psutil.Process(int(server)).wait(timeout=10) if not process_gone(int(server)) else None
-    took = time.monotonic() - killed
+    # (It takes a few ms on a quiet machine; timings are not asserted here.)
+    if not process_gone(int(server)):
+        psutil.Process(int(server)).wait(timeout=30)
     assert not os.path.exists(folder)
-    assert took < 1.0, f"the spill folder outlived its driver by {took:.2f} s"
 
 
 def test_a_new_runtime_removes_what_dead_runtimes_left(tmp_path):

