@@ -109,7 +109,7 @@ class Runtime(Context):
                            log_to_driver=log_to_driver, preload=preload, validate=config.validate,
                            namespace=self.namespace,
                            worker_cfg={"node_id": self.node_id, "env": dict(env_vars or {}), "spill": spill_cfg},
-                           gpu_names=visible_gpus(),
+                           gpu_names=visible_gpus(), task_events=config.task_events,
                            remove_on_driver_death=self.spill_folders.paths if self.spill_folders else ())
         try:
             self.shell.start()
@@ -127,6 +127,19 @@ class Runtime(Context):
             raise
         store.describe_holders = self.describe_holders
         self._lock = threading.Lock()
+        self.control = self._start_control() if config.control_endpoint else None
+
+    def _start_control(self):
+        """The control endpoint that `shoal status` and the dashboard ask
+        (None if its folder cannot be used: the runtime runs without it)."""
+        from shoal.control.answers import Answers
+        from shoal.control.endpoint import ControlServer, warn_unavailable
+
+        try:
+            return ControlServer(Answers(self), self.session)
+        except OSError as e:
+            warn_unavailable(e)
+            return None
 
     # -- submission ------------------------------------------------------------
 
@@ -217,6 +230,8 @@ class Runtime(Context):
             return
         self.closed = True
         try:
+            if self.control is not None:
+                self.control.close()
             if self.spiller is not None:
                 self.spiller.stop()
             self.shell.shutdown()
