@@ -417,3 +417,32 @@ def get_gpu_ids() -> list:
     if ctx is not None and hasattr(ctx, "gpu_ids"):  # a worker
         return list(ctx.gpu_ids)
     return [int(d) if d.isdigit() else d for d in runtime.visible_gpus() or []]
+
+
+def timeline(filename: str | None = None) -> list[dict] | None:
+    """The tasks and actor calls that ended lately, as Chrome trace events
+    (ray.timeline()): a row per worker and actor process, each task from
+    its start to its end, with when it was submitted, how long it waited
+    (ms) and its arguments' and results' sizes (bytes) in its args.
+
+    Recorded always, into a bounded buffer (the last SHOAL_TASK_EVENTS
+    tasks, 10,000 by default; 0 turns recording off). Load the file in
+    chrome://tracing or https://ui.perfetto.dev.
+
+    Args:
+        filename: write the events there as JSON and return None; None:
+            return them.
+    """
+    ctx = objectref.current()
+    if ctx is None or not hasattr(ctx, "shell"):
+        raise RuntimeError("timeline() is available in the driver of a running (non-local) runtime")
+    from shoal.control.answers import Answers
+
+    events = Answers(ctx).timeline()
+    if filename is None:
+        return events
+    import json
+
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None
