@@ -128,6 +128,8 @@ class Runtime(Context):
         store.describe_holders = self.describe_holders
         self._lock = threading.Lock()
         self.control = self._start_control() if config.control_endpoint else None
+        self.shell.output.progress = _progress_line
+        self.shell.output.writer = _write_above_bars
 
     def _start_control(self):
         """The control endpoint that `shoal status` and the dashboard ask
@@ -244,6 +246,23 @@ class Runtime(Context):
             for f in futures:
                 if not f.done():
                     f.set_exception(exc.RuntimeClosedError("the runtime was shut down"))
+
+
+def _progress_line(line: bytes) -> None:
+    """A task's progress bar changed (tqdm_ray): draw it."""
+    from shoal.experimental import tqdm_ray
+
+    tqdm_ray.manager().line(line)
+
+
+def _write_above_bars(text: str, stream) -> bool:
+    """Print a worker's line above the progress bars, if some are shown."""
+    bars = sys.modules.get("shoal.experimental.tqdm_ray")
+    manager = bars._manager if bars is not None else None
+    if manager is None or not manager.active():
+        return False
+    manager.write(text, stream)
+    return True
 
 
 _runtime_lock = threading.Lock()

@@ -13,8 +13,11 @@ import collections
 import os
 import sys
 import threading
+from typing import Any, Callable
 
 MARKER = b"\x00shoal:"
+#: Starts a line carrying a progress bar's state (shoal.experimental.tqdm_ray).
+PROGRESS = b"\x00shoal-progress:"
 
 #: Lines of each worker's stderr kept for error messages: enough for a
 #: fault report (faulthandler prints up to 100 frames per thread).
@@ -54,6 +57,10 @@ class OutputRouter:
         self.stderr_of: dict[int, Stream] = {}  # wid -> its stderr, kept until forget(wid)
         #: notified when a line of a stack dump is captured (the shell makes it on its lock)
         self.arrived: threading.Condition | None = None
+        #: called with each progress line (the runtime draws the bars)
+        self.progress: Callable[[bytes], None] | None = None
+        #: (line, stream) -> True if it printed the line itself (above progress bars)
+        self.writer: Callable[[str, Any], bool] | None = None
 
     def add(self, fd: int, wid: int, pid: int, err: bool) -> Stream:
         os.set_blocking(fd, False)
@@ -85,6 +92,9 @@ class OutputRouter:
         for line in lines:
             if line.startswith(MARKER):
                 s.name = line[len(MARKER):].decode(errors="replace")
+            elif line.startswith(PROGRESS):
+                if self.progress is not None:
+                    self.progress(line)
             elif s.capture is not None and (line.startswith(_DUMP_LINES) or not line):
                 s.capture.append(line.decode(errors="replace"))
                 captured = True
@@ -115,6 +125,8 @@ class OutputRouter:
         if self.forward:
             out = sys.stderr if s.err else sys.stdout
             try:
+                if self.writer is not None and self.writer(f"({s.name} pid={s.pid}) {text}", out):
+                    return
                 out.write(f"({s.name} pid={s.pid}) {text}\n")
                 out.flush()
             except (ValueError, OSError):  # the driver closed its stream
