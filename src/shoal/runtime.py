@@ -60,7 +60,7 @@ class Runtime(Context):
     def __init__(self, *, num_cpus: int | float | None = None, num_gpus: int | float | None = None,
                  resources: dict | None = None, object_store_memory: int | None = None,
                  log_to_driver: bool = True, namespace: str | None = None, env_vars: dict | None = None,
-                 spilling: cfg.SpillConfig | None = None):
+                 spilling: cfg.SpillConfig | None = None, dashboard: tuple[str, int] | None = None):
         self.started_at = time.time()
         config = cfg.Config.from_env()
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
@@ -130,6 +130,23 @@ class Runtime(Context):
         self.control = self._start_control() if config.control_endpoint else None
         self.shell.output.progress = _progress_line
         self.shell.output.writer = _write_above_bars
+        self.dashboard = None
+        if dashboard is not None:
+            try:
+                self.dashboard = self._start_dashboard(*dashboard)
+            except BaseException:
+                self.close()
+                raise
+
+    def _start_dashboard(self, host: str, port: int):
+        """The live page (init(include_dashboard=True)), answered in this process."""
+        from shoal.control.answers import Answers
+        from shoal.dashboard.server import DashboardServer
+
+        answers = self.control.answer if self.control is not None else Answers(self)
+        server = DashboardServer(lambda question, **args: answers(question, args), host, port)
+        sys.stderr.write(f"shoal: the dashboard is at {server.url}\n")
+        return server
 
     def _start_control(self):
         """The control endpoint that `shoal status` and the dashboard ask
@@ -232,6 +249,8 @@ class Runtime(Context):
             return
         self.closed = True
         try:
+            if self.dashboard is not None:
+                self.dashboard.close()
             if self.control is not None:
                 self.control.close()
             if self.spiller is not None:
