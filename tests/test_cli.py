@@ -262,3 +262,24 @@ def test_a_bad_request_is_answered_with_its_error(rundir, ray):
         with pytest.raises(endpoint.ControlError, match="predicate"):
             c.ask("tasks", filters=[["state", ">", "x"]])
         assert c.ask("status")["pid"] == os.getpid()  # the connection goes on
+
+
+def test_dashboard_command_serves_the_page_for_a_running_runtime(rundir, ray):
+    pytest.importorskip("aiohttp")
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "shoal.cli", "dashboard", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SHOAL_RUNTIME_DIR": str(rundir)})
+    try:
+        line = proc.stdout.readline()
+        urls = [w for w in line.split() if w.startswith("http://127.0.0.1:")]
+        assert urls, f"no URL in {line!r}"
+        with urllib.request.urlopen(urls[0] + "/api/dashboard", timeout=30) as r:
+            answer = json.loads(r.read())
+        assert answer["status"]["pid"] == os.getpid() and answer["workers"]
+    finally:
+        proc.kill()
+        proc.wait(30)
+        proc.stdout.close()
+        proc.stderr.close()
