@@ -17,7 +17,7 @@ import traceback
 from shoal.scheduler import introspect
 
 #: A dump is complete when no line came for this long (seconds).
-QUIET_S = 0.1
+QUIET_S = 0.25
 
 #: The longest wait for every process's dump (seconds).
 DUMP_TIMEOUT_S = 3.0
