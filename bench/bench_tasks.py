@@ -15,7 +15,13 @@ and multiprocessing.Pool running the same workloads in the same invocation.
   array_800mb_direct_*                the array passed to each of the 8 calls
   array_800mb*_peak_pss_gb            peak PSS of the process tree            (GB)
 
-Usage: python bench/bench_tasks.py [--quick] [--no-ray] [--no-pool] [--json PATH]
+What seeing inside costs (shoal only; alternated round by round in one run):
+  tasks_async_timeline_{off,on}       single_client_tasks_async with task events off / on (the default)
+  tasks_async_{no_poller,status_poller_100ms}
+                                      the same with another process asking the
+                                      control endpoint for `status` every 100 ms, or not
+
+Usage: python bench/bench_tasks.py [--quick] [--no-ray] [--no-pool] [--observability-only] [--json PATH]
 """
 
 from __future__ import annotations
@@ -350,6 +356,79 @@ def startup(name: str, num_cpus: int, repeat: int) -> dict:
     return {"import_s": imp, "init_to_first_result": first, "shutdown_s": stop}
 
 
+# ---------------------------------------------------------------------------
+# What the timeline and the control endpoint cost
+# ---------------------------------------------------------------------------
+
+POLLER = """
+import sys, time
+from shoal.control import endpoint
+c = endpoint.Client(endpoint.choose(int(sys.argv[1])))
+c.ask("status")
+print("polling", flush=True)
+while True:
+    t = time.monotonic()
+    c.ask("status")
+    time.sleep(max(0.0, 0.1 - (time.monotonic() - t)))
+"""
+
+
+def _async_rate(ray, n: int) -> float:
+    @ray.remote
+    def noop():
+        return 0
+
+    ray.get([noop.remote() for _ in range(200)])
+
+    def asynchronous(k):
+        ray.get([noop.remote() for _ in range(k)])
+
+    return best_rate(asynchronous, n, 3)
+
+
+def observability(quick: bool, num_cpus: int) -> dict:
+    """single_client_tasks_async with the timeline off and on, and with a
+    status poller or none: modes alternate round by round (the machine's
+    drift hits both alike); the median round of each is reported."""
+    import shoal as ray
+
+    n, rounds = (1000, 2) if quick else (10000, 7)
+    rates: dict[str, list[float]] = {k: [] for k in ("timeline_off", "timeline_on", "no_poller",
+                                                     "status_poller_100ms")}
+    for r in range(rounds):
+        for events in (("0", "timeline_off"), (None, "timeline_on"))[:: 1 if r % 2 else -1]:
+            value, key = events
+            if value is None:
+                os.environ.pop("SHOAL_TASK_EVENTS", None)
+            else:
+                os.environ["SHOAL_TASK_EVENTS"] = value
+            ray.init(num_cpus=num_cpus)
+            try:
+                rates[key].append(_async_rate(ray, n))
+            finally:
+                ray.shutdown()
+                os.environ.pop("SHOAL_TASK_EVENTS", None)
+    ray.init(num_cpus=num_cpus)
+    try:
+        for r in range(rounds):
+            for polled in (False, True)[:: 1 if r % 2 else -1]:
+                poller = None
+                if polled:
+                    poller = subprocess.Popen([sys.executable, "-c", POLLER, str(os.getpid())],
+                                              stdout=subprocess.PIPE, text=True)
+                    if poller.stdout.readline().strip() != "polling":
+                        raise RuntimeError("the status poller did not start")
+                try:
+                    rates["status_poller_100ms" if polled else "no_poller"].append(_async_rate(ray, n))
+                finally:
+                    if poller is not None:
+                        poller.kill()
+                        poller.wait()
+    finally:
+        ray.shutdown()
+    return {f"tasks_async_{k}": statistics.median(v) for k, v in rates.items()}
+
+
 def have_ray() -> bool:
     try:
         import ray  # noqa: F401
@@ -365,13 +444,26 @@ def main() -> None:
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--no-pool", action="store_true")
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--observability-only", action="store_true",
+                    help="only what the timeline and a status poller cost")
     ap.add_argument("--json")
     args = ap.parse_args()
+    if args.observability_only:
+        obs = observability(args.quick, args.num_cpus)
+        rows = [{"name": k, "unit": "/s", "shoal": v} for k, v in obs.items()]
+        for a, b, label in (("timeline_on", "timeline_off", "timeline on / off"),
+                            ("status_poller_100ms", "no_poller", "poller / none")):
+            rows.append({"name": label, "unit": "ratio",
+                         "shoal": f"{obs[f'tasks_async_{a}'] / obs[f'tasks_async_{b}']:.3f}"})
+        print(h.table(rows, [("name", "benchmark"), ("unit", "unit"), ("shoal", "shoal")]))
+        print(f"\nJSON: {h.save('bench_tasks_observability', {'results': obs, 'rows': rows}, args.json)}")
+        return
     peers = ["shoal"] + (["ray"] if not args.no_ray and have_ray() else [])
     results: dict = {}
     for name in peers:
         results[name] = startup(name, args.num_cpus, 1 if args.quick else 3)
         results[name].update(run_suite(name, args.quick, args.num_cpus))
+    results["shoal"].update(observability(args.quick, args.num_cpus))
     if not args.no_pool:
         results["pool"] = startup("pool", args.num_cpus, 1 if args.quick else 3)
         results["pool"].update(pool_suite(args.quick, args.num_cpus))

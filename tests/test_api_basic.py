@@ -52,8 +52,8 @@ def test_auto_init_on_first_use():
 
 
 def test_ray_only_init_keywords_warn_once():
-    with pytest.warns(UserWarning, match="dashboard_port"):
-        shoal.init(num_cpus=1, object_store_memory=64 << 20, dashboard_port=8265)
+    with pytest.warns(UserWarning, match="job_config"):
+        shoal.init(num_cpus=1, object_store_memory=64 << 20, job_config=object())
     shoal.shutdown()
     with pytest.raises(TypeError, match="no_such_option"):
         shoal.init(no_such_option=1)

@@ -400,8 +400,8 @@ def test_a_stale_or_forged_done_message_is_refused(ray, capfd):
     @ray.remote
     def forge():
         ctx = objectref.current()
-        ctx.send((P.DONE, 10**9, P.OK, 0.0, {}))
-        ctx.send((P.DONE, ctx.current_seq - 1, P.OK, 0.0, {}))
+        ctx.send((P.DONE, 10**9, P.OK, 0.0, {}, (0.0, 0, 0, None)))
+        ctx.send((P.DONE, ctx.current_seq - 1, P.OK, 0.0, {}, (0.0, 0, 0, None)))
         return "mine"
 
     @ray.remote

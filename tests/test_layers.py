@@ -24,7 +24,8 @@ LAYERS = [
     ("scheduler", {"shoal.scheduler"}),
     ("worker", {"shoal.objectref", "shoal.worker"}),
     ("api", {"shoal.api", "shoal.runtime", "shoal.remote_function", "shoal.options", "shoal.local_mode",
-             "shoal.actor", "shoal.util", "shoal"}),
+             "shoal.actor", "shoal.util", "shoal.control", "shoal.cli", "shoal.dashboard", "shoal.experimental",
+             "shoal"}),
 ]
 
 

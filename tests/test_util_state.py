@@ -50,4 +50,4 @@ def test_actors_tasks_and_workers_are_listed(ray, tmp_path):
         state.list_tasks(filters=[("name", ">", "x")])
     gate.touch()
     assert ray.get(refs, timeout=30) == [1, 1, 1]
-    wait_until(lambda: not state.list_tasks(filters=[("name", "=", "blocked")]), what="tasks done")
+    wait_until(lambda: states() == ["FINISHED"] * 3, what="tasks listed as finished")

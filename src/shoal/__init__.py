@@ -13,7 +13,7 @@
 from shoal import actor, exceptions, util
 from shoal.api import (
     available_resources, cancel, cluster_resources, get, get_actor, get_gpu_ids, get_runtime_context, init,
-    is_initialized, kill, method, nodes, put, remote, shutdown, wait,
+    is_initialized, kill, method, nodes, put, remote, shutdown, timeline, wait,
 )
 from shoal.objectref import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
 
@@ -22,5 +22,5 @@ __version__ = "0.1.0"
 __all__ = [
     "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator", "actor", "available_resources", "cancel", "cluster_resources",
     "exceptions", "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
-    "put", "remote", "shutdown", "util", "wait",
+    "put", "remote", "shutdown", "timeline", "util", "wait",
 ]

@@ -22,7 +22,7 @@ from shoal.words import a_type
 #: its own logging and temp files, and settings for a cluster that shoal
 #: never connects to (address= already warns).
 _HARMLESS_INIT = {
-    "dashboard_host", "configure_logging", "logging_level", "logging_format", "logging_config",
+    "configure_logging", "logging_level", "logging_format", "logging_config",
     "_temp_dir", "_node_name", "_node_ip_address", "_metrics_export_port", "_redis_password",
     "_redis_username", "_skip_env_hook", "_enable_object_reconstruction",
     "_disable_object_store_spilling", "_driver_object_store_memory",
@@ -30,7 +30,7 @@ _HARMLESS_INIT = {
 
 #: Ray's init keywords whose effect shoal lacks: a warning (once) says so.
 _UNIMPLEMENTED_INIT = {
-    "dashboard_port", "job_config", "labels", "enable_resource_isolation",
+    "job_config", "labels", "enable_resource_isolation",
     "cgroup_path", "system_reserved_cpu", "system_reserved_memory", "proxy_server_url",
     "_plasma_directory", "_memory",
     "_tracing_startup_hook", "storage", "runtime_env_setup_hook",
@@ -53,13 +53,10 @@ def _check_init_kwargs(kwargs: dict) -> None:
             warn_once(f"init:_system_config:{key}", f"shoal does not implement _system_config[{key!r}]; "
                                                      f"it is ignored")
     for key, value in kwargs.items():
-        if key in ("_system_config", "object_spilling_directory"):
+        if key in ("_system_config", "object_spilling_directory", "include_dashboard", "dashboard_host",
+                   "dashboard_port"):
             continue
-        if key == "include_dashboard":
-            if value:  # False and None (Ray: "if its packages are installed") are what shoal does
-                warn_once("init:include_dashboard", "shoal has no dashboard: include_dashboard=True "
-                                                    "is ignored")
-        elif key in _UNIMPLEMENTED_INIT:
+        if key in _UNIMPLEMENTED_INIT:
             warn_once(f"init:{key}", f"shoal does not implement init({key}=...); it is ignored")
         elif key not in _HARMLESS_INIT:
             raise TypeError(f"init() got an unexpected keyword argument {key!r}")
@@ -72,7 +69,7 @@ class RayContext(dict):
     def __init__(self, info: dict):
         super().__init__(info)
         self.address_info = info
-        self.dashboard_url = None
+        self.dashboard_url = info.get("webui_url")
         self.python_version = info.get("python_version")
 
     def __enter__(self) -> "RayContext":
@@ -113,13 +110,18 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             this runtime, removed at shutdown). Default: the system's
             temporary directory. None: no spilling (a full store raises
             ObjectStoreFullError).
+        include_dashboard (keyword): serve the live dashboard (needs the
+            dashboard extra: pip install "shoal[dashboard]"). Off by
+            default (None and False), so init() opens no TCP port.
+        dashboard_host (keyword): the address it listens on (127.0.0.1).
+        dashboard_port (keyword): its port (8265; a taken port picks a
+            free one: see the returned context's dashboard_url).
         _system_config (keyword): Ray's; "object_spilling_config",
             "object_spilling_threshold" (default 0.8), "min_spilling_size",
             "max_io_workers" and "automatic_object_spilling_enabled" apply.
         kwargs: Ray's other init keywords. Those that change nothing here
-            (logging, temp directory, dashboard host, ...) are accepted
-            silently; those shoal does not implement (runtime_env,
-            dashboard_port, include_dashboard=True, ...) warn once.
+            (logging, temp directory, ...) are accepted silently; those
+            shoal does not implement (job_config, labels, ...) warn once.
     Raises:
         RuntimeError: already initialized (and not ignore_reinit_error).
         TypeError: a keyword that Ray's init does not have either.
@@ -141,9 +143,17 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
 
     spilling = config.spill_config(kwargs.get("object_spilling_directory", config._UNSET),
                                    kwargs.get("_system_config"))
+    dashboard = None
+    if kwargs.get("include_dashboard"):
+        try:
+            import aiohttp  # noqa: F401
+        except ImportError:
+            raise ImportError('init(include_dashboard=True) needs aiohttp: pip install "shoal[dashboard]"') from None
+        dashboard = (kwargs.get("dashboard_host") or "127.0.0.1", int(kwargs.get("dashboard_port") or 8265))
     runtime.start(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                   object_store_memory=object_store_memory, log_to_driver=log_to_driver,
-                  namespace=namespace, local_mode=local_mode, env_vars=env, spilling=spilling)
+                  namespace=namespace, local_mode=local_mode, env_vars=env, spilling=spilling,
+                  **({"dashboard": dashboard} if dashboard else {}))
     return RayContext(_info())
 
 
@@ -157,6 +167,7 @@ def _info() -> dict:
         "namespace": getattr(rt, "namespace", None),
         "python_version": ".".join(map(str, sys.version_info[:3])),
         "node_id": getattr(rt, "node_id", ""),
+        "webui_url": rt.dashboard.url.removeprefix("http://") if getattr(rt, "dashboard", None) else None,
     }
 
 
@@ -417,3 +428,32 @@ def get_gpu_ids() -> list:
     if ctx is not None and hasattr(ctx, "gpu_ids"):  # a worker
         return list(ctx.gpu_ids)
     return [int(d) if d.isdigit() else d for d in runtime.visible_gpus() or []]
+
+
+def timeline(filename: str | None = None) -> list[dict] | None:
+    """The tasks and actor calls that ended lately, as Chrome trace events
+    (ray.timeline()): a row per worker and actor process, each task from
+    its start to its end, with when it was submitted, how long it waited
+    (ms) and its arguments' and results' sizes (bytes) in its args.
+
+    Recorded always, into a bounded buffer (the last SHOAL_TASK_EVENTS
+    tasks, 10,000 by default; 0 turns recording off). Load the file in
+    chrome://tracing or https://ui.perfetto.dev.
+
+    Args:
+        filename: write the events there as JSON and return None; None:
+            return them.
+    """
+    ctx = objectref.current()
+    if ctx is None or not hasattr(ctx, "shell"):
+        raise RuntimeError("timeline() is available in the driver of a running (non-local) runtime")
+    from shoal.control.answers import Answers
+
+    events = Answers(ctx).timeline()
+    if filename is None:
+        return events
+    import json
+
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None

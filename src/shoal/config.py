@@ -194,6 +194,10 @@ class Config:
     validate: bool = False
     #: Note where the driver made each object's first ref (memory_summary).
     record_ref_creation_sites: bool = False
+    #: Ended tasks kept for timeline() and the state API (0: none recorded).
+    task_events: int = 10_000
+    #: Answer `shoal status` and the other tools on a Unix socket.
+    control_endpoint: bool = True
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -203,4 +207,19 @@ class Config:
             validate=os.environ.get("SHOAL_VALIDATE", "") == "1",
             record_ref_creation_sites=_flag(os.environ.get(
                 "SHOAL_RECORD_REF_CREATION_SITES", os.environ.get("RAY_record_ref_creation_sites", ""))),
+            task_events=max(0, _env_int("SHOAL_TASK_EVENTS", 10_000) or 0),
+            control_endpoint=_flag(os.environ.get("SHOAL_CONTROL_ENDPOINT", "1")),
         )
+
+
+def runtime_dir() -> str:
+    """The folder where running runtimes put their control sockets, one per
+    user: SHOAL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/shoal, else
+    <temporary directory>/shoal-<uid>. Made mode 0700 when used."""
+    override = os.environ.get("SHOAL_RUNTIME_DIR")
+    if override:
+        return os.path.abspath(override)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return os.path.join(xdg, "shoal")
+    return os.path.join(tempfile.gettempdir(), f"shoal-{os.getuid()}")

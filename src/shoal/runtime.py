@@ -60,7 +60,7 @@ class Runtime(Context):
     def __init__(self, *, num_cpus: int | float | None = None, num_gpus: int | float | None = None,
                  resources: dict | None = None, object_store_memory: int | None = None,
                  log_to_driver: bool = True, namespace: str | None = None, env_vars: dict | None = None,
-                 spilling: cfg.SpillConfig | None = None):
+                 spilling: cfg.SpillConfig | None = None, dashboard: tuple[str, int] | None = None):
         self.started_at = time.time()
         config = cfg.Config.from_env()
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
@@ -111,7 +111,7 @@ class Runtime(Context):
                            log_to_driver=log_to_driver, preload=preload, validate=config.validate,
                            namespace=self.namespace,
                            worker_cfg={"node_id": self.node_id, "env": dict(env_vars or {}), "spill": spill_cfg},
-                           gpu_names=visible_gpus(),
+                           gpu_names=visible_gpus(), task_events=config.task_events,
                            remove_on_driver_death=self.spill_folders.paths if self.spill_folders else ())
         try:
             self.shell.start()
@@ -129,6 +129,38 @@ class Runtime(Context):
             raise
         store.describe_holders = self.describe_holders
         self._lock = threading.Lock()
+        self.control = self._start_control() if config.control_endpoint else None
+        self.shell.output.progress = _progress_line
+        self.shell.output.writer = _write_above_bars
+        self.dashboard = None
+        if dashboard is not None:
+            try:
+                self.dashboard = self._start_dashboard(*dashboard)
+            except BaseException:
+                self.close()
+                raise
+
+    def _start_dashboard(self, host: str, port: int):
+        """The live page (init(include_dashboard=True)), answered in this process."""
+        from shoal.control.answers import Answers
+        from shoal.dashboard.server import DashboardServer
+
+        answers = self.control.answer if self.control is not None else Answers(self)
+        server = DashboardServer(lambda question, **args: answers(question, args), host, port)
+        sys.stderr.write(f"shoal: the dashboard is at {server.url}\n")
+        return server
+
+    def _start_control(self):
+        """The control endpoint that `shoal status` and the dashboard ask
+        (None if its folder cannot be used: the runtime runs without it)."""
+        from shoal.control.answers import Answers
+        from shoal.control.endpoint import ControlServer, warn_unavailable
+
+        try:
+            return ControlServer(Answers(self), self.session)
+        except OSError as e:
+            warn_unavailable(e)
+            return None
 
     # -- submission ------------------------------------------------------------
 
@@ -219,6 +251,10 @@ class Runtime(Context):
             return
         self.closed = True
         try:
+            if self.dashboard is not None:
+                self.dashboard.close()
+            if self.control is not None:
+                self.control.close()
             if self.spiller is not None:
                 self.spiller.stop()
             self.shell.shutdown()
@@ -231,6 +267,23 @@ class Runtime(Context):
             for f in futures:
                 if not f.done():
                     f.set_exception(exc.RuntimeClosedError("the runtime was shut down"))
+
+
+def _progress_line(line: bytes) -> None:
+    """A task's progress bar changed (tqdm_ray): draw it."""
+    from shoal.experimental import tqdm_ray
+
+    tqdm_ray.manager().line(line)
+
+
+def _write_above_bars(text: str, stream) -> bool:
+    """Print a worker's line above the progress bars, if some are shown."""
+    bars = sys.modules.get("shoal.experimental.tqdm_ray")
+    manager = bars._manager if bars is not None else None
+    if manager is None or not manager.active():
+        return False
+    manager.write(text, stream)
+    return True
 
 
 _runtime_lock = threading.Lock()

@@ -9,6 +9,7 @@ apart only to keep each file readable.
 from __future__ import annotations
 
 import signal
+from time import perf_counter as _clock
 
 from shoal import exceptions as exc
 from shoal.scheduler import actors as A
@@ -76,7 +77,10 @@ class ActorCalls:
         if held:
             self.refs.hold_for_task(seq, held)
             self.shared.update(held)
-        self._execute(self.actors.call(actor, A.Call(seq, spec)))
+        call = A.Call(seq, spec)
+        if self.events is not None:
+            call.submitted = _clock()
+        self._execute(self.actors.call(actor, call))
 
     def named_actor(self, name: str, namespace: str) -> A.Actor | None:
         with self.lock:

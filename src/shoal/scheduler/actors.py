@@ -22,12 +22,13 @@ from shoal import exceptions as exc
 
 
 class Call:
-    __slots__ = ("seq", "spec", "attempts")
+    __slots__ = ("seq", "spec", "attempts", "submitted")
 
     def __init__(self, seq: int, spec: Any):
         self.seq = seq
         self.spec = spec
         self.attempts = 0
+        self.submitted = 0.0  # when it was made (the shell's clock; for task events)
 
 
 class Actor:

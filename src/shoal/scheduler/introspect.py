@@ -4,6 +4,9 @@ lock; nothing here changes state."""
 
 from __future__ import annotations
 
+import collections
+
+from shoal.scheduler.events import STATUS_NAMES as _STATUS_NAMES
 from shoal.scheduler.state import shape_amounts as _resources
 
 _ACTOR_STATES = {
@@ -35,8 +38,9 @@ def actors(shell, job_id: str, node_id: str) -> list[dict]:
         return out
 
 
-def tasks(shell, job_id: str, node_id: str) -> list[dict]:
-    """Unfinished tasks and actor calls (finished ones are not kept)."""
+def tasks(shell, job_id: str, node_id: str, finished: bool = True) -> list[dict]:
+    """Unfinished tasks and actor calls, then (finished) the ended ones the
+    task events keep, latest first."""
     with shell.lock:
         out = []
         for t in shell.sched.tasks.values():
@@ -63,7 +67,70 @@ def tasks(shell, job_id: str, node_id: str) -> list[dict]:
                 "state": "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY" if queued else "SUBMITTED_TO_WORKER",
                 "attempt_number": call.attempts, "required_resources": {},
             })
+        if finished and shell.events is not None:
+            out += [_ended_row(ev, job_id, node_id) for ev in reversed(shell.events.snapshot())]
         return out
+
+
+def _ended_row(ev, job_id: str, node_id: str) -> dict:
+    return {
+        "task_id": ev.task_id.hex(), "name": ev.name, "func_or_class_name": ev.name,
+        "type": "ACTOR_TASK" if ev.actor_id is not None else "NORMAL_TASK", "job_id": job_id,
+        "node_id": node_id, "state": ev.state, "worker_pid": ev.pid, "attempt_number": ev.attempt,
+        "actor_id": ev.actor_id.hex() if ev.actor_id is not None else None,
+        "duration_s": ev.duration, "arg_bytes": ev.arg_bytes, "result_bytes": ev.result_bytes,
+    }
+
+
+def running(shell) -> dict[int, tuple[str, str, float]]:
+    """{process id: (task or call name, task id hex, since)} of what each
+    worker and actor runs now; since: time.perf_counter() at which it began
+    at the earliest (its submission or the end of the task before it on that
+    process, as far as the driver has read; 0.0 without task events)."""
+    with shell.lock:
+        out = {}
+        for wid, w in shell.sched.workers.items():
+            if w.queue and w.state in ("busy", "blocked"):
+                t = w.queue[0]
+                h = shell.workers.get(wid)
+                out[wid] = (t.name, t.task_id.hex(), max(t.submitted, h.last_end if h is not None else 0.0))
+        for actor in shell.actors.actors.values():
+            if actor.inflight and actor.wid is not None:
+                call = next(iter(actor.inflight.values()))
+                h = shell.workers.get(actor.wid)
+                since = max(call.submitted, h.last_end if h is not None else 0.0)
+                out[actor.wid] = (call.spec.name, call.spec.task_id.hex(), since)
+        return out
+
+
+def task_counts(shell) -> dict[str, int]:
+    """{Ray's task state: count} of unfinished tasks and calls, and of the
+    ended ones since start (FINISHED, FAILED...)."""
+    counts: dict[str, int] = {}
+    with shell.lock:  # counted, not listed: a poller must not hold the lock for long (10k tasks: ~0.5 ms)
+        raw = collections.Counter(t.state for t in shell.sched.tasks.values())
+        running = sum(1 for w in shell.sched.workers.values() if w.queue and w.state in ("busy", "blocked"))
+        queued_calls = sum(len(a.queue) for a in shell.actors.actors.values())
+        sent_calls = sum(len(a.inflight) for a in shell.actors.actors.values())
+    for state, n in raw.items():
+        name = _TASK_STATES.get(state, state.upper())
+        counts[name] = counts.get(name, 0) + n
+    if running:
+        counts["RUNNING"] = running
+        left = counts.pop("SUBMITTED_TO_WORKER", 0) - running  # the heads of busy workers' queues run
+        if left > 0:
+            counts["SUBMITTED_TO_WORKER"] = left
+    if queued_calls:
+        counts["PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY"] = queued_calls
+    if sent_calls:
+        counts["SUBMITTED_TO_WORKER"] = counts.get("SUBMITTED_TO_WORKER", 0) + sent_calls
+    with shell.lock:
+        if shell.events is not None:
+            for status, n in enumerate(shell.events.totals):
+                if n:
+                    name = _STATUS_NAMES[status]
+                    counts[name] = counts.get(name, 0) + n
+    return counts
 
 
 def workers(shell, node_id: str) -> list[dict]:

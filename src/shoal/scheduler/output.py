@@ -12,8 +12,12 @@ from __future__ import annotations
 import collections
 import os
 import sys
+import threading
+from typing import Any, Callable
 
 MARKER = b"\x00shoal:"
+#: Starts a line carrying a progress bar's state (shoal.experimental.tqdm_ray).
+PROGRESS = b"\x00shoal-progress:"
 
 #: Lines of each worker's stderr kept for error messages: enough for a
 #: fault report (faulthandler prints up to 100 frames per thread).
@@ -25,8 +29,13 @@ QUOTED_FRAMES = 12
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+#: How the lines of a Python stack dump by faulthandler begin.
+_DUMP_LINES = (b"Thread 0x", b"Current thread 0x", b"  File \"", b"  <no Python frame>", b"  ...",
+               b"Stack (most recent call first)")
+
+
 class Stream:
-    __slots__ = ("fd", "wid", "pid", "err", "name", "partial", "tail")
+    __slots__ = ("fd", "wid", "pid", "err", "name", "partial", "tail", "capture")
 
     def __init__(self, fd: int, wid: int, pid: int, err: bool):
         self.fd = fd
@@ -36,6 +45,7 @@ class Stream:
         self.name = "worker"
         self.partial = b""
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.capture: list[str] | None = None  # a stack dump being collected (see capture())
 
 
 class OutputRouter:
@@ -45,6 +55,12 @@ class OutputRouter:
         self.forward = forward
         self.streams: dict[int, Stream] = {}
         self.stderr_of: dict[int, Stream] = {}  # wid -> its stderr, kept until forget(wid)
+        #: notified when a line of a stack dump is captured (the shell makes it on its lock)
+        self.arrived: threading.Condition | None = None
+        #: called with each progress line (the runtime draws the bars)
+        self.progress: Callable[[bytes], None] | None = None
+        #: (line, stream) -> True if it printed the line itself (above progress bars)
+        self.writer: Callable[[str, Any], bool] | None = None
 
     def add(self, fd: int, wid: int, pid: int, err: bool) -> Stream:
         os.set_blocking(fd, False)
@@ -72,12 +88,36 @@ class OutputRouter:
             return False
         lines = (s.partial + data).split(b"\n")
         s.partial = lines.pop()
+        captured = False
         for line in lines:
             if line.startswith(MARKER):
                 s.name = line[len(MARKER):].decode(errors="replace")
+            elif line.startswith(PROGRESS):
+                if self.progress is not None:
+                    self.progress(line)
+            elif s.capture is not None and (line.startswith(_DUMP_LINES) or not line):
+                s.capture.append(line.decode(errors="replace"))
+                captured = True
             else:
                 self._emit(s, line)
+        if captured and self.arrived is not None:
+            self.arrived.notify_all()
         return True
+
+    def capture(self, wids: list[int]) -> dict[int, list[str]]:
+        """Collect, instead of forwarding, the stack dump lines that these
+        workers write to stderr from now on (until end_capture()); returns
+        {wid: the list they go to}."""
+        out = {}
+        for wid in wids:
+            s = self.stderr_of.get(wid)
+            if s is not None:
+                s.capture = out[wid] = []
+        return out
+
+    def end_capture(self) -> None:
+        for s in self.stderr_of.values():
+            s.capture = None
 
     def _emit(self, s: Stream, line: bytes) -> None:
         text = line.decode(errors="replace")
@@ -85,6 +125,8 @@ class OutputRouter:
         if self.forward:
             out = sys.stderr if s.err else sys.stdout
             try:
+                if self.writer is not None and self.writer(f"({s.name} pid={s.pid}) {text}", out):
+                    return
                 out.write(f"({s.name} pid={s.pid}) {text}\n")
                 out.flush()
             except (ValueError, OSError):  # the driver closed its stream

@@ -13,13 +13,16 @@ Driver -> worker
   (EXIT,)                           finish and exit
 Worker -> driver
   (READY, pid)                      first message of a started worker
-  (DONE, seq, status, duration_s, contained)
+  (DONE, seq, status, duration_s, contained, (started, arg_bytes, result_bytes, error))
                                     task seq ended; its results are sealed.
                                     status: OK, FAILED (error objects sealed),
                                     RETRY (an exception to retry; nothing sealed),
                                     CANCELLED, EXITED (an actor's call ran
                                     exit_actor(): done, and the actor exits
-                                    for good); contained: {result id: [ids]}
+                                    for good); contained: {result id: [ids]};
+                                    started: time.perf_counter() at its start
+                                    (CLOCK_MONOTONIC, one clock for every
+                                    process); error: a FAILED task's text
   (SUBMIT, spec, shape, deps, held, parent)
                                     a nested task (the worker holds its returns);
                                     parent: the task id of the task or call that

@@ -24,12 +24,14 @@ import signal
 import sys
 import threading
 import time
+from time import perf_counter as _clock
 
 from shoal import exceptions as exc
 from shoal import ids, words
 from shoal.scheduler import protocol as P
 from shoal.scheduler import actors as A
 from shoal.scheduler.actor_calls import ActorCalls
+from shoal.scheduler.events import TaskEvents
 from shoal.scheduler.output import OutputRouter
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
 from shoal.scheduler.refs import DRIVER, ReferenceTable
@@ -64,12 +66,13 @@ class Shell(ActorCalls):
         validate: check every invariant after each step (tests).
         remove_on_driver_death: folders the fork server deletes if the driver
             dies without shutting down (its spill folders).
+        task_events: ended tasks kept for the timeline (0: none recorded).
     """
 
     def __init__(self, store, local_refs, resources: dict, num_workers: int, session: str, *,
                  spin: float = 0.0, log_to_driver: bool = True, preload: tuple = (), validate: bool = False,
                  namespace: str = "", worker_cfg: dict | None = None, gpu_names: list | None = None,
-                 remove_on_driver_death: tuple | list = ()):
+                 remove_on_driver_death: tuple | list = (), task_events: int = 0):
         self.store = store
         self.local_refs = local_refs
         self.session = session
@@ -99,6 +102,8 @@ class Shell(ActorCalls):
         self.workers: dict[int, WorkerHandle] = {}
         self.exit_codes: dict[int, int] = {}
         self.output = OutputRouter(log_to_driver)
+        self.output.arrived = threading.Condition(self.lock)
+        self.events: TaskEvents | None = TaskEvents(task_events) if task_events > 0 else None
         self.doorbell = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.sel = selectors.DefaultSelector()
         self.pool: WorkerPool | None = None
@@ -281,6 +286,8 @@ class Shell(ActorCalls):
     def _submit(self, spec: P.TaskSpec, shape: tuple, deps: list, held: list, parent: bytes | None = None) -> int:
         seq = next(self._seq)
         task = Task(seq, spec.task_id, spec.function_id, shape, spec.max_retries, spec, spec.name)
+        if self.events is not None:
+            task.submitted = _clock()
         self.by_task_id[spec.task_id] = seq
         if held:
             self.refs.hold_for_task(seq, held)
@@ -404,7 +411,7 @@ class Shell(ActorCalls):
             raise exc.RaySystemError(f"unknown message {kind} from worker {wid}")
 
     def _on_done(self, h: WorkerHandle, msg: tuple) -> None:
-        _, seq, status, duration, contained = msg
+        _, seq, status, duration, contained, info = msg
         actor = self.actors.by_wid.get(h.wid)
         # Checked before anything changes: a DONE naming a task this
         # process is not running (stale, or forged by code in the worker)
@@ -425,13 +432,29 @@ class Shell(ActorCalls):
                 self.actors.exiting(actor)
             call = self.actors.call_done(actor, seq)
             if call is not None:
+                if self.events is not None:
+                    self._record(h, call.spec, actor.actor_id, call.submitted, call.attempts, status, duration, info)
                 self._call_ended(actor, call)
             return
         task = self.sched.tasks.get(seq)
+        if self.events is not None and task is not None:
+            self._record(h, task.payload, None, task.submitted, task.attempts, status, duration, info)
         retry = status == P.RETRY
         self._execute(self.sched.task_finished(h.wid, seq, duration, retry))  # decided first: sent first
         if not retry and task is not None:
             self._task_ended(task)
+
+    def _record(self, h: WorkerHandle, spec, actor_id, submitted: float, attempt: int, status: int,
+                duration: float, info: tuple) -> None:
+        """Keep an ended task's event (see events.py)."""
+        started, arg_bytes, result_bytes, error = info
+        ev = self.events
+        ev.ended.append((spec.task_id, spec.name, actor_id, h.wid, h.pid, submitted, started, duration, status,
+                         attempt, arg_bytes, result_bytes))
+        ev.totals[status] += 1
+        h.last_end = started + duration
+        if error is not None:
+            ev.failed(spec.task_id, spec.name, h.pid, started + duration, error)
 
     def _task_ended(self, task: Task) -> None:
         """A task's results (or errors) are sealed: release what it held and

@@ -137,7 +137,7 @@ class Task:
 
     __slots__ = (
         "seq", "task_id", "function_id", "shape", "max_retries", "payload", "name",
-        "state", "missing", "worker", "attempts", "cancelled",
+        "state", "missing", "worker", "attempts", "cancelled", "submitted",
     )
 
     def __init__(self, seq: int, task_id: bytes, function_id: bytes, shape: Shape,
@@ -154,6 +154,7 @@ class Task:
         self.worker: int | None = None
         self.attempts = 0
         self.cancelled = False
+        self.submitted = 0.0  # when it was submitted (the shell's clock; for task events)
 
     def __repr__(self) -> str:
         return f"Task({self.name}#{self.seq} {self.state})"

@@ -1,6 +1,6 @@
-"""Utilities with Ray's names: ActorPool, list_named_actors,
-register_serializer, deregister_serializer, inspect_serializability (and
-shoal.util.queue.Queue)."""
+"""Utilities with Ray's names: ActorPool, as_completed, map_unordered,
+list_named_actors, register_serializer, deregister_serializer,
+inspect_serializability (and shoal.util.queue.Queue)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable
 from shoal import api, objectref
 from shoal import exceptions as exc
 
+from shoal.util.helpers import as_completed, map_unordered
 from shoal.util.serialization import deregister_serializer, inspect_serializability, register_serializer
 
 
@@ -20,8 +21,8 @@ def memory_summary(**kwargs: Any) -> str:
     return summary(**kwargs)
 
 
-__all__ = ["ActorPool", "list_named_actors", "register_serializer", "deregister_serializer",
-           "inspect_serializability", "memory_summary"]
+__all__ = ["ActorPool", "as_completed", "list_named_actors", "map_unordered", "register_serializer",
+           "deregister_serializer", "inspect_serializability", "memory_summary"]
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:

@@ -3,7 +3,9 @@
 get_actor, summarize_tasks. Each entry is a dict with Ray's field names.
 
 Call these from the driver (the process that owns the runtime). Tasks are
-listed while they are unfinished; finished ones are not kept.
+the unfinished ones, then those that ended lately (the task events keep the
+last 10,000; SHOAL_TASK_EVENTS), latest first, with Ray's states
+(FINISHED, FAILED, ...) and their duration and sizes.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def get_actor(id: str, **_: Any) -> dict | None:  # noqa: A002 - Ray's parameter
 
 
 def list_tasks(filters: list | None = None, limit: int = 100, **_: Any) -> list[dict]:
-    """Unfinished tasks and actor calls, with their states."""
+    """Unfinished tasks and actor calls, then the ended ones kept."""
     rt = _runtime()
     return _select(introspect.tasks(rt.shell, rt.session, rt.node_id), filters, limit)
 
@@ -68,7 +70,7 @@ def list_nodes(filters: list | None = None, limit: int = 100, **_: Any) -> list[
 
 
 def summarize_tasks(**_: Any) -> dict:
-    """{function name: {state: count}} over the unfinished tasks."""
+    """{function name: {state: count}} over the unfinished tasks and the ended ones kept."""
     summary: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for t in list_tasks(limit=1 << 30):
         summary[t["func_or_class_name"]][t["state"]] += 1

@@ -16,7 +16,9 @@ import select
 import time
 
 from shoal.scheduler import protocol as P
-from shoal.worker.execution import ActorExit, Executor, _cancelled, exit_on_request, return_ids, seal_error
+from shoal.worker.execution import (
+    ActorExit, CallInfo, Executor, _cancelled, exit_on_request, new_call_info, return_ids, seal_error,
+)
 
 
 def wait_for_init(ctx) -> P.ActorSpec | None:
@@ -67,7 +69,7 @@ def _skip_if_cancelled(ctx, seq: int, spec) -> bool:
     if seq in ctx.cancelled:
         ctx.cancelled.discard(seq)
         seal_error(ctx.store, return_ids(spec), _cancelled(spec))
-        ctx.send((P.DONE, seq, P.CANCELLED, 0.0, {}))
+        ctx.send(CallInfo().done(seq, P.CANCELLED, time.perf_counter(), 0.0, {}))
         return True
     return False
 
@@ -87,6 +89,7 @@ def _serve_threaded(ctx, executor: Executor, groups: dict) -> None:
         if done["exit"] or _skip_if_cancelled(ctx, seq, spec):  # cancelled while it waited for a thread
             return
         ctx.set_thread_task(spec.task_id)
+        info = new_call_info()
         t = time.perf_counter()
         try:
             status, contained = executor.run_call(spec)
@@ -97,7 +100,7 @@ def _serve_threaded(ctx, executor: Executor, groups: dict) -> None:
             exit_on_request(ctx, spec, e)
         finally:
             ctx.set_thread_task(None)
-        ctx.send((P.DONE, seq, status, time.perf_counter() - t, contained))
+        ctx.send(info.done(seq, status, t, time.perf_counter() - t, contained))
         if done["exit"]:
             os.eventfd_write(ctx.own_fd, 1)  # wake the reading thread to exit
 
@@ -149,13 +152,14 @@ async def _serve_async(ctx, executor: Executor, groups: dict, spin: float) -> No
     loop.add_reader(ctx.own_fd, readable)
 
     async def run(seq: int, spec) -> None:
+        info = new_call_info()  # (this asyncio task's own context)
         t = time.perf_counter()
         try:
             async with limits[_group(spec, groups)]:
                 t = time.perf_counter()
                 status, contained = await executor.run_call_async(spec)
         except ActorExit:
-            ctx.send((P.DONE, seq, P.EXITED, time.perf_counter() - t, {}))
+            ctx.send(info.done(seq, P.EXITED, t, time.perf_counter() - t, {}))
             if not stop.done():
                 stop.set_result(None)
             return
@@ -164,7 +168,7 @@ async def _serve_async(ctx, executor: Executor, groups: dict, spin: float) -> No
         except asyncio.CancelledError:  # ray.cancel() of this call: as in Ray, it ends here
             seal_error(ctx.store, return_ids(spec), _cancelled(spec))
             status, contained = P.CANCELLED, {}
-        ctx.send((P.DONE, seq, status, time.perf_counter() - t, contained))
+        ctx.send(info.done(seq, status, t, time.perf_counter() - t, contained))
 
     try:
         while not stop.done():

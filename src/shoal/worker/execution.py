@@ -9,6 +9,7 @@ crash of the process (the driver seals the errors then).
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import linecache
 import os
@@ -119,8 +120,56 @@ def exit_on_request(ctx, spec, e: SystemExit) -> NoReturn:
         os._exit(status)
 
 
+class CallInfo:
+    """What one task or call read and wrote, for the driver's task events
+    (the timeline): argument and result sizes in bytes, and the error it
+    ended with. Set per call in CALL_INFO (a thread or an asyncio task of
+    an actor has its own)."""
+
+    __slots__ = ("arg_bytes", "result_bytes", "error")
+
+    def __init__(self) -> None:
+        self.arg_bytes = 0
+        self.result_bytes = 0
+        self.error: BaseException | None = None
+
+    def done(self, seq: int, status: int, started: float, duration: float, contained: dict) -> tuple:
+        """The DONE message of this call (started: time.perf_counter(), which
+        is CLOCK_MONOTONIC on Linux, the same clock in every process)."""
+        error = None
+        if status == P.FAILED and self.error is not None:
+            error = _error_text(self.error)
+        return (P.DONE, seq, status, duration, contained, (started, self.arg_bytes, self.result_bytes, error))
+
+
+CALL_INFO: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar("shoal_call_info", default=None)
+
+#: The error of a failed task travels to the driver's task events cut to this many characters.
+ERROR_TEXT_CHARS = 8000
+
+
+def _error_text(error: BaseException) -> str:
+    try:
+        text = str(error)
+    except Exception as e:  # a user exception whose __str__ raises
+        text = f"{type(error).__name__} (its text could not be formatted: {e!r})"
+    if len(text) > ERROR_TEXT_CHARS:
+        text = text[:ERROR_TEXT_CHARS // 2] + "\n...\n" + text[-ERROR_TEXT_CHARS // 2:]
+    return text
+
+
+def new_call_info() -> CallInfo:
+    """A fresh CallInfo, current in this thread or asyncio task."""
+    info = CallInfo()
+    CALL_INFO.set(info)
+    return info
+
+
 def seal_error(store, object_ids: list[bytes], error: BaseException) -> None:
     """Seal `error` as each object that is not sealed yet."""
+    info = CALL_INFO.get()
+    if info is not None:
+        info.error = error
     try:
         store.put_error(object_ids, error)
     except exc.ObjectExistsError:  # some were sealed before the error (a generator's items)
@@ -259,7 +308,26 @@ class Executor:
             self.store.raw.get(spec.args_id, 0) if spec.args_id is not None else None)
         if data is None:
             return (), {}
-        return arguments.decode(data, lambda refs: self.ctx.get(refs, None))
+        info = CALL_INFO.get()
+        if info is not None:
+            info.arg_bytes += len(data) if type(data) is bytes else data.nbytes
+        return arguments.decode(data, self._values)
+
+    def _values(self, refs: list) -> list:
+        """The values of a call's top-level ref arguments (their sizes count
+        as the call's argument bytes)."""
+        values = self.ctx.get(refs, None)
+        info = CALL_INFO.get()
+        if info is not None:
+            raw = self.store.raw
+            for ref in refs:
+                try:
+                    buf = raw.get(ref._id, 0)
+                except (exc.ObjectStoreError, exc.ObjectLostError):  # freed meanwhile: size unknown
+                    continue
+                info.arg_bytes += buf.nbytes + len(buf.metadata)
+                buf.release()
+        return values
 
     def _invoke(self, spec, fn: Callable) -> tuple[int, dict]:
         store = self.store
@@ -405,6 +473,9 @@ class Executor:
         it before its process died (the retry keeps that value)."""
         try:
             self.store.put_serialized(rid, s)
+            info = CALL_INFO.get()
+            if info is not None:
+                info.result_bytes += s.size
         except exc.ObjectExistsError:
             if not getattr(spec, "attempt", 0):
                 raise

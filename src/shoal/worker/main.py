@@ -19,7 +19,9 @@ from shoal.scheduler import protocol as P
 from shoal.spill.files import SpillFiles
 from shoal.store import ObjectStore
 from shoal.worker.context import WorkerContext
-from shoal.worker.execution import ActorExit, Executor, _cancelled, exit_on_request, return_ids, seal_error
+from shoal.worker.execution import (
+    ActorExit, CallInfo, Executor, _cancelled, exit_on_request, new_call_info, return_ids, seal_error,
+)
 
 #: Output marker: a line "\0shoal:<name>\n" tells the driver which task
 #: prints the lines that follow (it is never shown).
@@ -79,7 +81,7 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
         if seq in ctx.cancelled:
             ctx.cancelled.discard(seq)
             seal_error(ctx.store, return_ids(spec), _cancelled(spec))
-            ctx.send((P.DONE, seq, P.CANCELLED, 0.0, {}))
+            ctx.send(CallInfo().done(seq, P.CANCELLED, clock(), 0.0, {}))
             continue
         if markers and spec.name != last_name:
             last_name = spec.name
@@ -90,13 +92,14 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
         if ctx.cancel_requested():  # cancelled after it was sent, before it started
             ctx.current_seq = 0
             seal_error(ctx.store, return_ids(spec), _cancelled(spec))
-            ctx.send((P.DONE, seq, P.CANCELLED, 0.0, {}))
+            ctx.send(CallInfo().done(seq, P.CANCELLED, clock(), 0.0, {}))
             continue
+        info = new_call_info()
         t = clock()
         try:
             status, contained = run(spec)
         except ActorExit:  # exit_actor() or __ray_terminate__: this call is done, then exit
-            ctx.send((P.DONE, seq, P.EXITED, clock() - t, {}))
+            ctx.send(info.done(seq, P.EXITED, t, clock() - t, {}))
             return
         except SystemExit as e:  # sys.exit() in the task: the process exits with its code
             exit_on_request(ctx, spec, e)
@@ -108,7 +111,7 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
         if stderr is not None:
             stderr.flush()
         ctx.cancelled.discard(seq)  # a cancel that came too late to matter
-        ctx.send((P.DONE, seq, status, duration, contained))
+        ctx.send(info.done(seq, status, t, duration, contained))
         limit = getattr(spec, "max_calls", 0)
         if limit:
             fid = spec.function_id
@@ -140,6 +143,9 @@ def run(cfg: dict) -> None:
     # prints the Python stack of every thread to the stderr pipe: the driver
     # shows it with the task's prefix and quotes it in the error.
     faulthandler.enable(all_threads=True)
+    # `shoal stack`: SIGUSR2 prints every thread's stack to stderr, where the
+    # driver collects it; registered before READY, the first time the driver may send it.
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     ctx.send((P.READY, os.getpid()))
     if cfg.get("actor"):
         from shoal.worker.actor_loop import serve_actor

@@ -1,0 +1,1 @@
+"""Experimental APIs, as in Ray: tqdm_ray (progress bars from tasks)."""
