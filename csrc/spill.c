@@ -84,6 +84,7 @@ store_status_t store_mark_spilled(store_t *s, const store_object_t *obj, uint64_
         e->npins = 0;
         s->h->c.bytes_pinned -= e->block_size;
         table_set_state(s, i, ENTRY_SPILLED);
+        CRASH_POINT(STORE_CRASH_SPILL_AFTER_STATE);
         arena_free(s, e->block);
         s->h->c.bytes_in_use -= e->block_size;
         e->block_size = 0;

@@ -312,6 +312,7 @@ enum {
     STORE_CRASH_FREE_MID_COALESCE,    /* allocator half way through a merge */
     STORE_CRASH_SEAL_BEFORE_WAKE,     /* sealed, waiters not yet woken */
     STORE_CRASH_PIN_MID_UPDATE,       /* pin bit set, count not yet updated */
+    STORE_CRASH_SPILL_AFTER_STATE,    /* marked spilled, its block not yet freed */
     STORE_CRASH_POINT_COUNT
 };
 void store_debug_set_crash_point(int point);

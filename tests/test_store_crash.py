@@ -66,6 +66,8 @@ def test_killed_at_each_crash_point(store, point):
             store.delete(victim)
         elif "{point}" == "pin_mid_update":
             store.get(victim)
+        elif "{point}".startswith("spill"):
+            store.raw.mark_spilled(store.raw.get(victim, 0), 12345)
         else:
             store.put(np.zeros(100_000))
         say("survived")
@@ -82,6 +84,10 @@ def test_killed_at_each_crash_point(store, point):
     if point.startswith("free"):
         assert not store.contains(victim)
         assert st.bytes_in_use < baseline.bytes_in_use
+    elif point.startswith("spill"):  # it moved out: still visible, its block free
+        assert store.contains(victim) and st.num_spilled == 1
+        assert st.bytes_in_use < baseline.bytes_in_use
+        assert store.raw.delete(victim) == 12345
     else:
         assert store.get(victim)[0] == 99
         assert st.bytes_in_use in (baseline.bytes_in_use, baseline.bytes_in_use + store_block(100_000 * 8))

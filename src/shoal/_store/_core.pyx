@@ -953,4 +953,5 @@ CRASH_POINTS = {
     "free_mid_coalesce": 4,
     "seal_before_wake": 5,
     "pin_mid_update": 6,
+    "spill_after_state": 7,
 }
