@@ -71,6 +71,8 @@ store_status_t store_mark_spilled(store_t *s, const store_object_t *obj, uint64_
         rc = STORE_E_INVALID;
     } else if (e->state == ENTRY_DELETED) {
         rc = STORE_E_NOT_FOUND; /* deleted while we held it: freed at our release */
+    } else if (e->location != STORE_NO_LOCATION && e->location != location) {
+        rc = STORE_E_INVALID; /* a restored object goes back to its own copy on disk */
     } else if (s->local_pins[i] != 1 || e->npins != 1) {
         rc = STORE_E_BUSY; /* another buffer here, or another process, reads it */
     } else {
@@ -122,6 +124,58 @@ store_status_t store_create_spilled(store_t *s, const uint8_t *id, uint64_t data
         table_set_state(s, i, ENTRY_SPILLED);
         table_index_insert(s, i);
         signal_seal_locked(s, id);
+    }
+    seg_unlock(s);
+    return rc;
+}
+
+store_status_t store_restore_commit(store_t *s, const uint8_t *id, const store_object_t *copy,
+                                    store_object_t *out) {
+    CHECK(s);
+    LOCK(s);
+    store_status_t rc = STORE_OK;
+    uint32_t i = table_lookup(s, id), j = copy->index;
+    entry_t *e = i == NONE32 ? 0 : entry_at(s, i);
+    entry_t *c = j < s->h->entry_hwm ? entry_at(s, j) : 0;
+    if (!c || c->generation != copy->generation || c->state != ENTRY_CREATED || c->creator != s->slot ||
+        s->local_pins[j] != 1 || c->npins != 1) {
+        rc = STORE_E_INVALID;
+    } else if (!e || e->state != ENTRY_SPILLED || e->data_size != c->data_size ||
+               e->metadata_size != c->metadata_size) {
+        rc = e ? STORE_E_STATE : STORE_E_NOT_FOUND; /* restored by another reader, or deleted */
+    } else {
+        /* Move the block from the copy's entry to the object's, in an order
+         * where no instant has two entries owning it: the copy's entry goes
+         * first (a crash then frees the block, and the object stays
+         * spilled), then the object takes the block, its state flipping
+         * last (recovery ignores the block fields of a SPILLED entry). */
+        uint64_t block = c->block, size = c->block_size;
+        table_index_remove(s, j);
+        s->local_pins[j] = 0;
+        memset(c->pins, 0, sizeof c->pins);
+        c->npins = 0;
+        s->h->c.bytes_pinned -= size;
+        table_set_state(s, j, ENTRY_FREE);
+        c->flags = 0;
+        c->hnext = s->h->free_entries;
+        s->h->free_entries = j;
+        CRASH_POINT(STORE_CRASH_RESTORE_MID_MOVE);
+        e->block = block;
+        e->block_size = size;
+        block_at(s, block)->entry = i;
+        e->lru_prev = e->lru_next = NONE32;
+        memset(e->pins, 0, sizeof e->pins);
+        e->npins = 0;
+        table_set_state(s, i, ENTRY_SEALED); /* its copy on disk stays: e->location */
+        table_pin(s, i, s->slot);
+        s->local_pins[i] = 1;
+        out->index = i;
+        out->generation = e->generation;
+        out->data = s->data + block + BLOCK_HEADER;
+        out->data_size = e->data_size;
+        out->metadata = out->data + e->data_size;
+        out->metadata_size = e->metadata_size;
+        out->location = e->location;
     }
     seg_unlock(s);
     return rc;
@@ -201,7 +255,7 @@ store_status_t store_list_objects(store_t *s, uint32_t *cursor, store_object_inf
         o->data_size = e->data_size;
         o->metadata_size = e->metadata_size;
         o->block_size = e->state == ENTRY_SPILLED ? 0 : e->block_size;
-        o->location = e->state == ENTRY_SPILLED ? e->location : STORE_NO_LOCATION;
+        o->location = e->location;
         memcpy(o->pins, e->pins, sizeof o->pins);
     }
     *cursor = i < hwm ? i : 0;

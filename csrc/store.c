@@ -33,7 +33,7 @@ static void describe(struct store *s, uint32_t i, store_object_t *out) {
     out->data_size = e->data_size;
     out->metadata = out->data + e->data_size;
     out->metadata_size = e->metadata_size;
-    out->location = STORE_NO_LOCATION;
+    out->location = e->location; /* a restored object's copy on disk, or STORE_NO_LOCATION */
 }
 
 /* A SPILLED object: its sizes and location, no memory. */
@@ -314,17 +314,20 @@ store_status_t store_delete(store_t *s, const uint8_t *id, uint64_t *location_ou
     entry_t *e = i == NONE32 ? 0 : entry_at(s, i);
     if (i == NONE32) {
         rc = STORE_E_NOT_FOUND;
-    } else if (e->state == ENTRY_SPILLED) {
-        if (location_out) *location_out = e->location;
-        table_free_object(s, i);
-    } else if (e->state != ENTRY_SEALED) {
+    } else if (e->state != ENTRY_SEALED && e->state != ENTRY_SPILLED) {
         rc = STORE_E_STATE;
-    } else if (e->npins == 0) {
-        table_free_object(s, i);
-    } else { /* readers still hold it: hide it now, free it at the last release */
-        table_index_remove(s, i);
-        table_lru_remove(s, i);
-        table_set_state(s, i, ENTRY_DELETED);
+    } else {
+        /* Spilled, or restored with its copy still on disk: the caller
+         * disposes of the bytes there. */
+        if (location_out) *location_out = e->location;
+        e->location = STORE_NO_LOCATION;
+        if (e->state == ENTRY_SPILLED || e->npins == 0) {
+            table_free_object(s, i);
+        } else { /* readers still hold it: hide it now, free it at the last release */
+            table_index_remove(s, i);
+            table_lru_remove(s, i);
+            table_set_state(s, i, ENTRY_DELETED);
+        }
     }
     seg_unlock(s);
     return rc;

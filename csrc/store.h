@@ -74,7 +74,7 @@ typedef struct {
     uint64_t data_size;
     uint8_t *metadata;
     uint64_t metadata_size;
-    uint64_t location; /* STORE_SPILLED: where the bytes are; else STORE_NO_LOCATION */
+    uint64_t location; /* where its bytes are on disk (spilled or restored), else STORE_NO_LOCATION */
 } store_object_t;
 
 typedef struct {
@@ -231,11 +231,24 @@ store_status_t store_spill_candidates(store_t *s, uint64_t bytes, size_t max_n, 
                                       uint64_t *sizes_out, size_t *n_out);
 
 /* obj (pinned by this process through store_get, its only pin anywhere) now
- * lives at `location`: it becomes SPILLED and its memory is freed; obj may
- * not be released afterwards. STORE_E_BUSY if any other pin exists (a reader
+ * lives at `location` (a restored object: its own location, where its copy
+ * still is): it becomes SPILLED and its memory is freed; obj may not be
+ * released afterwards. STORE_E_BUSY if any other pin exists (a reader
  * came meanwhile: the object stays), STORE_E_NOT_FOUND if it was deleted
  * meanwhile (it goes at obj's release), STORE_E_INVALID if obj is stale. */
 store_status_t store_mark_spilled(store_t *s, const store_object_t *obj, uint64_t location);
+
+/* Bring a SPILLED object back into the segment: the caller created `copy`
+ * (a CREATED object of the same data and metadata sizes, under an ID of its
+ * own, pinned only by its one buffer here) and filled it from the object's
+ * file. The object takes the copy's block and is SEALED again, keeping its
+ * location (its bytes are on disk too: spilling it again costs no write);
+ * the copy's ID is gone. *out is the object, pinned for the caller as by
+ * store_get; `copy` may not be used afterwards. STORE_E_STATE if another
+ * reader restored it first, STORE_E_NOT_FOUND if it was deleted (abort the
+ * copy in both cases), STORE_E_INVALID if `copy` is not as described. */
+store_status_t store_restore_commit(store_t *s, const uint8_t *id, const store_object_t *copy,
+                                    store_object_t *out);
 
 /* Register an object whose bytes the caller already wrote at `location`
  * (an object that does not fit in the segment): SPILLED and visible at
@@ -313,6 +326,7 @@ enum {
     STORE_CRASH_SEAL_BEFORE_WAKE,     /* sealed, waiters not yet woken */
     STORE_CRASH_PIN_MID_UPDATE,       /* pin bit set, count not yet updated */
     STORE_CRASH_SPILL_AFTER_STATE,    /* marked spilled, its block not yet freed */
+    STORE_CRASH_RESTORE_MID_MOVE,     /* restoring: the copy's entry freed, the object not yet sealed */
     STORE_CRASH_POINT_COUNT
 };
 void store_debug_set_crash_point(int point);

@@ -87,12 +87,24 @@ void table_lru_push(struct store *s, uint32_t i) {
     uint32_t *head, *tail;
     uint64_t *bytes;
     lru_ends(s, e, &head, &tail, &bytes);
-    e->lru_tick = ++s->h->lru_clock;
-    e->lru_next = NONE32;
-    e->lru_prev = *tail;
-    if (*tail != NONE32) entry_at(s, *tail)->lru_next = i;
-    else *head = i;
-    *tail = i;
+    if (e->location != STORE_NO_LOCATION && !(e->flags & ENTRY_EVICTABLE)) {
+        /* A restored object (its bytes are on disk too) is a cache entry:
+         * the first to go, since letting it go costs no write. Tick 0 keeps
+         * the order when recovery sorts the list by tick. */
+        e->lru_tick = 0;
+        e->lru_prev = NONE32;
+        e->lru_next = *head;
+        if (*head != NONE32) entry_at(s, *head)->lru_prev = i;
+        else *tail = i;
+        *head = i;
+    } else {
+        e->lru_tick = ++s->h->lru_clock;
+        e->lru_next = NONE32;
+        e->lru_prev = *tail;
+        if (*tail != NONE32) entry_at(s, *tail)->lru_next = i;
+        else *head = i;
+        *tail = i;
+    }
     e->flags |= ENTRY_IN_LRU;
     *bytes += e->block_size;
 }

@@ -33,7 +33,8 @@ void table_unpin(struct store *s, uint32_t i, int slot);
 void table_free_object(struct store *s, uint32_t i);
 
 /* Put a sealed, unpinned object at the most-recent end of its list (the
- * evictable one, or the spillable one when it is not evictable). */
+ * evictable one, or the spillable one when it is not evictable); a restored
+ * object, whose bytes are on disk too, at the least-recent end instead. */
 void table_lru_push(struct store *s, uint32_t i);
 void table_lru_remove(struct store *s, uint32_t i);
 

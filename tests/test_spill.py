@@ -190,3 +190,38 @@ def test_concurrent_putters_all_fit(spilling):
     for t, pairs in results.items():
         for k, r in pairs:
             assert ray.get(r)[0] == t * 100 + k
+
+
+def test_a_spilled_object_read_back_returns_to_the_store(spilling):
+    """A large spilled object that is read comes back into the store when
+    there is room: then every process reads it there, and spilling it
+    again costs no write (its file stays until it is deleted)."""
+    from shoal.util.memory import memory_objects
+
+    ray = spilling
+    refs = [ray.put(np.full(MiB // 8 * 4, k)) for k in range(12)]  # 48 MiB through 32 MiB
+    settle(ray)
+    where = {o.object_id: o.where for o in memory_objects()}
+    first = next(r for r in refs if where[r.hex()] == "spilled")
+    del refs[refs.index(first) + 1:]  # room again
+    settle(ray)
+    rt = ray.objectref.current()
+    assert ray.get(first)[0] == refs.index(first)
+    assert {o.object_id: o.where for o in memory_objects()}[first.hex()] == "restored"
+
+    @ray.remote
+    def first_item(a):
+        return int(a[0])
+
+    assert ray.get(first_item.remote(first)) == refs.index(first)
+
+    def location():
+        return next(o[7] for o in rt.store.raw.list_objects() if o[0] == first.binary())
+
+    before = location()
+    more = [ray.put(np.full(MiB // 8 * 4, -1)) for _ in range(6)]  # pressure: it goes again
+    settle(ray)
+    assert {o.object_id: o.where for o in memory_objects()}[first.hex()] == "spilled"
+    assert location() == before  # back to the same file: not written again
+    assert ray.get(first)[-1] == refs.index(first)
+    del more

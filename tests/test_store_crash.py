@@ -56,6 +56,11 @@ def test_killed_while_holding_the_lock(store):
 def test_killed_at_each_crash_point(store, point):
     kept = {store.put(np.full(5000, k)): k for k in range(5)}
     victim = store.put(np.full(5000, 99))  # the object the child deletes or reads
+    vbuf = store.raw.get(victim, 0)
+    sizes = (vbuf.nbytes, len(vbuf.metadata))
+    if point.startswith("restore"):  # the child brings it back from a (pretend) file
+        assert store.raw.mark_spilled(vbuf, 4242)
+    del vbuf
     baseline = store.statistics()
     c = child(
         store,
@@ -68,6 +73,10 @@ def test_killed_at_each_crash_point(store, point):
             store.get(victim)
         elif "{point}".startswith("spill"):
             store.raw.mark_spilled(store.raw.get(victim, 0), 12345)
+        elif "{point}".startswith("restore"):
+            from shoal import ids
+            copy = store.raw.create(ids.restore_copy_id(victim), {sizes[0]}, b"P" * {sizes[1]})
+            store.raw.restore_commit(victim, copy)
         else:
             store.put(np.zeros(100_000))
         say("survived")
@@ -88,6 +97,10 @@ def test_killed_at_each_crash_point(store, point):
         assert store.contains(victim) and st.num_spilled == 1
         assert st.bytes_in_use < baseline.bytes_in_use
         assert store.raw.delete(victim) == 12345
+    elif point.startswith("restore"):  # it stays spilled; the copy's block is free again
+        assert store.contains(victim) and st.num_spilled == 1
+        assert st.bytes_in_use == baseline.bytes_in_use
+        assert store.raw.delete(victim) == 4242
     else:
         assert store.get(victim)[0] == 99
         assert st.bytes_in_use in (baseline.bytes_in_use, baseline.bytes_in_use + store_block(100_000 * 8))

@@ -322,11 +322,104 @@ static void test_recovery_keeps_spilled(void) {
     close(fd);
 }
 
+/* Restore spilled object n through a copy created under id 1000 + n. */
+static store_status_t restore(store_t *s, uint64_t n, store_object_t *out) {
+    uint8_t id[STORE_ID_SIZE], cid[STORE_ID_SIZE];
+    store_object_t g, copy;
+    make_id(id, n);
+    make_id(cid, 1000 + n);
+    store_status_t rc = store_get(s, id, 0, &g, NULL);
+    if (rc != STORE_SPILLED) return rc;
+    rc = store_create(s, cid, g.data_size, g.metadata_size, 0, &copy);
+    if (rc != STORE_OK) return rc;
+    if (g.data_size) memset(copy.data, (int)n, g.data_size);
+    memcpy(copy.metadata, "abc", g.metadata_size < 3 ? g.metadata_size : 3);
+    rc = store_restore_commit(s, id, &copy, out);
+    if (rc != STORE_OK) store_abort(s, cid);
+    return rc;
+}
+
+static void test_restore(void) {
+    int fd;
+    store_t *s = open_store(1 << 20, 128, &fd), *other = NULL;
+    EXPECT_RC(store_attach(fd, &other), STORE_OK);
+    uint8_t id[STORE_ID_SIZE];
+    store_object_t o, g;
+    put(s, 1, 5000, 0);
+    EXPECT_RC(spill(s, 1, 77), STORE_OK);
+    store_stats_t st;
+    EXPECT_RC(store_stats(s, &st), STORE_OK);
+    uint64_t in_use = st.bytes_in_use;
+    EXPECT_RC(restore(s, 1, &o), STORE_OK);
+    EXPECT(o.location == 77 && o.data_size == 5000 && o.data[4999] == 1);
+    EXPECT_RC(store_stats(s, &st), STORE_OK);
+    EXPECT(st.num_spilled == 0 && st.num_sealed == 1 && st.num_created == 0 && st.bytes_in_use > in_use);
+    EXPECT(st.bytes_pinned == st.bytes_in_use);
+    make_id(id, 1);
+    EXPECT_RC(store_get(other, id, 0, &g, NULL), STORE_OK); /* every process reads it from memory */
+    EXPECT(g.data[0] == 1 && g.location == 77);
+    EXPECT_RC(store_release(other, &g), STORE_OK);
+    make_id(id, 1001);
+    int in = 1;
+    EXPECT_RC(store_contains(s, id, &in), STORE_OK);
+    EXPECT(in == 0); /* the copy's ID is gone */
+    check_valid(s);
+    EXPECT_RC(store_mark_spilled(s, &o, 78), STORE_E_INVALID); /* it has its own copy on disk */
+    EXPECT_RC(store_mark_spilled(s, &o, 77), STORE_OK);        /* back to it, with no write */
+    EXPECT_RC(store_stats(s, &st), STORE_OK);
+    EXPECT(st.num_spilled == 1 && st.bytes_in_use == in_use);
+    /* Released, a restored object is the first candidate to spill again:
+     * letting it go costs no write. */
+    put(s, 3, 100, 0);
+    EXPECT_RC(restore(s, 1, &o), STORE_OK);
+    EXPECT_RC(store_release(s, &o), STORE_OK);
+    uint8_t ids[4 * STORE_ID_SIZE];
+    uint64_t sizes[4];
+    size_t n = 0;
+    EXPECT_RC(store_spill_candidates(s, UINT64_MAX, 4, ids, sizes, &n), STORE_OK);
+    make_id(id, 1);
+    EXPECT(n == 2 && memcmp(ids, id, STORE_ID_SIZE) == 0);
+    check_valid(s);
+    make_id(id, 3);
+    EXPECT_RC(store_delete(s, id, NULL), STORE_OK);
+    /* A second restorer loses the race; a deleted object cannot be restored. */
+    put(s, 2, 300, 0);
+    EXPECT_RC(spill(s, 2, 99), STORE_OK);
+    uint8_t cid[STORE_ID_SIZE];
+    make_id(cid, 2002); /* (restore() names its copy 1002) */
+    store_object_t copy, copy2;
+    EXPECT_RC(store_create(s, cid, 300, 3, 0, &copy), STORE_OK);
+    EXPECT_RC(restore(other, 2, &g), STORE_OK); /* another process is quicker */
+    make_id(id, 2);
+    EXPECT_RC(store_restore_commit(s, id, &copy, &o), STORE_E_STATE);
+    EXPECT_RC(store_abort(s, cid), STORE_OK);
+    EXPECT_RC(store_release(other, &g), STORE_OK);
+    EXPECT_RC(spill(s, 2, 99), STORE_OK);
+    EXPECT_RC(store_create(s, cid, 300, 3, 0, &copy2), STORE_OK);
+    uint64_t where = 0;
+    EXPECT_RC(store_delete(s, id, &where), STORE_OK);
+    EXPECT(where == 99);
+    EXPECT_RC(store_restore_commit(s, id, &copy2, &o), STORE_E_NOT_FOUND);
+    EXPECT_RC(store_abort(s, cid), STORE_OK);
+    /* Deleting a restored object hands back its copy on disk, even while read. */
+    EXPECT_RC(restore(s, 1, &o), STORE_OK);
+    make_id(id, 1);
+    EXPECT_RC(store_delete(s, id, &where), STORE_OK);
+    EXPECT(where == 77 && o.data[100] == 1); /* the reader's memory stays until released */
+    EXPECT_RC(store_release(s, &o), STORE_OK);
+    EXPECT_RC(store_stats(s, &st), STORE_OK);
+    EXPECT(st.bytes_in_use == 0 && st.num_sealed == 0 && st.num_spilled == 0);
+    check_valid(s);
+    store_detach(other);
+    store_detach(s);
+    close(fd);
+}
+
 static void test_random_with_spills(unsigned seed) {
     int fd;
     store_t *s = open_store(2 << 20, 256, &fd);
     enum { N = 150 };
-    int state[N] = {0}; /* 0 none, 2 sealed, 4 spilled */
+    int state[N] = {0}; /* 0 none, 2 sealed, 4 spilled, 5 restored (sealed, its copy on disk kept) */
     uint8_t id[STORE_ID_SIZE];
     store_object_t o;
     srand(seed);
@@ -350,17 +443,30 @@ static void test_random_with_spills(unsigned seed) {
         } else if (op == 2 && state[k] != 0) {
             uint64_t where;
             EXPECT_RC(store_delete(s, id, &where), STORE_OK);
-            EXPECT(where == (state[k] == 4 ? (uint64_t)k : STORE_NO_LOCATION));
+            EXPECT(where == (state[k] >= 4 ? (uint64_t)k : STORE_NO_LOCATION));
             state[k] = 0;
         } else if (op == 3 && state[k] != 0) {
             store_status_t rc = store_get(s, id, 0, &o, NULL);
             EXPECT(rc == (state[k] == 4 ? STORE_SPILLED : STORE_OK));
+            if (rc == STORE_OK) EXPECT(o.location == (state[k] == 5 ? (uint64_t)k : STORE_NO_LOCATION));
             if (rc == STORE_OK) {
                 EXPECT(o.data_size == 0 || o.data[o.data_size - 1] == (uint8_t)k);
                 EXPECT_RC(store_release(s, &o), STORE_OK);
             }
         } else if (op == 4 && state[k] == 0 && rand() % 4 == 0) {
             EXPECT_RC(store_create_spilled(s, id, 10, 0, (uint64_t)k, 0), STORE_OK);
+            state[k] = 4;
+        } else if (op == 4 && state[k] == 4) {
+            store_status_t rc = restore(s, (uint64_t)k, &o);
+            if (rc == STORE_OK) { /* sealed again, keeping its place on disk */
+                EXPECT(o.location == (uint64_t)k);
+                EXPECT_RC(store_release(s, &o), STORE_OK);
+                state[k] = 5;
+            } else {
+                EXPECT(rc == STORE_E_FULL || rc == STORE_E_TABLE_FULL);
+            }
+        } else if (op == 1 && state[k] == 5) {
+            EXPECT_RC(spill(s, (uint64_t)k, (uint64_t)k), STORE_OK);
             state[k] = 4;
         }
         if (step % 500 == 0) check_valid(s);
@@ -378,6 +484,7 @@ int main(void) {
     test_signals();
     test_listing();
     test_recovery_keeps_spilled();
+    test_restore();
     for (unsigned seed = 1; seed <= 3; seed++) test_random_with_spills(seed);
     return report("spill");
 }

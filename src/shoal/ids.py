@@ -75,6 +75,13 @@ def task_of(object_id: bytes) -> bytes | None:
     return object_id[:TASK_ID_SIZE]
 
 
+def restore_copy_id(object_id: bytes) -> bytes:
+    """The ID under which a spilled object's bytes are brought back into the
+    store before it takes them (the top bit of its index flipped: no task
+    has two billion returns)."""
+    return object_id[:TASK_ID_SIZE] + bytes([object_id[TASK_ID_SIZE] ^ 0x80]) + object_id[TASK_ID_SIZE + 1:]
+
+
 def nil_id() -> bytes:
     """The all-zero ID, which never names an object."""
     return bytes(ID_SIZE)

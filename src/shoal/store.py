@@ -87,7 +87,53 @@ class ObjectStore:
         """Read spilled objects from, and write objects that do not fit to,
         `files` (None: no spilling; a full store raises ObjectStoreFullError)."""
         self._spill = files
-        self._store.set_spill_reader(files.read if files is not None else None)
+        self._store.set_spill_reader(self._read_spilled if files is not None else None)
+
+    def _read_spilled(self, oid: bytes, location: int, data_size: int, metadata_size: int):
+        """get() of a spilled object. A large one comes back into the store
+        when there is room now: every process then reads it there, it costs
+        no memory beyond the store, and spilling it again costs no write
+        (its file stays). Otherwise it is read from its file: mapped
+        (zero copy from the page cache) if large, copied if small."""
+        if data_size + metadata_size >= self._spill.map_bytes:
+            buf = self._restore(oid, location, data_size, metadata_size)
+            if buf is not None:
+                return buf
+        return self._spill.read(oid, location, data_size, metadata_size)
+
+    def _restore(self, oid: bytes, location: int, data_size: int, metadata_size: int) -> ObjectBuffer | None:
+        """`oid` back in the store, pinned; None if one spill round cannot
+        make room for it, or another reader is bringing it back. (Objects
+        read back before are the first to make room: letting them go costs
+        no write.)"""
+        files, raw = self._spill, self._store
+        metadata = bytearray(metadata_size)
+        if metadata_size:
+            files.read_into(location, memoryview(metadata), skip=data_size)
+        copy_id = ids.restore_copy_id(oid)
+        copy = None
+        for attempt in range(2):
+            try:
+                copy = raw.create(copy_id, data_size, bytes(metadata))
+                break
+            except exc.ObjectExistsError:
+                return None
+            except exc.ObjectTooLargeError:
+                return None
+            except exc.StoreFullError:
+                if attempt:
+                    return None
+                done = raw.request_space(data_size + metadata_size + 64)
+                woken, exhausted = raw.wait_space(done, SPILL_ROUND_WAIT_S)
+                if exhausted or not woken:
+                    return None
+        try:
+            with memoryview(copy) as view:
+                files.read_into(location, view)
+        except BaseException:
+            copy.abort()
+            raise
+        return raw.restore_commit(oid, copy)
 
     @property
     def spill_files(self) -> SpillFiles | None:

@@ -547,6 +547,32 @@ cdef class Store:
         finally:
             self._leave()
 
+    def restore_commit(self, oid, WritableBuffer copy):
+        """Bring spilled object `oid` back: `copy` (created here under an ID
+        of its own, with the object's sizes, filled with its bytes, no
+        views left) becomes the object, sealed again and keeping its copy on
+        disk. Returns a pinned ObjectBuffer of it, or None if another reader
+        restored it first or it was deleted (then `copy` is aborted)."""
+        cdef const uint8_t *idp = id_ptr(oid)
+        cdef lib.store_object_t obj
+        cdef lib.store_status_t rc
+        if copy._store is not self or not copy._held:
+            raise exc.ObjectStateError("restore_commit() takes a live WritableBuffer of this store")
+        copy._refuse_with_views("restore from")
+        self._enter()
+        try:
+            with nogil:
+                rc = lib.store_restore_commit(self._s, idp, &copy._obj, &obj)
+            if rc == lib.STORE_E_STATE or rc == lib.STORE_E_NOT_FOUND:
+                copy.abort()
+                return None
+            check(rc, self, oid)
+            copy._held = False  # its block is the object's now
+            self._leave()
+            return ObjectBuffer._make(self, obj)
+        finally:
+            self._leave()
+
     def create_spilled(self, oid, uint64_t data_size, uint64_t metadata_size, uint64_t location, *,
                        uint8_t tag=0):
         """Publish an object whose bytes the caller wrote at `location`
@@ -797,6 +823,12 @@ cdef class ObjectBuffer:
         return <size_t>self._obj.data
 
     @property
+    def location(self):
+        """Where a copy of its bytes is on disk (an object restored after a
+        spill), or None."""
+        return None if self._obj.location == lib.STORE_NO_LOCATION else self._obj.location
+
+    @property
     def released(self):
         return not self._held
 
@@ -954,4 +986,5 @@ CRASH_POINTS = {
     "seal_before_wake": 5,
     "pin_mid_update": 6,
     "spill_after_state": 7,
+    "restore_mid_move": 8,
 }

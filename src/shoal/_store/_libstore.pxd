@@ -108,6 +108,8 @@ cdef extern from "store.h" nogil:
     store_status_t store_spill_candidates(store_t *s, uint64_t bytes, size_t max_n, uint8_t *ids_out,
                                           uint64_t *sizes_out, size_t *n_out)
     store_status_t store_mark_spilled(store_t *s, const store_object_t *obj, uint64_t location)
+    store_status_t store_restore_commit(store_t *s, const uint8_t *id, const store_object_t *copy,
+                                        store_object_t *out)
     store_status_t store_create_spilled(store_t *s, const uint8_t *id, uint64_t data_size,
                                         uint64_t metadata_size, uint64_t location, uint32_t flags)
     void store_set_spill_watermark(store_t *s, uint64_t bytes)

@@ -103,6 +103,23 @@ class SpillFiles:
         finally:
             os.close(fd)
 
+    def read_into(self, location: int, target: memoryview, skip: int = 0) -> None:
+        """Fill `target` with the bytes of the object at `location` from
+        byte `skip` on: preads, the GIL released meanwhile."""
+        number, offset, fused = decode(location)
+        offset += skip
+        fd = os.open(self.path(number, fused), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            done = 0
+            while done < target.nbytes:
+                n = os.preadv(fd, [target[done:]], offset + done)
+                if n <= 0:
+                    raise exc.ObjectLostError(
+                        f"the file of a spilled object ends after {done} of its {target.nbytes} bytes")
+                done += n
+        finally:
+            os.close(fd)
+
     # -- writing -----------------------------------------------------------------
 
     def new_file(self, number: int, fused: bool, size: int, direct: bool = False) -> tuple[str, int, bool]:

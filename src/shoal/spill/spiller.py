@@ -13,7 +13,8 @@ A create that leaves more than `threshold` of the store in use wakes it too,
 so it spills ahead of need while creators go on. A round fuses small
 objects into one file (100,000 spilled 1 KB objects are a handful of files)
 and gives each large object a file of its own, whose disk space goes as
-soon as the object is deleted. Objects are only spilled while no process
+soon as the object is deleted. An object that was spilled and read back
+into the store still has its file: it goes first, and costs no write. Objects are only spilled while no process
 reads them; a reader that comes during the write keeps the object in
 memory (the store refuses to mark it) and the bytes written are dropped.
 """
@@ -227,9 +228,10 @@ class Spiller:
     def _write(self, chosen: list) -> list[int]:
         """Write the chosen objects out; returns the location of each."""
         raw = self.store.raw
-        small = [k for k, (_, buf, _) in enumerate(chosen) if buf.nbytes < self.fuse_below]
-        large = [k for k, (_, buf, _) in enumerate(chosen) if buf.nbytes >= self.fuse_below]
-        locations = [0] * len(chosen)
+        locations = [buf.location or 0 for _, buf, _ in chosen]  # restored ones: back to their copy
+        todo = [k for k, location in enumerate(locations) if not location]
+        small = [k for k in todo if chosen[k][1].nbytes < self.fuse_below]
+        large = [k for k in todo if chosen[k][1].nbytes >= self.fuse_below]
         runs: list[tuple[int, list, bool]] = []  # (fd, buffers back to back from offset 0, direct)
         made: list[tuple[str, int]] = []
         written = 0

@@ -38,7 +38,8 @@ class ObjectMemory:
     store_bytes: int  #: shared memory it takes (0 once spilled)
     kind: str  #: numpy, arrow, bytes, pickled, error, function (a remote function's or
     #: actor class's definition), raw (made outside the runtime)
-    where: str  #: store, spilled, fallback (written to a file: it never fit), being created
+    where: str  #: store, spilled, fallback (written to a file: it never fit), restored (read
+    #: back into the store after a spill; its file is kept), being created
     references: tuple  #: ((Ray's reference type, holder), ...); empty: nothing holds it (being freed)
     call_site: str | None  #: where the driver made its first ref (recorded only when enabled)
 
@@ -63,10 +64,12 @@ def memory_objects(rt=None) -> list[ObjectMemory]:
     slot_pids = raw.client_pids()
     sites = getattr(rt.refs, "sites", {})
     out = []
-    for oid, state, flags, _npins, data, meta, block, _loc, slots in raw.list_objects():
+    for oid, state, flags, _npins, data, meta, block, location, slots in raw.list_objects():
         where = _WHERE.get(state, state)
         if state == "spilled" and flags & 4:
             where = "fallback"
+        elif state == "sealed" and location is not None:
+            where = "restored"  # back in the store, its file kept
         held = list(refs.get(oid, ()))
         if flags >> 8 == serialization.KIND_DEFINITION:
             held.append(("DEFINITION", "the runtime (remote function and actor class definitions)"))
