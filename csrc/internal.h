@@ -23,6 +23,20 @@ static inline store_status_t handle_check(const struct store *s) {
 store_status_t seg_lock(struct store *s);
 void seg_unlock(struct store *s);
 
+/* In a function returning store_status_t: return early on a bad handle, or
+ * when the lock cannot be taken. */
+#define CHECK(s)                                     \
+    do {                                             \
+        store_status_t check_rc_ = handle_check(s);   \
+        if (check_rc_ != STORE_OK) return check_rc_; \
+    } while (0)
+
+#define LOCK(s)                                    \
+    do {                                           \
+        store_status_t lock_rc_ = seg_lock(s);     \
+        if (lock_rc_ != STORE_OK) return lock_rc_; \
+    } while (0)
+
 /* Rebuild everything derivable from the entries (recover.c). */
 void recover_locked(struct store *s);
 

@@ -222,13 +222,36 @@ wake:
     futex_wake_all(&h->spill_done);
 }
 
+/* Walk an LRU list (the evictable one, or the spillable one): its links,
+ * its order by tick, what it holds and how many; 0 if sound, else writes buf. */
+static int check_list(struct store *s, uint32_t head, uint64_t expected, int evictable, char *buf,
+                      size_t len) {
+    const char *name = evictable ? "evictable" : "spillable";
+    uint64_t n = 0, prev_tick = 0;
+    for (uint32_t i = head, prev = NONE32; i != NONE32; prev = i, i = entry_at(s, i)->lru_next) {
+        entry_t *e = entry_at(s, i);
+        if (++n > expected || e->lru_prev != prev || e->lru_tick < prev_tick ||
+            !!(e->flags & ENTRY_EVICTABLE) != evictable) {
+            snprintf(buf, len, "the %s list is broken at entry %u", name, i);
+            return 1;
+        }
+        prev_tick = e->lru_tick;
+    }
+    if (n != expected) {
+        snprintf(buf, len, "the %s list holds %llu of %llu %s objects", name, (unsigned long long)n,
+                 (unsigned long long)expected, name);
+        return 1;
+    }
+    return 0;
+}
+
 store_status_t store_validate(store_t *s, char *msg, size_t len) {
     store_status_t rc = handle_check(s);
     if (rc != STORE_OK) return rc;
     if ((rc = seg_lock(s)) != STORE_OK) return rc;
     header_t *h = s->h;
     counters_t c = {0};
-    uint64_t live = 0, lru = 0, evictable = 0, spillable = 0, nspill = 0;
+    uint64_t live = 0, evictable = 0, spillable = 0, nspill = 0;
     char buf[200] = "";
     rc = STORE_E_INTERNAL;
     for (uint32_t i = 0; i < h->entry_hwm; i++) {
@@ -281,33 +304,9 @@ store_status_t store_validate(store_t *s, char *msg, size_t len) {
         else if (e->state == ENTRY_SEALED) c.num_sealed++;
         else c.num_deleted_pinned++;
     }
-    uint64_t prev_tick = 0;
-    for (uint32_t i = h->lru_head, prev = NONE32; i != NONE32; prev = i, i = entry_at(s, i)->lru_next) {
-        if (++lru > evictable || entry_at(s, i)->lru_prev != prev || entry_at(s, i)->lru_tick < prev_tick) {
-            snprintf(buf, sizeof buf, "LRU list is broken at entry %u", i);
-            goto out;
-        }
-        prev_tick = entry_at(s, i)->lru_tick;
-    }
-    if (lru != evictable) {
-        snprintf(buf, sizeof buf, "LRU list holds %llu of %llu evictable objects",
-                 (unsigned long long)lru, (unsigned long long)evictable);
+    if (check_list(s, h->lru_head, evictable, 1, buf, sizeof buf) ||
+        check_list(s, h->spill_head, spillable, 0, buf, sizeof buf))
         goto out;
-    }
-    lru = 0, prev_tick = 0;
-    for (uint32_t i = h->spill_head, prev = NONE32; i != NONE32; prev = i, i = entry_at(s, i)->lru_next) {
-        if (++lru > spillable || entry_at(s, i)->lru_prev != prev || entry_at(s, i)->lru_tick < prev_tick ||
-            (entry_at(s, i)->flags & ENTRY_EVICTABLE)) {
-            snprintf(buf, sizeof buf, "spillable list is broken at entry %u", i);
-            goto out;
-        }
-        prev_tick = entry_at(s, i)->lru_tick;
-    }
-    if (lru != spillable) {
-        snprintf(buf, sizeof buf, "spillable list holds %llu of %llu spillable objects",
-                 (unsigned long long)lru, (unsigned long long)spillable);
-        goto out;
-    }
     if (c.bytes_in_use != h->c.bytes_in_use || c.bytes_pinned != h->c.bytes_pinned ||
         c.bytes_evictable != h->c.bytes_evictable || c.num_created != h->c.num_created ||
         c.num_sealed != h->c.num_sealed || c.num_deleted_pinned != h->c.num_deleted_pinned ||

@@ -23,18 +23,6 @@
 #include "internal.h"
 #include "table.h"
 
-#define CHECK(s)                                     \
-    do {                                             \
-        store_status_t check_rc_ = handle_check(s);   \
-        if (check_rc_ != STORE_OK) return check_rc_; \
-    } while (0)
-
-#define LOCK(s)                                    \
-    do {                                           \
-        store_status_t lock_rc_ = seg_lock(s);     \
-        if (lock_rc_ != STORE_OK) return lock_rc_; \
-    } while (0)
-
 void call_spiller_locked(struct store *s) {
     header_t *h = s->h;
     atomic_fetch_add(&h->spill_call, 1);

@@ -13,18 +13,6 @@
 #include "internal.h"
 #include "table.h"
 
-#define CHECK(s)                                   \
-    do {                                           \
-        store_status_t check_rc_ = handle_check(s); \
-        if (check_rc_ != STORE_OK) return check_rc_; \
-    } while (0)
-
-#define LOCK(s)                                 \
-    do {                                        \
-        store_status_t lock_rc_ = seg_lock(s);  \
-        if (lock_rc_ != STORE_OK) return lock_rc_; \
-    } while (0)
-
 static void describe(struct store *s, uint32_t i, store_object_t *out) {
     entry_t *e = entry_at(s, i);
     out->index = i;
