@@ -19,14 +19,17 @@ def total(arrays):
 class Keeper:
     def keep(self, refs):
         self.refs = refs
-        return len(refs)
+
+    def kept(self):
+        return len(self.refs)
 
 
 batches = [ray.put(np.full(2 << 20, k, dtype=np.float64)) for k in range(6)]  # 6 x 16 MiB
 assert ray.get(total.remote(batches)) == sum(k * float(2 << 20) for k in range(6))  # spilled ones too
 big = ray.put(np.zeros(10 << 20))  # 80 MiB: larger than the whole store, written to a file
 keeper = Keeper.remote()
-ray.get(keeper.keep.remote([ray.put(b"x" * 100_000)]))  # an actor holds this one
+keeper.keep.remote([ray.put(b"x" * 100_000)])  # an actor holds this one
+assert ray.get(keeper.kept.remote()) == 1
 box = ray.put({"inner": ray.put(np.arange(1000))})  # a ref inside a stored object
 view = ray.get(batches[-1])  # a live array pins its object in memory
 print(ray.util.memory_summary())
