@@ -12,17 +12,25 @@ Baselines:
   mp.shm        multiprocessing.shared_memory: create+write a segment of that
                 size, and attach+map an existing one (the stdlib way)
   ray           ray.put / ray.get of the same array, when Ray is importable
+  plasma        Plasma (pyarrow 11.0's plasma_store), given --plasma-python
+  vineyard      vineyard (vineyardd), given --vineyard-python
+                (create+seal, get and put of raw bytes in each, each store in
+                its own interpreter and process, --rounds times; see
+                bench/anchors/README.md for making those interpreters)
 
 Usage: python bench/bench_store.py [--quick] [--json PATH] [--no-ray]
+           [--plasma-python PATH] [--vineyard-python PATH] [--rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import mmap
 import os
 import statistics
+import subprocess
 import sys
 import time
 from multiprocessing import shared_memory
@@ -192,11 +200,30 @@ def bench_ray(sizes: list[int], quick: bool) -> dict:
     return out
 
 
+def bench_anchor(script: str, python: str, sizes: list[int], quick: bool, rounds: int) -> dict:
+    """Run bench/anchors/<script> under `python` `rounds` times (its own
+    process each time); per size and figure, the median over the rounds."""
+    path = Path(__file__).resolve().parent / "anchors" / script
+    runs = []
+    for _ in range(rounds):
+        done = subprocess.run([python, str(path), ",".join(map(str, sizes)), "quick" if quick else "full"],
+                              capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            print(f"{script} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+            return {}
+        runs.append({int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()})
+    return {size: {key: statistics.median(r[size][key] for r in runs) for key in runs[0][size]}
+            for size in runs[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes and few iterations (smoke test)")
     ap.add_argument("--json", help="where to write the JSON results")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray baseline")
+    ap.add_argument("--plasma-python", help="an interpreter with pyarrow 11.0 (plasma) and numpy < 2")
+    ap.add_argument("--vineyard-python", help="an interpreter with vineyard")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each anchor (median taken)")
     args = ap.parse_args()
     sizes = QUICK_SIZES if args.quick else SIZES
     rows, records = [], {}
@@ -216,8 +243,13 @@ def main() -> None:
             del src
             gc.collect()
     ray = {} if args.no_ray else bench_ray(sizes, args.quick)
+    rounds = 1 if args.quick else args.rounds
+    plasma = bench_anchor("plasma_bench.py", args.plasma_python, sizes, args.quick, rounds) if args.plasma_python else {}
+    vine = (bench_anchor("vineyard_bench.py", args.vineyard_python, sizes, args.quick, rounds)
+            if args.vineyard_python else {})
     for size, rec in records.items():
         r = ray.get(size, {})
+        p, v = plasma.get(size, {}), vine.get(size, {})
         rows.append(
             {
                 "size": h.human_size(size),
@@ -236,6 +268,12 @@ def main() -> None:
                 "ray_put": r.get("put_gbps") if size >= 1 << 20 else (r.get("put") or {}).get("median_us"),
                 "ray_cold": r.get("put_first_gbps"),
                 "ray_get": (r.get("get") or {}).get("median_us"),
+                "pl_cs": p.get("create_seal_us"),
+                "pl_get": p.get("get_us"),
+                "pl_put": p.get("put_gbps"),
+                "vy_cs": v.get("create_seal_us"),
+                "vy_get": v.get("get_us"),
+                "vy_put": v.get("put_gbps"),
             }
         )
     print("shoal object store (latencies in us, rates in GB/s)")
@@ -262,7 +300,13 @@ def main() -> None:
             ],
         )
     )
-    path = h.save("bench_store", {"results": records, "ray": ray}, args.json)
+    if plasma or vine:
+        print("\nThe anchors, same sizes (latencies in us, rates in GB/s; medians of their rounds)")
+        print(h.table(rows, [("size", "size"), ("cs50", "shoal create+seal"), ("pl_cs", "plasma"),
+                             ("vy_cs", "vineyard"), ("get50", "shoal get"), ("pl_get", "plasma"),
+                             ("vy_get", "vineyard"), ("warm", "shoal put GB/s"), ("pl_put", "plasma"),
+                             ("vy_put", "vineyard")]))
+    path = h.save("bench_store", {"results": records, "ray": ray, "plasma": plasma, "vineyard": vine}, args.json)
     print(f"\nJSON: {path}")
 
 
