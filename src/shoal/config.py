@@ -4,9 +4,7 @@ here and nowhere else (stdlib only)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import tempfile
 
 #: Share of the machine's memory the object store takes by default (Ray: 30%).
 DEFAULT_STORE_FRACTION = 0.3
@@ -139,6 +137,8 @@ def spill_config(directory=_UNSET, system_config: dict | None = None) -> SpillCo
         elif "SHOAL_OBJECT_SPILLING_DIRECTORY" in env:
             directory = env["SHOAL_OBJECT_SPILLING_DIRECTORY"] or None
         else:
+            import tempfile
+
             directory = tempfile.gettempdir()
     if directory is None:
         return SpillConfig()
@@ -163,6 +163,8 @@ def spill_config(directory=_UNSET, system_config: dict | None = None) -> SpillCo
 
 def _directories_of(raw) -> list[str]:
     """The directories of Ray's object_spilling_config (a JSON string or dict)."""
+    import json
+
     try:
         spec = json.loads(raw) if isinstance(raw, str) else dict(raw)
     except (TypeError, ValueError) as e:

@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import tempfile
 
 from shoal.spill.files import folder_name
 
@@ -52,6 +51,8 @@ class SpillFolders:
 
 
 def _make_folder(directory: str, session: str) -> tuple[str, int]:
+    import tempfile
+
     os.makedirs(directory, mode=0o700, exist_ok=True)
     remove_dead(directory)
     tmp = tempfile.mkdtemp(prefix=".shoal-spill-new-", dir=directory)  # mode 0700

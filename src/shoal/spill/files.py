@@ -30,7 +30,7 @@ import errno
 import os
 
 from shoal import exceptions as exc
-from shoal._store._files import DIRECT_ALIGN, FileBuffer, write_buffers
+from shoal._store._files import FileBuffer, write_buffers
 
 FILE_SHIFT = 40
 FUSED_BIT = 1 << 39

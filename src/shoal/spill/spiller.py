@@ -21,7 +21,6 @@ memory (the store refuses to mark it) and the bytes written are dropped.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import mmap
 import os
@@ -84,7 +83,7 @@ class Spiller:
         self._lock = threading.Lock()
         self._closed = False
         self._reported = False  # a failure's traceback was printed once
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool = None  # a concurrent.futures.ThreadPoolExecutor, made at the first round that needs it
         self._scratch = threading.local()
         self._thread = threading.Thread(target=self._run, name="shoal-spill", daemon=True)
         files.on_fused_deleted = self._fused_deleted
@@ -306,6 +305,8 @@ class Spiller:
                 for piece in pieces:
                     self._write_piece(*piece)
                 return
+            import concurrent.futures  # (only once a round writes from several threads)
+
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(self.io_threads,
                                                                    thread_name_prefix="shoal-spill-io")
