@@ -224,4 +224,6 @@ def runtime_dir() -> str:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg):
         return os.path.join(xdg, "shoal")
+    import tempfile
+
     return os.path.join(tempfile.gettempdir(), f"shoal-{os.getuid()}")

@@ -129,16 +129,16 @@ class Runtime(Context):
             raise
         store.describe_holders = self.describe_holders
         self._lock = threading.Lock()
-        self.control = self._start_control() if config.control_endpoint else None
-        self.shell.output.progress = _progress_line
-        self.shell.output.writer = _write_above_bars
-        self.dashboard = None
-        if dashboard is not None:
-            try:
+        self.control = self.dashboard = None
+        try:  # (a failure from here on must not leave the processes started above)
+            self.control = self._start_control() if config.control_endpoint else None
+            self.shell.output.progress = _progress_line
+            self.shell.output.writer = _write_above_bars
+            if dashboard is not None:
                 self.dashboard = self._start_dashboard(*dashboard)
-            except BaseException:
-                self.close()
-                raise
+        except BaseException:
+            self.close()
+            raise
 
     def _start_dashboard(self, host: str, port: int):
         """The live page (init(include_dashboard=True)), answered in this process."""
