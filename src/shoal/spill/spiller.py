@@ -41,6 +41,10 @@ CHUNK = 8 << 20
 _PAD = bytes(4096)
 
 
+class _Stopped(Exception):
+    """The runtime is shutting down: the round in progress stops."""
+
+
 @dataclasses.dataclass
 class SpillStats:
     """What the spiller did since the runtime started (bytes, seconds)."""
@@ -174,6 +178,8 @@ class Spiller:
             placed = self._write(chosen)
         except OSError as e:  # a full disk, say: every object stays in memory
             self.stats.last_error = f"writing {len(chosen)} objects to {self.files.folders[0]}: {e}"
+        except _Stopped:
+            pass
         except BaseException as e:
             self.stats.last_error = f"{type(e).__name__}: {e}"
             raise
@@ -322,6 +328,8 @@ class Spiller:
                     v.release()
 
     def _write_piece(self, fd: int, offset: int, views: list, direct: bool) -> None:
+        if self._closed:  # shutting down: the round stops here, its objects stay in memory
+            raise _Stopped()
         scratch = getattr(self._scratch, "buffer", None)
         if scratch is None:  # one bounce buffer per I/O thread, kept: its pages stay warm
             scratch = self._scratch.buffer = mmap.mmap(-1, SCRATCH_BYTES)
