@@ -243,8 +243,8 @@ class Scheduler:
         this machine has 2 CPU in total"); None if it can."""
         if self._fits_ever(shape):
             return None
-        return (f"needs {self._describe(shape)} but this machine has "
-                f"{self._describe(tuple(sorted(self.total.items())))} in total")
+        have = tuple((k, self.total.get(k, 0)) for k, _ in shape)  # of what it asks for, zeros too
+        return f"needs {self._describe(shape)} but this machine has {self._describe(have)} in total"
 
     # -- events --------------------------------------------------------------
 
