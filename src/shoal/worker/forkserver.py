@@ -37,19 +37,24 @@ recv = protocol.recv_with_fds
 
 
 class ForkServer:
-    def __init__(self, sock: socket.socket, store_fd: int):
+    def __init__(self, sock: socket.socket, store_fd: int, signalled: int = -1):
         self.sock = sock
         self.store_fd = store_fd
+        self.signalled = signalled  # readable once a signal came (the driver's death: SIGTERM)
         self.pid = os.getpid()
         self.sel = selectors.DefaultSelector()
         self.sel.register(sock, selectors.EVENT_READ)
+        if signalled >= 0:
+            self.sel.register(signalled, selectors.EVENT_READ)
         self.children: dict[int, tuple[int, int]] = {}  # pidfd -> (wid, pid)
 
     def serve(self) -> bool:
         """Serve until the driver goes; True if it said goodbye first (a
-        shutdown), False if its socket just closed (it died)."""
+        shutdown), False if its socket just closed or SIGTERM came (it died)."""
         while True:
             for key, _ in self.sel.select():
+                if key.fd == self.signalled:
+                    return False
                 if key.fileobj is self.sock:
                     msg, fds = recv(self.sock)
                     if msg is None:
@@ -82,6 +87,9 @@ class ForkServer:
         if pid == 0:
             code = 1
             try:
+                wake = signal.set_wakeup_fd(-1)  # (signals here are the worker's own)
+                if wake >= 0:
+                    os.close(wake)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
@@ -116,6 +124,8 @@ class ForkServer:
 
     def _forget_in_child(self) -> None:
         """In a new worker: drop the server's descriptors."""
+        if self.signalled >= 0:
+            os.close(self.signalled)
         for pidfd in self.children:
             os.close(pidfd)
         self.sel.close()
@@ -147,14 +157,6 @@ class ForkServer:
         self.children.clear()
 
 
-class DriverDied(BaseException):
-    """Raised in the serving loop by the SIGTERM that the driver's death sends."""
-
-
-def _driver_died(signum, frame) -> None:
-    raise DriverDied()
-
-
 def main() -> None:
     sock_fd, store_fd = int(sys.argv[1]), int(sys.argv[2])
     remove = [a.split("=", 1)[1] for a in sys.argv[3:] if a.startswith("--remove-on-driver-death=")]
@@ -164,11 +166,16 @@ def main() -> None:
     # Forked workers still inherit both.
     os.set_inheritable(store_fd, False)
     os.set_inheritable(sock_fd, False)
-    signal.signal(signal.SIGTERM, _driver_died)
+    # The driver's death sends SIGTERM (PR_SET_PDEATHSIG). Its handler does
+    # nothing but make the serving loop's selector see a byte on a pipe: no
+    # exception can then land in the middle of the clean-up.
+    signalled, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    signal.set_wakeup_fd(wake)
     set_parent_death_signal(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     sock = socket.socket(fileno=sock_fd)
-    server = ForkServer(sock, store_fd)
+    server = ForkServer(sock, store_fd, signalled)
     died = True
     try:
         # Import what every worker needs once, here, so that forks start warm.
@@ -181,10 +188,9 @@ def main() -> None:
                 pass
         send(sock, ("ready", os.getpid()))
         died = not server.serve()
-    except (BrokenPipeError, ConnectionResetError, DriverDied):
+    except (BrokenPipeError, ConnectionResetError):
         pass  # the driver went away before or while we served it
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # clean up without interruption
         server.shutdown()
         if died:
             for path in remove:
