@@ -89,6 +89,58 @@ def test_actor_pool_get_next_ignoring_a_timeout_drops_that_submission(ray):
     ray.get(gate.open.remote(), timeout=30)
 
 
+def test_actor_pool_leaves_out_an_actor_that_died_and_keeps_one_whose_call_raised(ray):
+    @ray.remote(num_cpus=0)
+    class Member:
+        def __init__(self, fate):
+            self.fate = fate
+
+        def run(self, x):
+            if self.fate == "exits":
+                ray.actor.exit_actor()
+            if self.fate == "raises" and x == 1:
+                raise ValueError("this call fails, the actor lives on")
+            return x
+
+    survivor = Member.remote("raises")
+    pool = ActorPool([survivor, Member.remote("exits")])  # the one that exits is taken first
+    outcomes = []
+    for x in range(4):
+        pool.submit(lambda a, v: a.run.remote(v), x)
+        try:
+            outcomes.append(pool.get_next_unordered())
+        except exc.ActorDiedError:
+            outcomes.append("died")
+        except ValueError:
+            outcomes.append("raised")
+    # Without leaving out the dead actor, it would take and fail every submission.
+    assert outcomes == ["died", "raised", 2, 3]
+    assert pool._idle_actors == [survivor]
+
+
+def test_actor_pool_fetches_results_through_shoal_get(ray, monkeypatch):
+    import shoal
+
+    @ray.remote(num_cpus=0)
+    class One:
+        def run(self):
+            return 1
+
+    member = One.remote()
+    pool = ActorPool([member])
+    pool.submit(lambda a, _: a.run.remote(), None)
+
+    def unavailable(refs, **kwargs):
+        raise exc.ActorUnavailableError("restarting, try again", None)
+
+    # Code that wraps or patches shoal.get sees the pool's gets, as with ray.get
+    # in Ray; an actor that is only unavailable stays in the pool.
+    monkeypatch.setattr(shoal, "get", unavailable)
+    with pytest.raises(exc.ActorUnavailableError):
+        pool.get_next()
+    assert pool._idle_actors == [member]
+
+
 # -- Queue -------------------------------------------------------------------
 
 
