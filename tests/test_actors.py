@@ -447,6 +447,46 @@ def test_many_actors_on_two_cpus(ray):
     assert ray.available_resources().get("CPU", 0) == 1
 
 
+def test_an_actor_being_built_leaves_its_cpu_to_tasks():
+    # As in Ray: a default actor needs a free CPU to start but holds none,
+    # even while its __init__ runs.
+    shoal.init(num_cpus=1)
+    try:
+
+        @shoal.remote(num_cpus=0)
+        class Gate:
+            def __init__(self):
+                self.event = asyncio.Event()
+
+            async def wait(self):
+                await self.event.wait()
+
+            async def open(self):
+                self.event.set()
+
+        @shoal.remote
+        class SlowToBuild:
+            def __init__(self, gate):
+                shoal.get(gate[0])
+
+            def ping(self):
+                return "pong"
+
+        @shoal.remote
+        def task():
+            return "ran"
+
+        gate = Gate.remote()
+        actors = [SlowToBuild.remote([gate.wait.remote()]) for _ in range(2)]
+        assert shoal.get(task.remote(), timeout=30) == "ran"  # while both are being built
+        # (the task's result is sealed a moment before the driver hears it ended)
+        wait_until(lambda: shoal.available_resources().get("CPU") == 1, 30, "the CPU back")
+        shoal.get(gate.open.remote(), timeout=30)
+        assert shoal.get([a.ping.remote() for a in actors], timeout=30) == ["pong", "pong"]
+    finally:
+        shoal.shutdown()
+
+
 def test_direct_calls_and_unknown_methods(ray):
     Counter = make_counter(ray)
     with pytest.raises(TypeError, match="Counter.remote"):

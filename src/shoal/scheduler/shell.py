@@ -371,8 +371,6 @@ class Shell(ActorCalls):
             if actor is not None:
                 error = msg[1]
                 self._execute(self.actors.constructed(actor, error))
-                if error is None:
-                    self._execute(self.sched.actor_constructed(actor.actor_id))
         elif kind == P.CREATE_ACTOR:
             _, actor, deps, held, reply = msg
             try:
