@@ -178,6 +178,20 @@ def test_queue_async_methods_refuse_a_negative_timeout(ray):
     q.shutdown()
 
 
+def test_queue_batches_check_their_arguments_as_ray_does(ray):
+    q = Queue(3)
+    with pytest.raises(TypeError, match="iterable"):
+        q.put_nowait_batch(42)
+    q.put_nowait_batch(x * x for x in range(3))  # any iterable, a generator too
+    with pytest.raises(TypeError, match="int"):
+        q.get_nowait_batch("2")
+    with pytest.raises(ValueError, match=">= 0"):
+        q.get_nowait_batch(-1)
+    assert q.get_nowait_batch(0) == []
+    assert q.get_nowait_batch(3) == [0, 1, 4]
+    q.shutdown()
+
+
 # -- asyncio edges and ObjectRef ---------------------------------------------------
 
 
