@@ -322,3 +322,17 @@ def test_num_returns_dynamic_gives_a_ref_to_a_generator_of_refs(ray):
             yield "b"
 
     assert ray.get(list(ray.get(Source.remote().items.remote(), timeout=30)), timeout=30) == ["a", "b"]
+
+
+def test_resources_can_be_read_from_tasks_and_actors(ray):
+    @ray.remote
+    def inside():
+        return ray.cluster_resources()["CPU"], ray.available_resources().get("CPU", 0)
+
+    @ray.remote(num_cpus=0)
+    class Reader:
+        def read(self):
+            return ray.cluster_resources()["CPU"]
+
+    assert ray.get(inside.remote(), timeout=30) == (2, 1)  # the task holds the other CPU
+    assert ray.get(Reader.remote().read.remote(), timeout=30) == 2

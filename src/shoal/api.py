@@ -385,19 +385,14 @@ def get_runtime_context() -> RuntimeContext:
 
 
 def cluster_resources() -> dict:
-    """Total logical resources of the runtime."""
-    ctx = _ctx()
-    if not hasattr(ctx, "cluster_resources"):
-        raise exc.RaySystemError("cluster_resources() is only available in the driver")
-    return ctx.cluster_resources()
+    """Total logical resources of the runtime (from a task or actor too)."""
+    return _ctx().cluster_resources()
 
 
 def available_resources() -> dict:
-    """Logical resources not held by running tasks now."""
-    ctx = _ctx()
-    if not hasattr(ctx, "available_resources"):
-        raise exc.RaySystemError("available_resources() is only available in the driver")
-    return ctx.available_resources()
+    """Logical resources not held by running tasks now (from a task or
+    actor too: the driver answers)."""
+    return _ctx().available_resources()
 
 
 def nodes() -> list[dict]:

@@ -41,6 +41,8 @@ pickled) and DONE for each call. From any worker or actor:
   (CALL_ACTOR, actor_id, CallSpec, deps, held)
   (GET_ACTOR, name, namespace, reply_id)   the answer is sealed in the store
   (KILL_ACTOR, actor_id, no_restart)       under reply_id
+  (RESOURCES, reply_id)                    (total, available) resources, sealed
+                                           under reply_id
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from typing import Any, NamedTuple
 TASK, CANCEL, EXIT, REVOKE = 1, 2, 3, 4
 READY, DONE, SUBMIT, PUT, REFS, BLOCKED, UNBLOCKED, EXITING = 10, 11, 12, 13, 14, 15, 16, 17
 ACTOR_INIT, CONSTRUCTED, CREATE_ACTOR, CALL_ACTOR, GET_ACTOR, KILL_ACTOR = 20, 21, 22, 23, 24, 25
+RESOURCES = 26
 
 OK, FAILED, RETRY, CANCELLED, EXITED = 0, 1, 2, 3, 4
 

@@ -327,6 +327,17 @@ class Shell(ActorCalls):
                 if self.refs.candidates:
                     self._collect()
 
+    def resources(self) -> tuple[dict, dict]:
+        """(total, available) resources as cluster_resources() and
+        available_resources() report them; memory amounts are totals."""
+        with self.lock:
+            total = self.sched.total_resources()
+            available = self.sched.available_resources()
+        total["object_store_memory"] = float(self.store.statistics().capacity_bytes)
+        for key in ("memory", "object_store_memory"):
+            available[key] = total[key]
+        return total, available
+
     # -- messages from workers ---------------------------------------------------------
 
     def _handle(self, h: WorkerHandle, data: bytes) -> None:
@@ -386,6 +397,8 @@ class Shell(ActorCalls):
             _, name, namespace, reply = msg
             actor = self.actors.named(name, namespace)
             self.store.put((actor.actor_id, actor.info) if actor is not None else None, reply)
+        elif kind == P.RESOURCES:
+            self.store.put(self.resources(), msg[1])
         elif kind == P.KILL_ACTOR:
             actor = self.actors.actors.get(msg[1])
             if actor is not None:

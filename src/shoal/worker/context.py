@@ -312,6 +312,14 @@ class WorkerContext(Context):
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
         self.send((P.KILL_ACTOR, actor_id, no_restart))
 
+    # Resources (the driver's scheduler keeps them) ------------------------------------
+
+    def cluster_resources(self) -> dict:
+        return self._ask((P.RESOURCES,))[0]
+
+    def available_resources(self) -> dict:
+        return self._ask((P.RESOURCES,))[1]
+
 
 class _UserCode:
     """WorkerContext.user_code(): interrupts may land while user code runs."""
