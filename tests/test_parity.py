@@ -4,8 +4,10 @@ edges, ObjectRef's extra methods, generators with a fixed num_returns."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
+import psutil
 import pytest
 
 from shoal import exceptions as exc
@@ -336,3 +338,80 @@ def test_resources_can_be_read_from_tasks_and_actors(ray):
 
     assert ray.get(inside.remote(), timeout=30) == (2, 1)  # the task holds the other CPU
     assert ray.get(Reader.remote().read.remote(), timeout=30) == 2
+
+
+# -- actor classes -----------------------------------------------------------------
+
+
+class _Base:
+    LIMIT = 3
+
+    @staticmethod
+    def double(x):
+        return 2 * x
+
+
+def test_an_actor_class_reads_its_class_attributes(ray):
+    @ray.remote
+    class Sized(_Base):
+        @classmethod
+        def limit(cls):
+            return cls.LIMIT
+
+        def check(self):
+            # A method naming its class gets the actor class, as in Ray.
+            return Sized.LIMIT, Sized.double(4), Sized.limit()
+
+    assert (Sized.LIMIT, Sized.double(1)) == (3, 2)
+    assert ray.get(Sized.remote().check.remote(), timeout=30) == (3, 8, 3)
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        Sized.missing
+
+
+def test_actor_classes_refuse_subclassing_and_empty_remote_parentheses(ray):
+    @ray.remote
+    class Plain:
+        pass
+
+    with pytest.raises(TypeError, match="Inheriting from actor classes is not currently supported"):
+
+        class Derived(Plain):
+            pass
+
+    with pytest.raises(TypeError, match="without parentheses"):
+        ray.remote()
+
+
+def test_atexit_handlers_of_an_actor_run_when_it_ends_on_purpose(ray, tmp_path):
+    @ray.remote
+    class Registers:
+        def __init__(self, path):
+            import atexit
+
+            atexit.register(lambda: open(path, "w").write("ran"))
+
+        def ready(self):
+            return True
+
+        def leave(self):
+            ray.actor.exit_actor()
+
+    def gone_with_handler(how):
+        path = tmp_path / how
+        a = Registers.remote(str(path))
+        assert ray.get(a.ready.remote(), timeout=30)
+        ref = a.__ray_terminate__.remote() if how == "terminate" else a.leave.remote()
+        ray.wait([ref], timeout=30)
+        wait_until(path.exists, 30, f"the handler of an actor ended by {how}")
+
+    gone_with_handler("terminate")
+    gone_with_handler("exit_actor")
+    # Killed: nothing runs (as with SIGKILL).
+    killed = tmp_path / "killed"
+    a = Registers.remote(str(killed))
+    assert ray.get(a.ready.remote(), timeout=30)
+    pid = ray.get(a.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+    ray.kill(a)
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+               30, "the killed actor gone")
+    assert not killed.exists()

@@ -270,6 +270,9 @@ def remote(*args: Any, **kwargs: Any) -> Any:
         return _make_remote(args[0], {})
     if args:
         raise TypeError("remote() takes a function or class, or only keyword options")
+    if not kwargs:  # @remote(): as in Ray, either no parentheses or some options
+        raise TypeError("@remote() needs options, e.g. @remote(num_cpus=2); without any, "
+                        "write @remote without parentheses")
     return lambda fn: _make_remote(fn, kwargs)
 
 
