@@ -487,6 +487,39 @@ def test_an_actor_being_built_leaves_its_cpu_to_tasks():
         shoal.shutdown()
 
 
+def test_a_call_waiting_for_its_argument_holds_up_only_its_callers_calls(ray):
+    # As in Ray: calls from one caller keep their order, but one that waits
+    # for an argument does not hold up another caller's calls.
+    @ray.remote(num_cpus=0)
+    class Gate:
+        def __init__(self):
+            self.event = asyncio.Event()
+
+        async def wait(self):
+            await self.event.wait()
+            return "slow"
+
+        async def open(self):
+            self.event.set()
+
+    @ray.remote
+    class Echo:
+        def echo(self, x):
+            return x
+
+    @ray.remote
+    def call_from_a_task(actor):
+        return ray.get(actor.echo.remote("from a task"))
+
+    gate, echo = Gate.remote(), Echo.remote()
+    held = echo.echo.remote(gate.wait.remote())
+    behind = echo.echo.remote("after it")  # the driver's next call keeps its place
+    assert ray.get(call_from_a_task.remote(echo), timeout=30) == "from a task"
+    assert ray.wait([held, behind], timeout=0.5, num_returns=2)[0] == []
+    ray.get(gate.open.remote(), timeout=30)
+    assert ray.get([held, behind], timeout=30) == ["slow", "after it"]
+
+
 def test_direct_calls_and_unknown_methods(ray):
     Counter = make_counter(ray)
     with pytest.raises(TypeError, match="Counter.remote"):

@@ -48,7 +48,7 @@ class ActorCalls:
                 if full is not None:
                     raise full
             self._apply_driver_refs()
-            self._call_actor(actor_id, spec, held)
+            self._call_actor(actor_id, spec, held, deps)
 
     def _find_actor(self, actor_id: bytes) -> A.Actor | None:
         actor = self.actors.actors.get(actor_id)
@@ -59,12 +59,14 @@ class ActorCalls:
             actor = self.actors.actors.get(actor_id)
         return actor
 
-    def _call_actor(self, actor_id: bytes, spec, held: list) -> None:
+    def _call_actor(self, actor_id: bytes, spec, held: list, deps: list = (), caller: int = 0) -> None:
+        """A call from process `caller` (0: the driver) with arguments `deps`
+        (refs at the top level): it goes to the actor once they are sealed."""
         actor = self._find_actor(actor_id)
         if actor is None and self._reading:
             # Inside a pass over the rings: the actor's creation may be in a
             # ring not read yet in this pass; retry at the end of the pass.
-            self._orphans.append((actor_id, spec, held))
+            self._orphans.append((actor_id, spec, held, deps, caller))
             return
         if actor is None:
             self.store.put_error(P.return_ids(spec), exc.ActorDiedError(
@@ -76,7 +78,11 @@ class ActorCalls:
         if held:
             self.refs.hold_for_task(seq, held)
             self.shared.update(held)
-        self._execute(self.actors.call(actor, A.Call(seq, spec)))
+        unsealed = []
+        if deps:
+            mask = self.store.raw.sealed_mask(deps)
+            unsealed = [d for d, ok in zip(deps, mask) if not ok]
+        self._execute(self.actors.call(actor, A.Call(seq, spec), caller, unsealed))
 
     def named_actor(self, name: str, namespace: str) -> A.Actor | None:
         with self.lock:

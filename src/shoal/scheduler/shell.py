@@ -262,8 +262,8 @@ class Shell(ActorCalls):
             self._reading = False
         if self._orphans:
             orphans, self._orphans = self._orphans, []
-            for actor_id, spec, held in orphans:
-                self._call_actor(actor_id, spec, held)
+            for actor_id, spec, held, deps, caller in orphans:
+                self._call_actor(actor_id, spec, held, deps, caller)
         return got
 
     # -- submission ----------------------------------------------------------------
@@ -309,6 +309,7 @@ class Shell(ActorCalls):
             if call is not None:
                 self._execute([A.FailCalls(actor, [call], exc.TaskCancelledError(
                     f"actor task {call.spec.name} was cancelled before it ran"))])
+                self._execute(self.actors.release_held(actor))
             elif actor.wid in self.workers:  # sent: dropped there if it has not started
                 self.workers[actor.wid].send(P.encode((P.CANCEL, seq, False)))
 
@@ -392,7 +393,7 @@ class Shell(ActorCalls):
             if reply is not None:
                 self.store.put(answer, reply)
         elif kind == P.CALL_ACTOR:
-            self._call_actor(msg[1], msg[2], msg[4])
+            self._call_actor(msg[1], msg[2], msg[4], msg[3], wid)
         elif kind == P.GET_ACTOR:
             _, name, namespace, reply = msg
             actor = self.actors.named(name, namespace)
@@ -455,6 +456,7 @@ class Shell(ActorCalls):
         self.by_task_id.pop(spec.task_id, None)
         for rid in P.return_ids(spec):
             self._execute(self.sched.object_sealed(rid))
+            self._execute(self.actors.object_sealed(rid))
             if rid in self.drop_when_sealed:
                 self.drop_when_sealed.discard(rid)
                 self._delete(rid)
