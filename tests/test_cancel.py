@@ -82,3 +82,45 @@ def test_cancelling_a_parent_cancels_its_children_and_frees_their_cpus():
         assert ray.get(needs_all.remote(), timeout=60) == "ran"  # the child's CPU is free
     finally:
         ray.shutdown()
+
+
+def test_cancel_from_an_actor_interrupts_a_task_with_rays_error_type(ray):
+    # cancel() works in tasks and actors too (the driver carries it out). A
+    # task interrupted while it ran raises RayTaskError and
+    # TaskCancelledError, as in Ray; one cancelled before it started, only
+    # TaskCancelledError.
+    @ray.remote
+    def waits(signal):
+        ray.get(signal.wait.remote())
+        return "not cancelled"
+
+    @ray.remote(num_cpus=0)
+    class Canceller:
+        def cancel(self, refs, force=False):
+            ray.cancel(refs[0], force=force)
+            return "cancelled"
+
+    from shoal.util import state
+
+    signal = signal_actor(ray)
+    running = waits.remote(signal)
+    wait_until(lambda: state.summarize_tasks().get("waits", {}).get("RUNNING") == 1, 30, "the task running")
+    canceller = Canceller.remote()
+    assert ray.get(canceller.cancel.remote([running]), timeout=30) == "cancelled"
+    with pytest.raises(exc.RayTaskError, match="was cancelled while it ran") as info:
+        ray.get(running, timeout=30)
+    assert isinstance(info.value, exc.TaskCancelledError)
+
+    @ray.remote
+    def never_starts(_):
+        return 1
+
+    queued = never_starts.remote(signal.wait.remote())  # waits for its argument
+    ray.get(canceller.cancel.remote([queued]), timeout=30)
+    with pytest.raises(exc.TaskCancelledError) as info:
+        ray.get(queued, timeout=30)
+    assert not isinstance(info.value, exc.RayTaskError)
+    # force=True on an actor call is refused in the caller, as from the driver.
+    with pytest.raises(ValueError, match="force=True is not supported"):
+        ray.get(canceller.cancel.remote([signal.wait.remote()], True), timeout=30)
+    ray.get(signal.send.remote(), timeout=30)

@@ -43,6 +43,9 @@ pickled) and DONE for each call. From any worker or actor:
   (KILL_ACTOR, actor_id, no_restart)       under reply_id
   (RESOURCES, reply_id)                    (total, available) resources, sealed
                                            under reply_id
+  (CANCEL_TASK, task_id, force, recursive, reply_id)
+                                           cancel() from a task or actor; None
+                                           or the error is sealed under reply_id
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from typing import Any, NamedTuple
 TASK, CANCEL, EXIT, REVOKE = 1, 2, 3, 4
 READY, DONE, SUBMIT, PUT, REFS, BLOCKED, UNBLOCKED, EXITING = 10, 11, 12, 13, 14, 15, 16, 17
 ACTOR_INIT, CONSTRUCTED, CREATE_ACTOR, CALL_ACTOR, GET_ACTOR, KILL_ACTOR = 20, 21, 22, 23, 24, 25
-RESOURCES = 26
+RESOURCES, CANCEL_TASK = 26, 27
 
 OK, FAILED, RETRY, CANCELLED, EXITED = 0, 1, 2, 3, 4
 

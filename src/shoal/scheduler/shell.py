@@ -96,6 +96,7 @@ class Shell(ActorCalls):
         self._executing = False
         self._surplus: dict[int, float] = {}  # worker -> time.monotonic() to stop it at
         self._orphans: list = []  # calls to actors whose creation is not read yet
+        self._late_cancels: list = []  # cancels from workers of tasks not read yet
         self.workers: dict[int, WorkerHandle] = {}
         self.exit_codes: dict[int, int] = {}
         self.output = OutputRouter(log_to_driver)
@@ -264,6 +265,10 @@ class Shell(ActorCalls):
             orphans, self._orphans = self._orphans, []
             for actor_id, spec, held, deps, caller in orphans:
                 self._call_actor(actor_id, spec, held, deps, caller)
+        if self._late_cancels:
+            late, self._late_cancels = self._late_cancels, []
+            for msg in late:
+                self._cancel_for_worker(msg)
         return got
 
     # -- submission ----------------------------------------------------------------
@@ -312,6 +317,15 @@ class Shell(ActorCalls):
                 self._execute(self.actors.release_held(actor))
             elif actor.wid in self.workers:  # sent: dropped there if it has not started
                 self.workers[actor.wid].send(P.encode((P.CANCEL, seq, False)))
+
+    def _cancel_for_worker(self, msg: tuple) -> None:
+        _, task_id, force, recursive, reply = msg
+        try:
+            self.cancel(task_id, force, recursive)
+            answer: object = None
+        except ValueError as e:  # force=True on an actor call: the caller gets it, as in Ray
+            answer = e
+        self.store.put(answer, reply)
 
     def sync(self) -> None:
         """Handle every message workers have sent so far and the driver's
@@ -400,6 +414,12 @@ class Shell(ActorCalls):
             self.store.put((actor.actor_id, actor.info) if actor is not None else None, reply)
         elif kind == P.RESOURCES:
             self.store.put(self.resources(), msg[1])
+        elif kind == P.CANCEL_TASK:
+            if msg[1] not in self.by_task_id and self._reading:
+                # Its task may be submitted in a ring not read yet in this pass.
+                self._late_cancels.append(msg)
+            else:
+                self._cancel_for_worker(msg)
         elif kind == P.KILL_ACTOR:
             actor = self.actors.actors.get(msg[1])
             if actor is not None:

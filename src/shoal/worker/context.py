@@ -274,7 +274,16 @@ class WorkerContext(Context):
             self.send((P.PUT, oid, [r._id for r in nested if hasattr(r, "_id")]))
 
     def cancel(self, ref, force: bool, recursive: bool) -> None:
-        raise exc.RaySystemError("cancel() from inside a task is not supported; call it from the driver")
+        """cancel() from a task or actor: the driver, which owns every task,
+        carries it out and says if it refused."""
+        from shoal import ids
+
+        task_id = ids.task_of(ref._id)
+        if task_id is None:  # a put object: no task
+            return
+        answer = self._ask((P.CANCEL_TASK, task_id, force, recursive))
+        if isinstance(answer, BaseException):
+            raise answer
 
     # Actors (every request goes to the driver, which owns them) ----------------------
 

@@ -138,6 +138,19 @@ def _cancelled(spec) -> exc.TaskCancelledError:
     return exc.TaskCancelledError(f"task {spec.name} was cancelled")
 
 
+def _interrupted(spec, interrupt: BaseException, pid: int, actor_repr: str | None = None) -> exc.RayTaskError:
+    """A task that cancel() interrupted while it ran: as in Ray, a
+    RayTaskError caused by TaskCancelledError (get raises both types), with
+    where the interrupt landed. (One cancelled before it started gets a
+    plain TaskCancelledError.)"""
+    tb = interrupt.__traceback__.tb_next if interrupt.__traceback__ else None
+    text = "".join(traceback.format_exception(type(interrupt), interrupt, tb))
+    err = exc.RayTaskError(spec.name, text + f"TaskCancelledError: task {spec.name} was cancelled while it ran\n",
+                           _cancelled(spec), pid, actor_repr)
+    err.__traceback__ = None
+    return err
+
+
 class Executor:
     """Runs a worker's tasks, or an actor's constructor and method calls."""
 
@@ -287,8 +300,8 @@ class Executor:
             if inspect.isgenerator(result) and spec.num_returns > 1:
                 return self._store_generator(spec, result, fn)
             return P.OK, self._store_results(spec, result, fn)
-        except KeyboardInterrupt:  # cancelled, or raised by the code itself: Ray reports both so
-            seal_error(store, return_ids(spec), _cancelled(spec))
+        except KeyboardInterrupt as e:  # cancelled, or raised by the code itself: Ray reports both so
+            seal_error(store, return_ids(spec), _interrupted(spec, e, self.pid, self.actor_repr))
             return P.CANCELLED, {}
         except ActorExit:
             seal_error(self.store, return_ids(spec), self._exit_error())
@@ -365,8 +378,8 @@ class Executor:
                 if self._put_result(spec, rid, s) and s.nested:
                     contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
                 k += 1
-        except KeyboardInterrupt:
-            seal_error(self.store, return_ids(spec)[k:], _cancelled(spec))
+        except KeyboardInterrupt as e:
+            seal_error(self.store, return_ids(spec)[k:], _interrupted(spec, e, self.pid, self.actor_repr))
             return P.CANCELLED, contained
         except ActorExit:
             seal_error(self.store, return_ids(spec)[k:], self._exit_error())
@@ -476,7 +489,7 @@ class _Stream:
         if error is None:
             ex.store.put(len(self.items), end)
         elif isinstance(error, KeyboardInterrupt):
-            seal_error(ex.store, [end], _cancelled(spec))
+            seal_error(ex.store, [end], _interrupted(spec, error, ex.pid, ex.actor_repr))
             status = P.CANCELLED
         elif isinstance(error, Exception):
             seal_error(ex.store, [end], describe_exception(spec.name, error, ex.pid, ex.actor_repr))
