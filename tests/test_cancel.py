@@ -124,3 +124,43 @@ def test_cancel_from_an_actor_interrupts_a_task_with_rays_error_type(ray):
     with pytest.raises(ValueError, match="force=True is not supported"):
         ray.get(canceller.cancel.remote([signal.wait.remote()], True), timeout=30)
     ray.get(signal.send.remote(), timeout=30)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2], ids=["sync", "threaded"])
+def test_a_running_actor_call_sees_its_cancel_and_its_result_is_dropped(ray, concurrency, tmp_path):
+    # As in Ray: cancel() does not interrupt a running call of a sync or
+    # threaded actor; the call may see it with is_canceled(), and get()
+    # raises TaskCancelledError whatever it returns.
+    import time
+
+    started = tmp_path / "started"
+
+    @ray.remote(num_cpus=0)
+    class Polite:
+        def __init__(self):
+            self.seen = []
+
+        def work(self):
+            started.touch()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # (sleeps stand for work)
+                if ray.get_runtime_context().is_canceled():
+                    self.seen.append("cancel")
+                    return "returned early"
+                time.sleep(0.01)
+            return "never saw it"
+
+        def quick(self):
+            return "quick"
+
+        def log(self):
+            return self.seen
+
+    actor = Polite.options(max_concurrency=concurrency).remote()
+    assert ray.get(actor.quick.remote(), timeout=30) == "quick"  # not cancelled: its value
+    ref = actor.work.remote()
+    wait_until(started.exists, 30, "the call running")
+    ray.cancel(ref)
+    with pytest.raises(exc.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    assert ray.get(actor.log.remote(), timeout=30) == ["cancel"]

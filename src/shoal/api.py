@@ -364,9 +364,14 @@ class RuntimeContext:
         return {"GPU": [str(g) for g in get_gpu_ids()]}
 
     def is_canceled(self) -> bool:
-        """Whether cancel() was called for the running task."""
-        check = getattr(self._ctx, "cancel_requested", None)
-        return bool(check and getattr(self._ctx, "current_seq", 0) and check())
+        """Whether cancel() was called for the running task, or for the
+        running call of a sync or threaded actor (which cancel() does not
+        interrupt, as in Ray: it may check this and return early)."""
+        ctx = self._ctx
+        if getattr(ctx, "is_actor", False):
+            return ctx.call_cancelled()
+        check = getattr(ctx, "cancel_requested", None)
+        return bool(check and getattr(ctx, "current_seq", 0) and check())
 
     @property
     def was_current_actor_reconstructed(self) -> bool:

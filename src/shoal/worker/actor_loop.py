@@ -86,7 +86,7 @@ def _serve_threaded(ctx, executor: Executor, groups: dict) -> None:
     def run(seq: int, spec) -> None:
         if done["exit"] or _skip_if_cancelled(ctx, seq, spec):  # cancelled while it waited for a thread
             return
-        ctx.set_thread_task(spec.task_id)
+        ctx.set_thread_task(spec.task_id, seq)
         t = time.perf_counter()
         try:
             status, contained = executor.run_call(spec)

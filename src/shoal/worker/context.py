@@ -198,9 +198,22 @@ class WorkerContext(Context):
         self._shield = 1
         self._interrupt_pending = False
 
-    def set_thread_task(self, task_id: bytes | None) -> None:
+    def set_thread_task(self, task_id: bytes | None, seq: int = 0) -> None:
         """The call this thread runs (threaded actors run several at once)."""
         self._thread_task.task_id = task_id
+        self._thread_task.seq = seq
+
+    def call_cancelled(self) -> bool:
+        """Whether cancel() was called for the actor call this thread runs.
+        As in Ray, a running call of a sync or threaded actor is not
+        interrupted: it may check this, and its result is dropped. (The
+        driver's CANCEL is read here: a sync call holds the thread that
+        would read it otherwise.)"""
+        seq = getattr(self._thread_task, "seq", 0) or self.current_seq
+        if not seq:
+            return False
+        self.read_ring()
+        return seq in self.cancelled
 
     def task_id_here(self) -> bytes | None:
         """The task or call the calling thread runs."""

@@ -293,6 +293,10 @@ class Executor:
             with user_code():
                 result = fn(*args, **kwargs)
             del args, kwargs
+            if self.instance is not None and not inspect.isgenerator(result) and self.ctx.call_cancelled():
+                # An actor call cancelled while it ran (not interrupted, as in Ray): its result is dropped.
+                seal_error(store, return_ids(spec), _cancelled(spec))
+                return P.CANCELLED, {}
             if spec.num_returns == P.STREAMING:
                 return self._stream(spec, result, fn)
             if spec.num_returns == P.DYNAMIC:
