@@ -164,3 +164,55 @@ def test_a_running_actor_call_sees_its_cancel_and_its_result_is_dropped(ray, con
     with pytest.raises(exc.TaskCancelledError):
         ray.get(ref, timeout=30)
     assert ray.get(actor.log.remote(), timeout=30) == ["cancel"]
+
+
+def test_many_async_calls_cancelled_as_they_come_all_end_cancelled(ray):
+    # A call cancelled after its process took it but before its first step
+    # never entered its handler; it reported nothing and its get() hung.
+    import concurrent.futures
+
+    @ray.remote(num_cpus=0)
+    class Sleeper:
+        async def sleep(self, i):
+            await asyncio.sleep(60)
+
+    sleeper = Sleeper.remote()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+        refs = list(pool.map(lambda i: sleeper.sleep.remote(i), range(2000)))
+    for ref in reversed(refs):
+        ray.cancel(ref)
+    for ref in refs:
+        with pytest.raises(exc.TaskCancelledError):
+            ray.get(ref, timeout=60)
+
+
+def test_a_cancelled_await_leaves_later_awaits_working(ray):
+    # The await of a ref in a cancelled call cancels its future; completing
+    # that future later killed the thread that completes every await.
+    signal = signal_actor(ray)
+
+    @ray.remote
+    class Awaiter:
+        async def wait_for(self, refs):
+            return await refs[0]
+
+    awaiter = Awaiter.remote()
+    first = awaiter.wait_for.remote([signal.wait.remote()])
+    ray.wait([first], timeout=0.5)
+    ray.cancel(first)
+    with pytest.raises(exc.TaskCancelledError):
+        ray.get(first, timeout=30)
+    ray.get(signal.send.remote(), timeout=30)  # the cancelled await's object is sealed now
+    assert ray.get(awaiter.wait_for.remote([ray.put("later")]), timeout=30) == "later"
+    gated = awaiter.wait_for.remote([signal.wait.remote()])
+    assert ray.get(gated, timeout=30) is None
+
+
+def test_is_canceled_is_refused_in_an_asyncio_actor(ray):
+    @ray.remote
+    class Async:
+        async def ask(self):
+            return ray.get_runtime_context().is_canceled()
+
+    with pytest.raises(RuntimeError, match="not supported in an async actor"):
+        ray.get(Async.remote().ask.remote(), timeout=30)

@@ -368,6 +368,8 @@ class RuntimeContext:
         running call of a sync or threaded actor (which cancel() does not
         interrupt, as in Ray: it may check this and return early)."""
         ctx = self._ctx
+        if getattr(ctx, "is_async_actor", False):  # its calls get CancelledError instead, as in Ray
+            raise RuntimeError("This method is not supported in an async actor.")
         if getattr(ctx, "is_actor", False):
             return ctx.call_cancelled()
         check = getattr(ctx, "cancel_requested", None)

@@ -41,6 +41,7 @@ def serve_actor(ctx, spin: float) -> None:
     if init is None:
         return
     ctx.actor_id = init.actor_id
+    ctx.is_async_actor = init.is_async
     executor = Executor(ctx, os.getpid())
     marker = b"\x00shoal:" + init.class_name.encode(errors="replace") + b"\n"
     os.write(1, marker)  # what the actor prints is prefixed with its class name
@@ -166,6 +167,14 @@ async def _serve_async(ctx, executor: Executor, groups: dict, spin: float) -> No
             status, contained = P.CANCELLED, {}
         ctx.send((P.DONE, seq, status, time.perf_counter() - t, contained))
 
+    def ended(task: asyncio.Task, seq: int, spec) -> None:
+        running.pop(seq, None)
+        if task.cancelled():
+            # Cancelled before its first step: the CancelledError was thrown
+            # into run() before its try, so run() reported nothing.
+            seal_error(ctx.store, return_ids(spec), _cancelled(spec))
+            ctx.send((P.DONE, seq, P.CANCELLED, 0.0, {}))
+
     try:
         while not stop.done():
             ctx.read_ring()
@@ -173,7 +182,7 @@ async def _serve_async(ctx, executor: Executor, groups: dict, spin: float) -> No
                 seq, spec = ctx.pending.popleft()
                 if not _skip_if_cancelled(ctx, seq, spec):
                     task = running[seq] = loop.create_task(run(seq, spec))
-                    task.add_done_callback(lambda _, seq=seq: running.pop(seq, None))
+                    task.add_done_callback(lambda task, seq=seq, spec=spec: ended(task, seq, spec))
             for seq in [s for s in ctx.cancelled if s in running]:  # cancel of a running call
                 ctx.cancelled.discard(seq)
                 running[seq].cancel()
