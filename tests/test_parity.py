@@ -415,3 +415,21 @@ def test_atexit_handlers_of_an_actor_run_when_it_ends_on_purpose(ray, tmp_path):
     wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
                30, "the killed actor gone")
     assert not killed.exists()
+
+
+def test_a_method_is_called_even_where_an_instance_attribute_has_its_name(ray):
+    @ray.remote
+    class Flags:
+        def __init__(self):
+            self.called = False  # the same name as the method below, as in Ray's own tests
+
+        def called(self):
+            self.__dict__["called"] = True
+            return "method"
+
+        def state(self):
+            return self.__dict__["called"]
+
+    flags = Flags.remote()
+    assert ray.get(flags.called.remote(), timeout=30) == "method"
+    assert ray.get(flags.state.remote(), timeout=30) is True

@@ -222,6 +222,12 @@ class Executor:
         if spec.method == "__ray_call__":
             instance = self.instance
             return lambda fn, *args, **kwargs: fn(instance, *args, **kwargs)
+        # From the class, as in Ray: an instance attribute of the same name
+        # (self.done = False beside a method done()) does not hide the method.
+        cls = type(self.instance)
+        attr = inspect.getattr_static(cls, spec.method, None)
+        if attr is not None and hasattr(attr, "__get__"):
+            return attr.__get__(self.instance, cls)
         return getattr(self.instance, spec.method)
 
     def run_call(self, spec: P.CallSpec) -> tuple[int, dict]:
