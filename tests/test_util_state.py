@@ -80,13 +80,13 @@ def test_actor_calls_are_listed_running_waiting_or_waiting_for_arguments(ray):
     refs = [worker.work.remote([opened]), worker.work.remote([opened]), worker.takes.remote(opened)]
 
     def by_name():
-        rows = state.list_tasks(filters=[("type", "=", "ACTOR_TASK")])
-        return sorted((r["func_or_class_name"], r["state"]) for r in rows if r["func_or_class_name"] != "Gate.wait")
+        rows = state.list_tasks(filters=[("TYPE", "=", "ACTOR_TASK")])  # keys in any case, as in Ray
+        return sorted((r.func_or_class_name, r["state"]) for r in rows if r.func_or_class_name != "Gate.wait")
 
     from tests._child import wait_until
 
-    expected = [("Worker.takes", "PENDING_ARGS_AVAIL"), ("Worker.work", "RUNNING"),
-                ("Worker.work", "SUBMITTED_TO_WORKER")]
+    expected = [("Worker.takes", "PENDING_ARGS_AVAIL"),
+                ("Worker.work", "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY"), ("Worker.work", "RUNNING")]
     wait_until(lambda: by_name() == expected, 30, f"actor call states {expected}")
     ray.get(gate.open.remote(), timeout=30)
     ray.get(refs, timeout=30)

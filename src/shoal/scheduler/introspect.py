@@ -52,9 +52,10 @@ def tasks(shell, job_id: str, node_id: str) -> list[dict]:
             })
         for actor in dict.fromkeys(shell.calls.values()):
             # In flight, the first max_concurrency calls run (the process
-            # starts them in the order they were sent); the rest wait there.
+            # starts them in the order they were sent); the rest wait there,
+            # which Ray calls waiting for ordering or concurrency too.
             limit = max(1, getattr(actor.spec, "max_concurrency", 1) or 1)
-            states = [(c, "RUNNING" if i < limit else "SUBMITTED_TO_WORKER")
+            states = [(c, "RUNNING" if i < limit else "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY")
                       for i, c in enumerate(actor.inflight.values())]
             states += [(c, "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY") for c in actor.queue]
             for line in actor.held.values():  # the first waits for its arguments, the rest for it
