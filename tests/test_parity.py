@@ -433,3 +433,15 @@ def test_a_method_is_called_even_where_an_instance_attribute_has_its_name(ray):
     flags = Flags.remote()
     assert ray.get(flags.called.remote(), timeout=30) == "method"
     assert ray.get(flags.state.remote(), timeout=30) is True
+
+
+def test_each_call_of_an_asyncio_actor_knows_its_own_task_id(ray):
+    @ray.remote
+    class Async:
+        async def whoami(self, delay):
+            await asyncio.sleep(delay)  # the calls interleave
+            return ray.get_runtime_context().get_task_id()
+
+    actor = Async.remote()
+    refs = [actor.whoami.remote(d) for d in (0.2, 0.0, 0.1)]
+    assert ray.get(refs, timeout=30) == [r.task_id().hex() for r in refs]

@@ -151,6 +151,7 @@ async def _serve_async(ctx, executor: Executor, groups: dict, spin: float) -> No
 
     async def run(seq: int, spec) -> None:
         t = time.perf_counter()
+        ctx.set_async_call(spec.task_id)  # (in this call's own context)
         try:
             async with limits[_group(spec, groups)]:
                 t = time.perf_counter()

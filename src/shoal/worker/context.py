@@ -13,6 +13,7 @@ made and then dropped, for example).
 from __future__ import annotations
 
 import collections
+import contextvars
 import threading
 
 from shoal import exceptions as exc
@@ -56,6 +57,7 @@ class WorkerContext(Context):
         self._blocked_lock = threading.Lock()
         self._waiting = threading.local()  # .seq: the task a thread's wait belongs to
         self._thread_task = threading.local()  # .task_id: a threaded actor's call on this thread
+        self._async_call: contextvars.ContextVar = contextvars.ContextVar("shoal_async_call", default=None)
         # Cancellation interrupts the main thread (SIGINT -> TaskCancelled)
         # only while user code runs there and no bookkeeping is under way:
         # an interrupt inside a send, a ring read or the blocked/unblocked
@@ -215,9 +217,14 @@ class WorkerContext(Context):
         self.read_ring()
         return seq in self.cancelled
 
+    def set_async_call(self, task_id: bytes) -> None:
+        """The call the current asyncio task runs (each call of an asyncio
+        actor is a task with its own context)."""
+        self._async_call.set(task_id)
+
     def task_id_here(self) -> bytes | None:
-        """The task or call the calling thread runs."""
-        return getattr(self._thread_task, "task_id", None) or self.current_task_id
+        """The task or call the calling thread (or asyncio task) runs."""
+        return getattr(self._thread_task, "task_id", None) or self._async_call.get() or self.current_task_id
 
     def cancel_requested(self) -> bool:
         return self.to_driver.user_word == self.current_seq
@@ -325,7 +332,7 @@ class WorkerContext(Context):
 
     def call_actor(self, actor_id: bytes, spec, deps: list, held: list) -> None:
         self.check_open()
-        self.send((P.CALL_ACTOR, actor_id, spec, deps, held))
+        self.send((P.CALL_ACTOR, actor_id, spec, deps, held, self.task_id_here()))  # its parent, for cancel
 
     def named_actor(self, name: str, namespace: str):
         """(actor_id, info) of a named actor, or None."""
