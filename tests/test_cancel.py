@@ -216,3 +216,44 @@ def test_is_canceled_is_refused_in_an_asyncio_actor(ray):
 
     with pytest.raises(RuntimeError, match="not supported in an async actor"):
         ray.get(Async.remote().ask.remote(), timeout=30)
+
+
+@pytest.mark.parametrize("recursive", [True, False])
+def test_recursive_cancel_goes_down_a_chain_of_actor_calls(ray, recursive):
+    # As in Ray: cancelling a call (or task) cancels the actor calls it made,
+    # and theirs; recursive=False leaves them to finish.
+    signal = signal_actor(ray)
+
+    @ray.remote
+    class Link:
+        def __init__(self, child=None):
+            self.child = child
+            self.child_ref = None
+
+        async def run(self, signal):
+            if self.child is None:
+                await signal.wait.remote()
+                return "bottom"
+            self.child_ref = self.child.run.remote(signal)
+            return await self.child_ref
+
+        def child_refs(self):
+            return [self.child_ref]
+
+    bottom = Link.remote()
+    middle = Link.remote(bottom)
+    top = Link.remote(middle)
+    ref = top.run.remote(signal)
+    wait_until(lambda: ray.get(middle.child_refs.remote(), timeout=30)[0] is not None, 30, "the chain built")
+    ray.cancel(ref, recursive=recursive)
+    with pytest.raises(exc.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    ray.get(signal.send.remote(), timeout=30)
+    (middle_call,) = ray.get(top.child_refs.remote(), timeout=30)
+    (bottom_call,) = ray.get(middle.child_refs.remote(), timeout=30)
+    if recursive:
+        for child in (middle_call, bottom_call):
+            with pytest.raises(exc.TaskCancelledError):
+                ray.get(child, timeout=30)
+    else:
+        assert ray.get([middle_call, bottom_call], timeout=30) == ["bottom", "bottom"]

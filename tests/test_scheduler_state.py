@@ -456,3 +456,19 @@ def test_cancel_not_recursive_keeps_the_children():
     s.task_finished(1, 1, 0.1)
     assert not s.children and not s.cancelled_parents  # nothing kept for a finished parent
     s.check()
+
+
+def test_recursive_cancel_reaches_the_actor_calls_a_task_made():
+    from shoal.scheduler.state import CancelActorCall
+
+    s = started(1)
+    s.submit(task(1))
+    parent = task(1).task_id
+    assert s.actor_call_submitted(b"call-a", parent) == []
+    assert s.actor_call_submitted(b"call-b", None) == []  # from the driver: no parent
+    actions = s.cancel(1)
+    assert [a for a in actions if type(a) is CancelActorCall] == [CancelActorCall(b"call-a")]
+    # One made after the cancel goes at once, as tasks do.
+    assert s.actor_call_submitted(b"call-c", parent) == [CancelActorCall(b"call-c")]
+    s.parent_done(parent)
+    assert s.actor_call_submitted(b"call-d", parent) == []

@@ -59,14 +59,16 @@ class ActorCalls:
             actor = self.actors.actors.get(actor_id)
         return actor
 
-    def _call_actor(self, actor_id: bytes, spec, held: list, deps: list = (), caller: int = 0) -> None:
+    def _call_actor(self, actor_id: bytes, spec, held: list, deps: list = (), caller: int = 0,
+                    parent: bytes | None = None) -> None:
         """A call from process `caller` (0: the driver) with arguments `deps`
-        (refs at the top level): it goes to the actor once they are sealed."""
+        (refs at the top level), made by task or call `parent` (if any): it
+        goes to the actor once they are sealed."""
         actor = self._find_actor(actor_id)
         if actor is None and self._reading:
             # Inside a pass over the rings: the actor's creation may be in a
             # ring not read yet in this pass; retry at the end of the pass.
-            self._orphans.append((actor_id, spec, held, deps, caller))
+            self._orphans.append((actor_id, spec, held, deps, caller, parent))
             return
         if actor is None:
             self.store.put_error(P.return_ids(spec), exc.ActorDiedError(
@@ -83,6 +85,7 @@ class ActorCalls:
             mask = self.store.raw.sealed_mask(deps)
             unsealed = [d for d, ok in zip(deps, mask) if not ok]
         self._execute(self.actors.call(actor, A.Call(seq, spec), caller, unsealed))
+        self._execute(self.sched.actor_call_submitted(spec.task_id, parent))
 
     def named_actor(self, name: str, namespace: str) -> A.Actor | None:
         with self.lock:

@@ -38,7 +38,8 @@ messages carrying a CallSpec, in submission order; it answers
 (CONSTRUCTED, error) after __init__ (error: None, or the RayTaskError
 pickled) and DONE for each call. From any worker or actor:
   (CREATE_ACTOR, ActorSpec, options, deps, held, reply_id)
-  (CALL_ACTOR, actor_id, CallSpec, deps, held)
+  (CALL_ACTOR, actor_id, CallSpec, deps, held, parent)   parent: the task or
+                                           call that made it (cancel is recursive)
   (GET_ACTOR, name, namespace, reply_id)   the answer is sealed in the store
   (KILL_ACTOR, actor_id, no_restart)       under reply_id
   (RESOURCES, reply_id)                    (total, available) resources, sealed

@@ -34,7 +34,7 @@ from shoal.scheduler.output import OutputRouter
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
 from shoal.scheduler.refs import DRIVER, ReferenceTable
 from shoal.scheduler.state import (
-    CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Revoke, Scheduler, StartWorker, StopWorker, Surplus,
+    CancelActorCall, CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Revoke, Scheduler, StartWorker, StopWorker, Surplus,
     Task, Warn,
 )
 
@@ -263,8 +263,8 @@ class Shell(ActorCalls):
             self._reading = False
         if self._orphans:
             orphans, self._orphans = self._orphans, []
-            for actor_id, spec, held, deps, caller in orphans:
-                self._call_actor(actor_id, spec, held, deps, caller)
+            for actor_id, spec, held, deps, caller, parent in orphans:
+                self._call_actor(actor_id, spec, held, deps, caller, parent)
         if self._late_cancels:
             late, self._late_cancels = self._late_cancels, []
             for msg in late:
@@ -308,6 +308,12 @@ class Shell(ActorCalls):
                 return
             if force:
                 raise ValueError("force=True is not supported for actor tasks (as in Ray)")
+            self._cancel_call(seq, actor, task_id, recursive)
+
+    def _cancel_call(self, seq: int, actor, task_id: bytes, recursive: bool) -> None:
+        """Cancel actor call seq: dropped if not sent yet, else its process
+        is told (an asyncio call is cancelled; another sees is_canceled())."""
+        with self.lock:
             if recursive:  # what the call submitted goes with it
                 self._execute(self.sched.cancel_children(task_id))
             call = self.actors.cancel_queued(actor, seq)
@@ -407,7 +413,7 @@ class Shell(ActorCalls):
             if reply is not None:
                 self.store.put(answer, reply)
         elif kind == P.CALL_ACTOR:
-            self._call_actor(msg[1], msg[2], msg[4], msg[3], wid)
+            self._call_actor(msg[1], msg[2], msg[4], msg[3], wid, msg[5] if len(msg) > 5 else None)
         elif kind == P.GET_ACTOR:
             _, name, namespace, reply = msg
             actor = self.actors.named(name, namespace)
@@ -615,6 +621,11 @@ class Shell(ActorCalls):
             h = self.workers.get(a.worker)
             if h is not None:
                 h.send(P.encode((P.REVOKE, a.seqs)))
+        elif t is CancelActorCall:
+            seq = self.by_task_id.get(a.task_id)
+            actor = self.calls.get(seq) if seq is not None else None
+            if actor is not None:
+                self._cancel_call(seq, actor, a.task_id, True)
         elif t is CancelQueued:
             h = self.workers.get(a.worker)
             if h is not None:

@@ -115,6 +115,13 @@ class CancelQueued(NamedTuple):
     seq: int
 
 
+class CancelActorCall(NamedTuple):
+    """Cancel the actor call `task_id` (a child of a cancelled task or
+    call; the actors' side carries it out, recursively)."""
+
+    task_id: bytes
+
+
 class Warn(NamedTuple):
     text: str
 
@@ -220,6 +227,7 @@ class Scheduler:
         # submitted, by its task id, and the parents already cancelled
         # (what they submit from now on is cancelled at once).
         self.children: dict[bytes, list[int]] = {}
+        self.call_children: dict[bytes, list[bytes]] = {}  # parent -> task ids of its actor calls
         self.cancelled_parents: set[bytes] = set()
 
     # -- queries -----------------------------------------------------------
@@ -475,17 +483,30 @@ class Scheduler:
         return actions
 
     def cancel_children(self, parent: bytes, force: bool = False) -> list:
-        """Cancel what task (or actor call) `parent` submitted, recursively,
-        and what it submits from now on (until parent_done)."""
+        """Cancel what task (or actor call) `parent` submitted, tasks and
+        actor calls (as in Ray), recursively, and what it submits from now
+        on (until parent_done). force does not apply to actor calls."""
         self.cancelled_parents.add(parent)
         actions: list = []
         for seq in self.children.pop(parent, ()):
             actions += self.cancel(seq, force, True)
+        actions += [CancelActorCall(tid) for tid in self.call_children.pop(parent, ())]
         return actions
+
+    def actor_call_submitted(self, task_id: bytes, parent: bytes | None) -> list:
+        """Task (or call) `parent` made actor call `task_id`: it is among
+        what cancelling the parent cancels (at once if that happened)."""
+        if parent is None:
+            return []
+        if parent in self.cancelled_parents:
+            return [CancelActorCall(task_id)]
+        self.call_children.setdefault(parent, []).append(task_id)
+        return []
 
     def parent_done(self, parent: bytes) -> None:
         """Task or actor call `parent` ended: nothing of it is left to cancel."""
         self.children.pop(parent, None)
+        self.call_children.pop(parent, None)
         self.cancelled_parents.discard(parent)
 
     # -- internals -----------------------------------------------------------
