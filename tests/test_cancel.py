@@ -107,7 +107,7 @@ def test_cancel_from_an_actor_interrupts_a_task_with_rays_error_type(ray):
     wait_until(lambda: state.summarize_tasks().get("waits", {}).get("RUNNING") == 1, 30, "the task running")
     canceller = Canceller.remote()
     assert ray.get(canceller.cancel.remote([running]), timeout=30) == "cancelled"
-    with pytest.raises(exc.RayTaskError, match="was cancelled while it ran") as info:
+    with pytest.raises(exc.RayTaskError, match=f"{running.task_id().hex()}.* was cancelled while it ran") as info:
         ray.get(running, timeout=30)
     assert isinstance(info.value, exc.TaskCancelledError)
 
@@ -117,7 +117,7 @@ def test_cancel_from_an_actor_interrupts_a_task_with_rays_error_type(ray):
 
     queued = never_starts.remote(signal.wait.remote())  # waits for its argument
     ray.get(canceller.cancel.remote([queued]), timeout=30)
-    with pytest.raises(exc.TaskCancelledError) as info:
+    with pytest.raises(exc.TaskCancelledError, match=queued.task_id().hex()) as info:  # named, as in Ray
         ray.get(queued, timeout=30)
     assert not isinstance(info.value, exc.RayTaskError)
     # force=True on an actor call is refused in the caller, as from the driver.

@@ -468,7 +468,8 @@ def test_recursive_cancel_reaches_the_actor_calls_a_task_made():
     assert s.actor_call_submitted(b"call-b", None) == []  # from the driver: no parent
     actions = s.cancel(1)
     assert [a for a in actions if type(a) is CancelActorCall] == [CancelActorCall(b"call-a")]
-    # One made after the cancel goes at once, as tasks do.
-    assert s.actor_call_submitted(b"call-c", parent) == [CancelActorCall(b"call-c")]
+    # One made after the cancel is left alone (as in Ray: the cancelled call
+    # may call out while it handles its cancellation).
+    assert s.actor_call_submitted(b"call-c", parent) == []
     s.parent_done(parent)
-    assert s.actor_call_submitted(b"call-d", parent) == []
+    assert s.cancel_children(parent) == []

@@ -319,7 +319,7 @@ class Shell(ActorCalls):
             call = self.actors.cancel_queued(actor, seq)
             if call is not None:
                 self._execute([A.FailCalls(actor, [call], exc.TaskCancelledError(
-                    f"actor task {call.spec.name} was cancelled before it ran"))])
+                    f"actor task {call.spec.name} ({call.spec.task_id.hex()}) was cancelled before it ran"))])
                 self._execute(self.actors.release_held(actor))
             elif actor.wid in self.workers:  # sent: dropped there if it has not started
                 self.workers[actor.wid].send(P.encode((P.CANCEL, seq, False)))
@@ -654,7 +654,8 @@ class Shell(ActorCalls):
     def _fail(self, task: Task, kind: str, detail: str) -> None:
         spec = task.payload
         if kind == "cancelled":
-            err: BaseException = exc.TaskCancelledError(f"task {spec.name} was cancelled ({detail})")
+            err: BaseException = exc.TaskCancelledError(f"task {spec.name} ({spec.task_id.hex()}) was cancelled "
+                                                         f"({detail})")
         else:
             how, report = self._dying or ("it exited", None)
             err = exc.WorkerCrashedError(

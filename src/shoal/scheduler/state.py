@@ -495,12 +495,11 @@ class Scheduler:
 
     def actor_call_submitted(self, task_id: bytes, parent: bytes | None) -> list:
         """Task (or call) `parent` made actor call `task_id`: it is among
-        what cancelling the parent cancels (at once if that happened)."""
-        if parent is None:
-            return []
-        if parent in self.cancelled_parents:
-            return [CancelActorCall(task_id)]
-        self.call_children.setdefault(parent, []).append(task_id)
+        what cancelling the parent cancels. One made after that cancel is
+        left alone, as in Ray: a cancelled call may still call out while it
+        handles its CancelledError."""
+        if parent is not None and parent not in self.cancelled_parents:
+            self.call_children.setdefault(parent, []).append(task_id)
         return []
 
     def parent_done(self, parent: bytes) -> None:

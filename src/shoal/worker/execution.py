@@ -135,7 +135,7 @@ return_ids = P.return_ids
 
 
 def _cancelled(spec) -> exc.TaskCancelledError:
-    return exc.TaskCancelledError(f"task {spec.name} was cancelled")
+    return exc.TaskCancelledError(f"task {spec.name} ({spec.task_id.hex()}) was cancelled")
 
 
 def _interrupted(spec, interrupt: BaseException, pid: int, actor_repr: str | None = None) -> exc.RayTaskError:
@@ -145,8 +145,8 @@ def _interrupted(spec, interrupt: BaseException, pid: int, actor_repr: str | Non
     plain TaskCancelledError.)"""
     tb = interrupt.__traceback__.tb_next if interrupt.__traceback__ else None
     text = "".join(traceback.format_exception(type(interrupt), interrupt, tb))
-    err = exc.RayTaskError(spec.name, text + f"TaskCancelledError: task {spec.name} was cancelled while it ran\n",
-                           _cancelled(spec), pid, actor_repr)
+    text += f"TaskCancelledError: task {spec.name} ({spec.task_id.hex()}) was cancelled while it ran\n"
+    err = exc.RayTaskError(spec.name, text, _cancelled(spec), pid, actor_repr)
     err.__traceback__ = None
     return err
 
