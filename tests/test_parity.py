@@ -308,13 +308,21 @@ def test_num_returns_dynamic_gives_a_ref_to_a_generator_of_refs(ray):
     del ref
     assert ray.get(list(gen), timeout=30) == [0, 1, 2]  # the items live as long as their refs
 
-    @ray.remote(num_returns="dynamic")
+    @ray.remote(num_returns="dynamic", max_retries=0)
     def fail():
         yield 1
         raise KeyError("dynamic")
 
+    # As in Ray 2.60: what it yielded, then its exception as one more item.
+    first, error = ray.get(fail.remote(), timeout=30)
+    assert ray.get(first, timeout=30) == 1
     with pytest.raises(KeyError):
-        ray.get(fail.remote(), timeout=30)
+        ray.get(error, timeout=30)
+
+    # ... and, as in Ray 2.60, "dynamic" and "streaming" need a generator function.
+    for n in ("dynamic", "streaming"):
+        with pytest.raises(ValueError, match="needs a generator function"):
+            ray.remote(num_returns=n)(lambda: [1, 2])
 
     @ray.remote
     class Source:

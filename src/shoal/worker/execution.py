@@ -408,16 +408,30 @@ class Executor:
     def _store_dynamic(self, spec, gen: Any, fn: Callable) -> tuple[int, dict]:
         """num_returns="dynamic": every item is stored (as return 1, 2,
         ...), then return 0 holds a DynamicObjectRefGenerator of their refs.
-        An error of the generator is return 0's error, and no item is kept."""
+        As in Ray, an exception of the generator that is not retried is one
+        more item, after those it yielded (its get raises it)."""
         from shoal.objectref import DynamicObjectRefGenerator, ObjectRef
 
-        items = [_serialize_result(spec, fn, item, f"yielded, as item {k + 1},")
-                 for k, item in enumerate(self._items(gen))]  # (raises as it does)
+        if not hasattr(gen, "__next__"):  # (raised to the caller as the task's error)
+            raise TypeError(f"{spec.name} has num_returns='dynamic', so it must be a generator "
+                            f"(use yield), but it returned a {type(gen).__name__}")
+        items, error = [], None
+        try:
+            for k, item in enumerate(self._items(gen)):
+                items.append(_serialize_result(spec, fn, item, f"yielded, as item {k + 1},"))
+        except Exception as e:
+            if not isinstance(e, _Unserializable) and self._retryable(spec, e):
+                raise  # the task runs again (see _invoke)
+            error = e
         refs, contained = [], {}
         for k, s in enumerate(items):
             rid = ids.return_id(spec.task_id, k + 1)
             if self._put_result(spec, rid, s) and s.nested:
                 contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
+            refs.append(ObjectRef(rid, self.ctx))
+        if error is not None:
+            rid = ids.return_id(spec.task_id, len(items) + 1)
+            seal_error(self.store, [rid], describe_exception(spec.name, error, self.pid, self.actor_repr))
             refs.append(ObjectRef(rid, self.ctx))
         one = spec._replace(num_returns=1)
         contained.update(self._store_results(one, DynamicObjectRefGenerator(refs), fn))
