@@ -447,6 +447,79 @@ def test_many_actors_on_two_cpus(ray):
     assert ray.available_resources().get("CPU", 0) == 1
 
 
+def test_an_actor_being_built_leaves_its_cpu_to_tasks():
+    # As in Ray: a default actor needs a free CPU to start but holds none,
+    # even while its __init__ runs.
+    shoal.init(num_cpus=1)
+    try:
+
+        @shoal.remote(num_cpus=0)
+        class Gate:
+            def __init__(self):
+                self.event = asyncio.Event()
+
+            async def wait(self):
+                await self.event.wait()
+
+            async def open(self):
+                self.event.set()
+
+        @shoal.remote
+        class SlowToBuild:
+            def __init__(self, gate):
+                shoal.get(gate[0])
+
+            def ping(self):
+                return "pong"
+
+        @shoal.remote
+        def task():
+            return "ran"
+
+        gate = Gate.remote()
+        actors = [SlowToBuild.remote([gate.wait.remote()]) for _ in range(2)]
+        assert shoal.get(task.remote(), timeout=30) == "ran"  # while both are being built
+        # (the task's result is sealed a moment before the driver hears it ended)
+        wait_until(lambda: shoal.available_resources().get("CPU") == 1, 30, "the CPU back")
+        shoal.get(gate.open.remote(), timeout=30)
+        assert shoal.get([a.ping.remote() for a in actors], timeout=30) == ["pong", "pong"]
+    finally:
+        shoal.shutdown()
+
+
+def test_a_call_waiting_for_its_argument_holds_up_only_its_callers_calls(ray):
+    # As in Ray: calls from one caller keep their order, but one that waits
+    # for an argument does not hold up another caller's calls.
+    @ray.remote(num_cpus=0)
+    class Gate:
+        def __init__(self):
+            self.event = asyncio.Event()
+
+        async def wait(self):
+            await self.event.wait()
+            return "slow"
+
+        async def open(self):
+            self.event.set()
+
+    @ray.remote
+    class Echo:
+        def echo(self, x):
+            return x
+
+    @ray.remote
+    def call_from_a_task(actor):
+        return ray.get(actor.echo.remote("from a task"))
+
+    gate, echo = Gate.remote(), Echo.remote()
+    held = echo.echo.remote(gate.wait.remote())
+    behind = echo.echo.remote("after it")  # the driver's next call keeps its place
+    assert ray.get(call_from_a_task.remote(echo), timeout=30) == "from a task"
+    assert ray.wait([held, behind], timeout=0.5, num_returns=2)[0] == []
+    ray.get(gate.open.remote(), timeout=30)
+    assert ray.get([held, behind], timeout=30) == ["slow", "after it"]
+
+
 def test_direct_calls_and_unknown_methods(ray):
     Counter = make_counter(ray)
     with pytest.raises(TypeError, match="Counter.remote"):

@@ -4,8 +4,10 @@ edges, ObjectRef's extra methods, generators with a fixed num_returns."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
+import psutil
 import pytest
 
 from shoal import exceptions as exc
@@ -89,6 +91,58 @@ def test_actor_pool_get_next_ignoring_a_timeout_drops_that_submission(ray):
     ray.get(gate.open.remote(), timeout=30)
 
 
+def test_actor_pool_leaves_out_an_actor_that_died_and_keeps_one_whose_call_raised(ray):
+    @ray.remote(num_cpus=0)
+    class Member:
+        def __init__(self, fate):
+            self.fate = fate
+
+        def run(self, x):
+            if self.fate == "exits":
+                ray.actor.exit_actor()
+            if self.fate == "raises" and x == 1:
+                raise ValueError("this call fails, the actor lives on")
+            return x
+
+    survivor = Member.remote("raises")
+    pool = ActorPool([survivor, Member.remote("exits")])  # the one that exits is taken first
+    outcomes = []
+    for x in range(4):
+        pool.submit(lambda a, v: a.run.remote(v), x)
+        try:
+            outcomes.append(pool.get_next_unordered())
+        except exc.ActorDiedError:
+            outcomes.append("died")
+        except ValueError:
+            outcomes.append("raised")
+    # Without leaving out the dead actor, it would take and fail every submission.
+    assert outcomes == ["died", "raised", 2, 3]
+    assert pool._idle_actors == [survivor]
+
+
+def test_actor_pool_fetches_results_through_shoal_get(ray, monkeypatch):
+    import shoal
+
+    @ray.remote(num_cpus=0)
+    class One:
+        def run(self):
+            return 1
+
+    member = One.remote()
+    pool = ActorPool([member])
+    pool.submit(lambda a, _: a.run.remote(), None)
+
+    def unavailable(refs, **kwargs):
+        raise exc.ActorUnavailableError("restarting, try again", None)
+
+    # Code that wraps or patches shoal.get sees the pool's gets, as with ray.get
+    # in Ray; an actor that is only unavailable stays in the pool.
+    monkeypatch.setattr(shoal, "get", unavailable)
+    with pytest.raises(exc.ActorUnavailableError):
+        pool.get_next()
+    assert pool._idle_actors == [member]
+
+
 # -- Queue -------------------------------------------------------------------
 
 
@@ -123,6 +177,20 @@ def test_queue_async_methods_refuse_a_negative_timeout(ray):
         return await q.get_async(timeout=10)
 
     assert asyncio.run(both()) == 2
+    q.shutdown()
+
+
+def test_queue_batches_check_their_arguments_as_ray_does(ray):
+    q = Queue(3)
+    with pytest.raises(TypeError, match="iterable"):
+        q.put_nowait_batch(42)
+    q.put_nowait_batch(x * x for x in range(3))  # any iterable, a generator too
+    with pytest.raises(TypeError, match="int"):
+        q.get_nowait_batch("2")
+    with pytest.raises(ValueError, match=">= 0"):
+        q.get_nowait_batch(-1)
+    assert q.get_nowait_batch(0) == []
+    assert q.get_nowait_batch(3) == [0, 1, 4]
     q.shutdown()
 
 
@@ -240,13 +308,21 @@ def test_num_returns_dynamic_gives_a_ref_to_a_generator_of_refs(ray):
     del ref
     assert ray.get(list(gen), timeout=30) == [0, 1, 2]  # the items live as long as their refs
 
-    @ray.remote(num_returns="dynamic")
+    @ray.remote(num_returns="dynamic", max_retries=0)
     def fail():
         yield 1
         raise KeyError("dynamic")
 
+    # As in Ray 2.60: what it yielded, then its exception as one more item.
+    first, error = ray.get(fail.remote(), timeout=30)
+    assert ray.get(first, timeout=30) == 1
     with pytest.raises(KeyError):
-        ray.get(fail.remote(), timeout=30)
+        ray.get(error, timeout=30)
+
+    # ... and, as in Ray 2.60, "dynamic" and "streaming" need a generator function.
+    for n in ("dynamic", "streaming"):
+        with pytest.raises(ValueError, match="needs a generator function"):
+            ray.remote(num_returns=n)(lambda: [1, 2])
 
     @ray.remote
     class Source:
@@ -256,3 +332,124 @@ def test_num_returns_dynamic_gives_a_ref_to_a_generator_of_refs(ray):
             yield "b"
 
     assert ray.get(list(ray.get(Source.remote().items.remote(), timeout=30)), timeout=30) == ["a", "b"]
+
+
+def test_resources_can_be_read_from_tasks_and_actors(ray):
+    @ray.remote
+    def inside():
+        return ray.cluster_resources()["CPU"], ray.available_resources().get("CPU", 0)
+
+    @ray.remote(num_cpus=0)
+    class Reader:
+        def read(self):
+            return ray.cluster_resources()["CPU"]
+
+    assert ray.get(inside.remote(), timeout=30) == (2, 1)  # the task holds the other CPU
+    assert ray.get(Reader.remote().read.remote(), timeout=30) == 2
+
+
+# -- actor classes -----------------------------------------------------------------
+
+
+class _Base:
+    LIMIT = 3
+
+    @staticmethod
+    def double(x):
+        return 2 * x
+
+
+def test_an_actor_class_reads_its_class_attributes(ray):
+    @ray.remote
+    class Sized(_Base):
+        @classmethod
+        def limit(cls):
+            return cls.LIMIT
+
+        def check(self):
+            # A method naming its class gets the actor class, as in Ray.
+            return Sized.LIMIT, Sized.double(4), Sized.limit()
+
+    assert (Sized.LIMIT, Sized.double(1)) == (3, 2)
+    assert ray.get(Sized.remote().check.remote(), timeout=30) == (3, 8, 3)
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        Sized.missing
+
+
+def test_actor_classes_refuse_subclassing_and_empty_remote_parentheses(ray):
+    @ray.remote
+    class Plain:
+        pass
+
+    with pytest.raises(TypeError, match="Inheriting from actor classes is not currently supported"):
+
+        class Derived(Plain):
+            pass
+
+    with pytest.raises(TypeError, match="without parentheses"):
+        ray.remote()
+
+
+def test_atexit_handlers_of_an_actor_run_when_it_ends_on_purpose(ray, tmp_path):
+    @ray.remote
+    class Registers:
+        def __init__(self, path):
+            import atexit
+
+            atexit.register(lambda: open(path, "w").write("ran"))
+
+        def ready(self):
+            return True
+
+        def leave(self):
+            ray.actor.exit_actor()
+
+    def gone_with_handler(how):
+        path = tmp_path / how
+        a = Registers.remote(str(path))
+        assert ray.get(a.ready.remote(), timeout=30)
+        ref = a.__ray_terminate__.remote() if how == "terminate" else a.leave.remote()
+        ray.wait([ref], timeout=30)
+        wait_until(path.exists, 30, f"the handler of an actor ended by {how}")
+
+    gone_with_handler("terminate")
+    gone_with_handler("exit_actor")
+    # Killed: nothing runs (as with SIGKILL).
+    killed = tmp_path / "killed"
+    a = Registers.remote(str(killed))
+    assert ray.get(a.ready.remote(), timeout=30)
+    pid = ray.get(a.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+    ray.kill(a)
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+               30, "the killed actor gone")
+    assert not killed.exists()
+
+
+def test_a_method_is_called_even_where_an_instance_attribute_has_its_name(ray):
+    @ray.remote
+    class Flags:
+        def __init__(self):
+            self.called = False  # the same name as the method below, as in Ray's own tests
+
+        def called(self):
+            self.__dict__["called"] = True
+            return "method"
+
+        def state(self):
+            return self.__dict__["called"]
+
+    flags = Flags.remote()
+    assert ray.get(flags.called.remote(), timeout=30) == "method"
+    assert ray.get(flags.state.remote(), timeout=30) is True
+
+
+def test_each_call_of_an_asyncio_actor_knows_its_own_task_id(ray):
+    @ray.remote
+    class Async:
+        async def whoami(self, delay):
+            await asyncio.sleep(delay)  # the calls interleave
+            return ray.get_runtime_context().get_task_id()
+
+    actor = Async.remote()
+    refs = [actor.whoami.remote(d) for d in (0.2, 0.0, 0.1)]
+    assert ray.get(refs, timeout=30) == [r.task_id().hex() for r in refs]

@@ -359,10 +359,28 @@ def test_actor_holds_its_gpu_device():
     (a,) = s.place_actor(b"a" * 16, place, live)
     (b,) = s.place_actor(b"b" * 16, place, live)
     assert type(a) is PlaceActor and {a.gpu_ids, b.gpu_ids} == {(0,), (1,)}
-    s.actor_constructed(b"a" * 16)
+    assert s.available_resources() == {"CPU": 2}  # the placing CPU is only a check
     s.check()
     s.actor_gone(b"a" * 16)
     assert s.gpus.free[a.gpu_ids[0]] == 10_000
+    s.check()
+
+
+def test_a_default_actor_needs_a_free_cpu_to_start_but_holds_none():
+    from shoal.scheduler.state import PlaceActor
+
+    s = started(1)
+    place, live = make_shape({"CPU": 1}), make_shape({})
+    # Any number start at once, and a task still finds the CPU (as in Ray).
+    assert [type(a) for a in s.place_actor(b"a" * 16, place, live)] == [PlaceActor]
+    assert [type(a) for a in s.place_actor(b"b" * 16, place, live)] == [PlaceActor]
+    assert s.available_resources() == {"CPU": 1}
+    assert dispatched(s.submit(task(1)))
+    s.check()
+    # With the CPU busy, the next one waits for it.
+    assert s.place_actor(b"c" * 16, place, live) == []
+    placed = s.task_finished(1, 1, 0.1)
+    assert [a.actor_id for a in placed if type(a) is PlaceActor] == [b"c" * 16]
     s.check()
 
 
@@ -438,3 +456,20 @@ def test_cancel_not_recursive_keeps_the_children():
     s.task_finished(1, 1, 0.1)
     assert not s.children and not s.cancelled_parents  # nothing kept for a finished parent
     s.check()
+
+
+def test_recursive_cancel_reaches_the_actor_calls_a_task_made():
+    from shoal.scheduler.state import CancelActorCall
+
+    s = started(1)
+    s.submit(task(1))
+    parent = task(1).task_id
+    assert s.actor_call_submitted(b"call-a", parent) == []
+    assert s.actor_call_submitted(b"call-b", None) == []  # from the driver: no parent
+    actions = s.cancel(1)
+    assert [a for a in actions if type(a) is CancelActorCall] == [CancelActorCall(b"call-a")]
+    # One made after the cancel is left alone (as in Ray: the cancelled call
+    # may call out while it handles its cancellation).
+    assert s.actor_call_submitted(b"call-c", parent) == []
+    s.parent_done(parent)
+    assert s.cancel_children(parent) == []

@@ -168,3 +168,51 @@ def test_joinable_queue_and_timeout_error_at_rays_paths():
 
     assert mp.TimeoutError is multiprocessing.TimeoutError
     assert mp.JoinableQueue is multiprocessing.JoinableQueue
+
+
+def write_pid_file(folder):
+    with open(os.path.join(folder, str(os.getpid())), "w") as f:
+        f.write("initialized")
+
+
+def test_every_initializer_has_run_when_the_pool_is_returned(ray, tmp_path):
+    pool = Pool(2, initializer=write_pid_file, initargs=(str(tmp_path),))
+    try:
+        assert len(os.listdir(tmp_path)) == 2  # no task was needed for it
+    finally:
+        pool.terminate()
+
+
+def test_an_item_that_raises_fails_only_itself(ray):
+    with Pool(2) as pool:
+        # imap and imap_unordered hand the exception back in its item's place, as Ray does.
+        got = list(pool.imap(fail_on_three, range(6), chunksize=4))
+        assert got[:3] == [0, 1, 2] and got[4:] == [4, 5]
+        assert isinstance(got[3], ValueError) and "pool process" in "".join(got[3].__notes__)
+        unordered = list(pool.imap_unordered(fail_on_three, range(6), chunksize=2))
+        assert sorted(v for v in unordered if isinstance(v, int)) == [0, 1, 2, 4, 5]
+        assert [type(v) for v in unordered if not isinstance(v, int)] == [ValueError]
+        # map raises the first one (the exception itself, with where it was raised).
+        with pytest.raises(ValueError, match="three") as info:
+            pool.map(fail_on_three, range(6), chunksize=6)
+        assert "fail_on_three" in "".join(info.value.__notes__)
+
+
+def nested_pools(n):
+    with Pool() as inner:  # one process per CPU of the runtime: here, one
+        return inner.map(square, range(n))
+
+
+def test_pool_processes_hold_no_cpu_so_pools_nest():
+    import shoal
+
+    try:
+        # No runtime yet: the pool starts one with num_cpus=processes.
+        with Pool(1) as outer:
+            assert shoal.cluster_resources()["CPU"] == 1
+            assert shoal.available_resources().get("CPU") == 1  # as in Ray: num_cpus=0
+            assert outer.map(nested_pools, [2, 3]) == [[0, 1], [0, 1, 4]]
+        with pytest.raises(ValueError, match="2 processes .* the runtime has 1"):
+            Pool(2)
+    finally:
+        shoal.shutdown()

@@ -51,3 +51,42 @@ def test_actors_tasks_and_workers_are_listed(ray, tmp_path):
     gate.touch()
     assert ray.get(refs, timeout=30) == [1, 1, 1]
     wait_until(lambda: states() == ["FINISHED"] * 3, what="tasks listed as finished")
+
+
+def test_actor_calls_are_listed_running_waiting_or_waiting_for_arguments(ray):
+    import asyncio
+
+    @ray.remote(num_cpus=0)
+    class Gate:
+        def __init__(self):
+            self.event = asyncio.Event()
+
+        async def wait(self):
+            await self.event.wait()
+
+        async def open(self):
+            self.event.set()
+
+    @ray.remote
+    class Worker:
+        def work(self, gate_ref):
+            ray.get(gate_ref[0])
+
+        def takes(self, value):
+            return value
+
+    gate, worker = Gate.remote(), Worker.remote()
+    opened = gate.wait.remote()
+    refs = [worker.work.remote([opened]), worker.work.remote([opened]), worker.takes.remote(opened)]
+
+    def by_name():
+        rows = state.list_tasks(filters=[("TYPE", "=", "ACTOR_TASK")])  # keys in any case, as in Ray
+        return sorted((r.func_or_class_name, r["state"]) for r in rows if r.func_or_class_name != "Gate.wait")
+
+    from tests._child import wait_until
+
+    expected = [("Worker.takes", "PENDING_ARGS_AVAIL"),
+                ("Worker.work", "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY"), ("Worker.work", "RUNNING")]
+    wait_until(lambda: by_name() == expected, 30, f"actor call states {expected}")
+    ray.get(gate.open.remote(), timeout=30)
+    ray.get(refs, timeout=30)

@@ -60,6 +60,25 @@ class ActorClass:
             f"Actors cannot be instantiated directly. Instead of '{self._cls.__name__}()', use "
             f"'{self._cls.__name__}.remote()'.")
 
+    def __getattr__(self, name: str) -> Any:
+        # The class's own attributes (constants, classmethods, staticmethods)
+        # read through the actor class, as in Ray, whose actor class derives
+        # from the user's: methods often name their class (Cls.X, Cls.f()).
+        cls = self.__dict__.get("_cls")
+        if cls is None:
+            raise AttributeError(name)
+        try:
+            return getattr(cls, name)
+        except AttributeError:
+            raise AttributeError(f"actor class {cls.__name__!r} has no attribute {name!r}") from None
+
+    def __mro_entries__(self, bases: tuple) -> tuple:
+        # `class Derived(ActorClassObject)`: say so, rather than fail on arguments.
+        raise TypeError(
+            f"Inheriting from actor classes is not currently supported: derive from "
+            f"{self._cls.__name__}'s plain class instead, and make the derived class an actor "
+            f"with @remote.")
+
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
         """Start the actor; returns its handle at once."""
         return self._create(args, kwargs, self._options)

@@ -281,6 +281,9 @@ def remote(*args: Any, **kwargs: Any) -> Any:
         return _make_remote(args[0], {})
     if args:
         raise TypeError("remote() takes a function or class, or only keyword options")
+    if not kwargs:  # @remote(): as in Ray, either no parentheses or some options
+        raise TypeError("@remote() needs options, e.g. @remote(num_cpus=2); without any, "
+                        "write @remote without parentheses")
     return lambda fn: _make_remote(fn, kwargs)
 
 
@@ -372,9 +375,16 @@ class RuntimeContext:
         return {"GPU": [str(g) for g in get_gpu_ids()]}
 
     def is_canceled(self) -> bool:
-        """Whether cancel() was called for the running task."""
-        check = getattr(self._ctx, "cancel_requested", None)
-        return bool(check and getattr(self._ctx, "current_seq", 0) and check())
+        """Whether cancel() was called for the running task, or for the
+        running call of a sync or threaded actor (which cancel() does not
+        interrupt, as in Ray: it may check this and return early)."""
+        ctx = self._ctx
+        if getattr(ctx, "is_async_actor", False):  # its calls get CancelledError instead, as in Ray
+            raise RuntimeError("This method is not supported in an async actor.")
+        if getattr(ctx, "is_actor", False):
+            return ctx.call_cancelled()
+        check = getattr(ctx, "cancel_requested", None)
+        return bool(check and getattr(ctx, "current_seq", 0) and check())
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
@@ -396,19 +406,14 @@ def get_runtime_context() -> RuntimeContext:
 
 
 def cluster_resources() -> dict:
-    """Total logical resources of the runtime."""
-    ctx = _ctx()
-    if not hasattr(ctx, "cluster_resources"):
-        raise exc.RaySystemError("cluster_resources() is only available in the driver")
-    return ctx.cluster_resources()
+    """Total logical resources of the runtime (from a task or actor too)."""
+    return _ctx().cluster_resources()
 
 
 def available_resources() -> dict:
-    """Logical resources not held by running tasks now."""
-    ctx = _ctx()
-    if not hasattr(ctx, "available_resources"):
-        raise exc.RaySystemError("available_resources() is only available in the driver")
-    return ctx.available_resources()
+    """Logical resources not held by running tasks now (from a task or
+    actor too: the driver answers)."""
+    return _ctx().available_resources()
 
 
 def nodes() -> list[dict]:

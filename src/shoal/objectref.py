@@ -647,10 +647,20 @@ class Context:
         return fut
 
     def _complete(self, fut: "concurrent.futures.Future", ref: ObjectRef) -> None:
+        import concurrent.futures
+
+        if fut.done():  # cancelled by its waiter (an await that was cancelled itself)
+            return
         try:
-            fut.set_result(self.get([ref], None)[0])
+            value = self.get([ref], None)[0]
         except BaseException as e:  # the task's error, delivered to the future
-            fut.set_exception(e)
+            deliver, outcome = fut.set_exception, e
+        else:
+            deliver, outcome = fut.set_result, value
+        try:
+            deliver(outcome)
+        except concurrent.futures.InvalidStateError:
+            pass  # cancelled meanwhile: nobody waits for it (and this thread must go on)
 
     def _resolve_futures(self) -> None:
         """Thread: completes futures as their objects are sealed."""

@@ -178,6 +178,9 @@ class TaskOptions:
         n = opts["num_returns"]
         if n is None:
             n = "streaming" if is_generator else 1
+        if n in ("streaming", "dynamic") and not is_generator:  # as Ray 2.60, when it is declared
+            raise ValueError(f"num_returns={n!r} needs a generator function (one that uses yield); "
+                             f"{default_name} is not one")
         # "dynamic" is deprecated in Ray 2.60 but still accepted: a ref to a
         # DynamicObjectRefGenerator once the generator has ended.
         self.num_returns = {"streaming": P.STREAMING, "dynamic": P.DYNAMIC}.get(n, n)

@@ -227,11 +227,7 @@ class Runtime(Context):
         return dict(self.resources_total)
 
     def available_resources(self) -> dict:
-        with self.shell.lock:
-            avail = self.shell.sched.available_resources()
-        for key in ("memory", "object_store_memory"):
-            avail[key] = self.resources_total[key]
-        return avail
+        return self.shell.resources()[1]
 
     # -- shutdown ------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ class ActorCalls:
                 if full is not None:
                     raise full
             self._apply_driver_refs()
-            self._call_actor(actor_id, spec, held)
+            self._call_actor(actor_id, spec, held, deps)
 
     def _find_actor(self, actor_id: bytes) -> A.Actor | None:
         actor = self.actors.actors.get(actor_id)
@@ -60,12 +60,16 @@ class ActorCalls:
             actor = self.actors.actors.get(actor_id)
         return actor
 
-    def _call_actor(self, actor_id: bytes, spec, held: list) -> None:
+    def _call_actor(self, actor_id: bytes, spec, held: list, deps: list = (), caller: int = 0,
+                    parent: bytes | None = None) -> None:
+        """A call from process `caller` (0: the driver) with arguments `deps`
+        (refs at the top level), made by task or call `parent` (if any): it
+        goes to the actor once they are sealed."""
         actor = self._find_actor(actor_id)
         if actor is None and self._reading:
             # Inside a pass over the rings: the actor's creation may be in a
             # ring not read yet in this pass; retry at the end of the pass.
-            self._orphans.append((actor_id, spec, held))
+            self._orphans.append((actor_id, spec, held, deps, caller, parent))
             return
         if actor is None:
             self.store.put_error(P.return_ids(spec), exc.ActorDiedError(
@@ -77,10 +81,15 @@ class ActorCalls:
         if held:
             self.refs.hold_for_task(seq, held)
             self.shared.update(held)
+        unsealed = []
+        if deps:
+            mask = self.store.raw.sealed_mask(deps)
+            unsealed = [d for d, ok in zip(deps, mask) if not ok]
         call = A.Call(seq, spec)
         if self.events is not None:
             call.submitted = _clock()
-        self._execute(self.actors.call(actor, call))
+        self._execute(self.actors.call(actor, call, caller, unsealed))
+        self._execute(self.sched.actor_call_submitted(spec.task_id, parent))
 
     def named_actor(self, name: str, namespace: str) -> A.Actor | None:
         with self.lock:

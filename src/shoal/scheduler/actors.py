@@ -5,10 +5,12 @@
        |  restart (max_restarts)                                    v
     restarting <--(process died)-- alive --(killed, terminated, out of restarts)--> dead
 
-Calls from every caller go through the driver, so one queue per actor keeps
-them in submission order: calls wait in `queue` until the actor is alive,
-then travel to its process and wait in `inflight` until it reports them
-done. When the process dies, in-flight calls are retried on the restarted
+Calls from every caller go through the driver. As in Ray, calls from one
+caller (a process) run in the order it submitted them, and a call whose
+arguments are not ready yet waits in `held` (with the calls of the same
+caller after it) without holding up other callers' calls. Admitted calls
+wait in `queue` until the actor is alive, then travel to its process and
+wait in `inflight` until it reports them done. When the process dies, in-flight calls are retried on the restarted
 actor (up to max_task_retries) or fail with ActorDiedError, as do all later
 calls once the actor is dead.
 """
@@ -22,20 +24,21 @@ from shoal import exceptions as exc
 
 
 class Call:
-    __slots__ = ("seq", "spec", "attempts", "submitted")
+    __slots__ = ("seq", "spec", "attempts", "submitted", "missing")
 
     def __init__(self, seq: int, spec: Any):
         self.seq = seq
         self.spec = spec
         self.attempts = 0
         self.submitted = 0.0  # when it was made (the shell's clock; for task events)
+        self.missing: set[bytes] = set()  # arguments not sealed yet
 
 
 class Actor:
     __slots__ = (
         "actor_id", "spec", "name", "namespace", "placing", "living", "max_restarts",
         "max_task_retries", "max_pending", "restarts", "state", "wid", "queue", "inflight",
-        "cause", "no_restart", "keep", "stopping", "creation_seq", "info",
+        "cause", "no_restart", "keep", "stopping", "creation_seq", "info", "held", "stop_when_released",
     )
 
     def __init__(self, actor_id: bytes, spec: Any, *, name: str | None = None, namespace: str = "",
@@ -56,6 +59,10 @@ class Actor:
         self.wid: int | None = None
         self.queue: collections.deque[Call] = collections.deque()
         self.inflight: dict[int, Call] = {}  # insertion order = send order
+        # Calls held back, by caller: the first waits for its arguments, the
+        # others for it (one caller's calls keep their order).
+        self.held: dict[Any, collections.deque[Call]] = {}
+        self.stop_when_released = False  # stop the process once nothing is held
         self.cause: BaseException | None = None
         self.no_restart = False
         self.keep = keep  # named or detached: lives without handles
@@ -115,6 +122,7 @@ class ActorTable:
         self.actors: dict[bytes, Actor] = {}
         self.names: dict[tuple[str, str], bytes] = {}
         self.by_wid: dict[int, Actor] = {}
+        self.waiting_on: dict[bytes, list[tuple[Actor, Call]]] = {}  # object -> held calls needing it
 
     # -- lookups ---------------------------------------------------------------
 
@@ -164,24 +172,44 @@ class ActorTable:
             actor.inflight[call.seq] = call
             actions.append(SendCall(actor, call))
         if actor.stopping:
-            actions.append(StopProcess(actor))
+            actions.extend(self._stop(actor))
         return actions
+
+    def _stop(self, actor: Actor) -> list:
+        """Stop the process once the calls submitted so far are done: held
+        calls are among them, so with any held it waits for their release."""
+        if actor.held:
+            actor.stop_when_released = True
+            return []
+        return [StopProcess(actor)]
 
     def pending_limit_error(self, actor: Actor) -> exc.PendingCallsLimitExceeded | None:
         """The error for one call too many (max_pending_calls), or None."""
+        held = sum(len(line) for line in actor.held.values())
         if actor.max_pending >= 0 and actor.state != "dead" and \
-                len(actor.queue) + len(actor.inflight) >= actor.max_pending:
+                len(actor.queue) + len(actor.inflight) + held >= actor.max_pending:
             return exc.PendingCallsLimitExceeded(
                 f"the actor {actor.describe()} already has {actor.max_pending} pending calls "
                 f"(max_pending_calls); wait for some to finish")
         return None
 
-    def call(self, actor: Actor, call: Call) -> list:
+    def call(self, actor: Actor, call: Call, caller: Any = 0, unsealed: tuple | list = ()) -> list:
+        """A call from `caller` (the process that made it) whose arguments
+        `unsealed` are not sealed yet."""
         if actor.state == "dead":
             return [FailCalls(actor, [call], actor.cause)]
         full = self.pending_limit_error(actor)
         if full is not None:
             return [FailCalls(actor, [call], full)]
+        if unsealed or caller in actor.held:
+            call.missing = set(unsealed)
+            for oid in call.missing:
+                self.waiting_on.setdefault(oid, []).append((actor, call))
+            actor.held.setdefault(caller, collections.deque()).append(call)
+            return []
+        return self._admit(actor, call)
+
+    def _admit(self, actor: Actor, call: Call) -> list:
         if call.spec.method == "__ray_terminate__":
             actor.stopping = True
         if actor.state == "alive":
@@ -190,15 +218,55 @@ class ActorTable:
         actor.queue.append(call)
         return []
 
+    def object_sealed(self, object_id: bytes) -> list:
+        """An object held calls may wait for is sealed: admit, per caller,
+        the calls at the head of its line whose arguments are all ready."""
+        entries = self.waiting_on.pop(object_id, None)
+        if not entries:
+            return []
+        for _, call in entries:
+            call.missing.discard(object_id)
+        actions: list = []
+        for actor in dict.fromkeys(a for a, _ in entries):
+            actions.extend(self.release_held(actor))
+        return actions
+
+    def release_held(self, actor: Actor) -> list:
+        """Admit the held calls that may go now (after a seal or a cancel)."""
+        actions: list = []
+        for caller in list(actor.held):
+            line = actor.held[caller]
+            while line and not line[0].missing:
+                call = line.popleft()
+                if actor.state == "dead":  # (it died while the call was held)
+                    actions.append(FailCalls(actor, [call], actor.cause))
+                else:
+                    actions.extend(self._admit(actor, call))
+            if not line:
+                del actor.held[caller]
+        if actor.stop_when_released and not actor.held and actor.state == "alive":
+            actor.stop_when_released = False
+            actions.append(StopProcess(actor))
+        return actions
+
     def call_done(self, actor: Actor, seq: int) -> Call | None:
         return actor.inflight.pop(seq, None)
 
     def cancel_queued(self, actor: Actor, seq: int) -> Call | None:
-        """Remove a call not sent yet (None if it was sent)."""
+        """Remove a call not sent yet (None if it was sent). Calls held
+        behind it may go then: call release_held(actor)."""
         for call in actor.queue:
             if call.seq == seq:
                 actor.queue.remove(call)
                 return call
+        for caller, line in actor.held.items():
+            for call in line:
+                if call.seq == seq:
+                    line.remove(call)
+                    call.missing.clear()  # (its entries in waiting_on are skipped)
+                    if not line:
+                        del actor.held[caller]
+                    return call
         return None
 
     def process_died(self, actor: Actor, how: str, report: str = "") -> list:
@@ -269,11 +337,11 @@ class ActorTable:
             return []
         actor.stopping = True
         self._unname(actor)  # nobody can hold a handle to it now: the name is free
-        if actor.state == "placing" and not actor.queue:
+        if actor.state == "placing" and not actor.queue and not actor.held:
             actor.cause = exc.ActorDiedError(f"The actor {actor.describe()} was never used", actor.actor_id.hex())
             return self._dead(actor, actor.cause)
         if actor.state == "alive":
-            return [StopProcess(actor)]
+            return self._stop(actor)
         return []  # stopped as soon as it is built
 
     def _unname(self, actor: Actor) -> None:
@@ -284,8 +352,11 @@ class ActorTable:
         actor.state = "dead"
         actor.cause = cause
         calls = list(actor.inflight.values()) + list(actor.queue)
+        for line in actor.held.values():
+            calls.extend(line)
         actor.inflight.clear()
         actor.queue.clear()
+        actor.held.clear()  # (their entries in waiting_on find nothing to release)
         self._unname(actor)
         actions: list = [Release(actor)]
         if calls:

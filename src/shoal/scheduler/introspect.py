@@ -54,19 +54,24 @@ def tasks(shell, job_id: str, node_id: str, finished: bool = True) -> list[dict]
                 "worker_pid": h.pid if running and h is not None else None,
                 "attempt_number": t.attempts, "required_resources": _resources(t.shape),
             })
-        for seq, actor in shell.calls.items():
-            call = actor.inflight.get(seq)
-            queued = call is None
-            if queued:
-                call = next((c for c in actor.queue if c.seq == seq), None)
-            if call is None:
-                continue
-            out.append({
-                "task_id": call.spec.task_id.hex(), "name": call.spec.name, "func_or_class_name": call.spec.name,
-                "type": "ACTOR_TASK", "job_id": job_id, "node_id": node_id, "actor_id": actor.actor_id.hex(),
-                "state": "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY" if queued else "SUBMITTED_TO_WORKER",
-                "attempt_number": call.attempts, "required_resources": {},
-            })
+        for actor in dict.fromkeys(shell.calls.values()):
+            # In flight, the first max_concurrency calls run (the process
+            # starts them in the order they were sent); the rest wait there,
+            # which Ray calls waiting for ordering or concurrency too.
+            limit = max(1, getattr(actor.spec, "max_concurrency", 1) or 1)
+            states = [(c, "RUNNING" if i < limit else "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY")
+                      for i, c in enumerate(actor.inflight.values())]
+            states += [(c, "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY") for c in actor.queue]
+            for line in actor.held.values():  # the first waits for its arguments, the rest for it
+                states += [(c, "PENDING_ARGS_AVAIL" if c.missing else "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY")
+                           for c in line]
+            for call, state in states:
+                out.append({
+                    "task_id": call.spec.task_id.hex(), "name": call.spec.name,
+                    "func_or_class_name": call.spec.name, "type": "ACTOR_TASK", "job_id": job_id,
+                    "node_id": node_id, "actor_id": actor.actor_id.hex(), "state": state,
+                    "attempt_number": call.attempts, "required_resources": {},
+                })
         if finished and shell.events is not None:
             out += [_ended_row(ev, job_id, node_id) for ev in reversed(shell.events.snapshot())]
         return out

@@ -41,9 +41,15 @@ messages carrying a CallSpec, in submission order; it answers
 (CONSTRUCTED, error) after __init__ (error: None, or the RayTaskError
 pickled) and DONE for each call. From any worker or actor:
   (CREATE_ACTOR, ActorSpec, options, deps, held, reply_id)
-  (CALL_ACTOR, actor_id, CallSpec, deps, held)
+  (CALL_ACTOR, actor_id, CallSpec, deps, held, parent)   parent: the task or
+                                           call that made it (cancel is recursive)
   (GET_ACTOR, name, namespace, reply_id)   the answer is sealed in the store
   (KILL_ACTOR, actor_id, no_restart)       under reply_id
+  (RESOURCES, reply_id)                    (total, available) resources, sealed
+                                           under reply_id
+  (CANCEL_TASK, task_id, force, recursive, reply_id)
+                                           cancel() from a task or actor; None
+                                           or the error is sealed under reply_id
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from typing import Any, NamedTuple
 TASK, CANCEL, EXIT, REVOKE = 1, 2, 3, 4
 READY, DONE, SUBMIT, PUT, REFS, BLOCKED, UNBLOCKED, EXITING = 10, 11, 12, 13, 14, 15, 16, 17
 ACTOR_INIT, CONSTRUCTED, CREATE_ACTOR, CALL_ACTOR, GET_ACTOR, KILL_ACTOR = 20, 21, 22, 23, 24, 25
+RESOURCES, CANCEL_TASK = 26, 27
 
 OK, FAILED, RETRY, CANCELLED, EXITED = 0, 1, 2, 3, 4
 

@@ -36,7 +36,7 @@ from shoal.scheduler.output import OutputRouter
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
 from shoal.scheduler.refs import DRIVER, ReferenceTable
 from shoal.scheduler.state import (
-    CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Revoke, Scheduler, StartWorker, StopWorker, Surplus,
+    CancelActorCall, CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Revoke, Scheduler, StartWorker, StopWorker, Surplus,
     Task, Warn,
 )
 
@@ -99,6 +99,7 @@ class Shell(ActorCalls):
         self._executing = False
         self._surplus: dict[int, float] = {}  # worker -> time.monotonic() to stop it at
         self._orphans: list = []  # calls to actors whose creation is not read yet
+        self._late_cancels: list = []  # cancels from workers of tasks not read yet
         self.workers: dict[int, WorkerHandle] = {}
         self.exit_codes: dict[int, int] = {}
         self.output = OutputRouter(log_to_driver)
@@ -267,8 +268,12 @@ class Shell(ActorCalls):
             self._reading = False
         if self._orphans:
             orphans, self._orphans = self._orphans, []
-            for actor_id, spec, held in orphans:
-                self._call_actor(actor_id, spec, held)
+            for actor_id, spec, held, deps, caller, parent in orphans:
+                self._call_actor(actor_id, spec, held, deps, caller, parent)
+        if self._late_cancels:
+            late, self._late_cancels = self._late_cancels, []
+            for msg in late:
+                self._cancel_for_worker(msg)
         return got
 
     # -- submission ----------------------------------------------------------------
@@ -310,14 +315,30 @@ class Shell(ActorCalls):
                 return
             if force:
                 raise ValueError("force=True is not supported for actor tasks (as in Ray)")
+            self._cancel_call(seq, actor, task_id, recursive)
+
+    def _cancel_call(self, seq: int, actor, task_id: bytes, recursive: bool) -> None:
+        """Cancel actor call seq: dropped if not sent yet, else its process
+        is told (an asyncio call is cancelled; another sees is_canceled())."""
+        with self.lock:
             if recursive:  # what the call submitted goes with it
                 self._execute(self.sched.cancel_children(task_id))
             call = self.actors.cancel_queued(actor, seq)
             if call is not None:
                 self._execute([A.FailCalls(actor, [call], exc.TaskCancelledError(
-                    f"actor task {call.spec.name} was cancelled before it ran"))])
+                    f"actor task {call.spec.name} ({call.spec.task_id.hex()}) was cancelled before it ran"))])
+                self._execute(self.actors.release_held(actor))
             elif actor.wid in self.workers:  # sent: dropped there if it has not started
                 self.workers[actor.wid].send(P.encode((P.CANCEL, seq, False)))
+
+    def _cancel_for_worker(self, msg: tuple) -> None:
+        _, task_id, force, recursive, reply = msg
+        try:
+            self.cancel(task_id, force, recursive)
+            answer: object = None
+        except ValueError as e:  # force=True on an actor call: the caller gets it, as in Ray
+            answer = e
+        self.store.put(answer, reply)
 
     def sync(self) -> None:
         """Handle every message workers have sent so far and the driver's
@@ -333,6 +354,17 @@ class Shell(ActorCalls):
                 self._apply_driver_refs()
                 if self.refs.candidates:
                     self._collect()
+
+    def resources(self) -> tuple[dict, dict]:
+        """(total, available) resources as cluster_resources() and
+        available_resources() report them; memory amounts are totals."""
+        with self.lock:
+            total = self.sched.total_resources()
+            available = self.sched.available_resources()
+        total["object_store_memory"] = float(self.store.statistics().capacity_bytes)
+        for key in ("memory", "object_store_memory"):
+            available[key] = total[key]
+        return total, available
 
     # -- messages from workers ---------------------------------------------------------
 
@@ -378,8 +410,6 @@ class Shell(ActorCalls):
             if actor is not None:
                 error = msg[1]
                 self._execute(self.actors.constructed(actor, error))
-                if error is None:
-                    self._execute(self.sched.actor_constructed(actor.actor_id))
         elif kind == P.CREATE_ACTOR:
             _, actor, deps, held, reply = msg
             try:
@@ -390,11 +420,19 @@ class Shell(ActorCalls):
             if reply is not None:
                 self.store.put(answer, reply)
         elif kind == P.CALL_ACTOR:
-            self._call_actor(msg[1], msg[2], msg[4])
+            self._call_actor(msg[1], msg[2], msg[4], msg[3], wid, msg[5] if len(msg) > 5 else None)
         elif kind == P.GET_ACTOR:
             _, name, namespace, reply = msg
             actor = self.actors.named(name, namespace)
             self.store.put((actor.actor_id, actor.info) if actor is not None else None, reply)
+        elif kind == P.RESOURCES:
+            self.store.put(self.resources(), msg[1])
+        elif kind == P.CANCEL_TASK:
+            if msg[1] not in self.by_task_id and self._reading:
+                # Its task may be submitted in a ring not read yet in this pass.
+                self._late_cancels.append(msg)
+            else:
+                self._cancel_for_worker(msg)
         elif kind == P.KILL_ACTOR:
             actor = self.actors.actors.get(msg[1])
             if actor is not None:
@@ -467,6 +505,7 @@ class Shell(ActorCalls):
         self.by_task_id.pop(spec.task_id, None)
         for rid in P.return_ids(spec):
             self._execute(self.sched.object_sealed(rid))
+            self._execute(self.actors.object_sealed(rid))
             if rid in self.drop_when_sealed:
                 self.drop_when_sealed.discard(rid)
                 self._delete(rid)
@@ -605,6 +644,11 @@ class Shell(ActorCalls):
             h = self.workers.get(a.worker)
             if h is not None:
                 h.send(P.encode((P.REVOKE, a.seqs)))
+        elif t is CancelActorCall:
+            seq = self.by_task_id.get(a.task_id)
+            actor = self.calls.get(seq) if seq is not None else None
+            if actor is not None:
+                self._cancel_call(seq, actor, a.task_id, True)
         elif t is CancelQueued:
             h = self.workers.get(a.worker)
             if h is not None:
@@ -633,7 +677,8 @@ class Shell(ActorCalls):
     def _fail(self, task: Task, kind: str, detail: str) -> None:
         spec = task.payload
         if kind == "cancelled":
-            err: BaseException = exc.TaskCancelledError(f"task {spec.name} was cancelled ({detail})")
+            err: BaseException = exc.TaskCancelledError(f"task {spec.name} ({spec.task_id.hex()}) was cancelled "
+                                                         f"({detail})")
         else:
             how, report = self._dying or ("it exited", None)
             err = exc.WorkerCrashedError(

@@ -115,6 +115,13 @@ class CancelQueued(NamedTuple):
     seq: int
 
 
+class CancelActorCall(NamedTuple):
+    """Cancel the actor call `task_id` (a child of a cancelled task or
+    call; the actors' side carries it out, recursively)."""
+
+    task_id: bytes
+
+
 class Warn(NamedTuple):
     text: str
 
@@ -214,14 +221,14 @@ class Scheduler:
         self.stats: dict[bytes, _Stats] = {}
         self._next_wid = 1  # 0 is the driver's holder id in the reference table
         self._warned: set[Shape] = set()
-        # Actors: (actor id, shape to place it, shape it keeps while alive).
+        # Actors: (actor id, shape that must be free to place it, shape it holds).
         self.actor_queue: collections.deque = collections.deque()
-        self.actor_holds: dict[bytes, Shape] = {}  # what each placed actor holds now
-        self._living: dict[bytes, Shape] = {}  # what it will hold once built
+        self.actor_holds: dict[bytes, Shape] = {}  # what each placed actor holds
         # Recursive cancel: the tasks each running task (or actor call)
         # submitted, by its task id, and the parents already cancelled
         # (what they submit from now on is cancelled at once).
         self.children: dict[bytes, list[int]] = {}
+        self.call_children: dict[bytes, list[bytes]] = {}  # parent -> task ids of its actor calls
         self.cancelled_parents: set[bytes] = set()
 
     # -- queries -----------------------------------------------------------
@@ -301,8 +308,9 @@ class Scheduler:
     # -- actors --------------------------------------------------------------
 
     def place_actor(self, actor_id: bytes, placing: Shape, living: Shape, name: str = "") -> list:
-        """An actor needs `placing` to start and keeps `living` once built
-        (Ray's default: 1 CPU to schedule, none while alive)."""
+        """An actor starts once `placing` is free and holds `living` from
+        then on, while it is built too (Ray's default: 1 CPU to schedule,
+        none to run, so any number of default actors are built at once)."""
         actions: list = []
         why = self.why_infeasible(placing)
         if why is not None and placing not in self._warned:
@@ -312,25 +320,10 @@ class Scheduler:
         self._place_actors(actions)
         return actions
 
-    def actor_constructed(self, actor_id: bytes) -> list:
-        """The actor's __init__ finished: it keeps only its living shape."""
-        actions: list = []
-        held = self.actor_holds.get(actor_id)
-        living = self._living.pop(actor_id, None)
-        if held is not None and living is not None and living != held:
-            for k, v in held:
-                self.available[k] = self.available.get(k, 0) + v
-            for k, v in living:
-                self.available[k] = self.available.get(k, 0) - v
-            self.actor_holds[actor_id] = living
-            self._schedule_all(actions)
-        return actions
-
     def actor_gone(self, actor_id: bytes) -> list:
         """The actor's process ended (or it never started): release it."""
         actions: list = []
         self.actor_queue = collections.deque(e for e in self.actor_queue if e[0] != actor_id)
-        self._living.pop(actor_id, None)
         held = self.actor_holds.pop(actor_id, None)
         self.gpus.give(self.actor_gpus.pop(actor_id, []))
         if held:
@@ -346,11 +339,12 @@ class Scheduler:
         while self.actor_queue:
             actor_id, placing, living = self.actor_queue.popleft()
             if self._fits_now(placing):
-                for k, v in placing:
+                # `placing` is a check, not a hold: as in Ray, a default actor
+                # under construction leaves its CPU to tasks.
+                for k, v in living:
                     self.available[k] = self.available.get(k, 0) - v
-                self.actor_holds[actor_id] = placing
-                self._living[actor_id] = living
-                gpus = self.gpus.take(dict(placing).get("GPU", 0))
+                self.actor_holds[actor_id] = living
+                gpus = self.gpus.take(dict(living).get("GPU", 0))
                 if gpus:
                     self.actor_gpus[actor_id] = gpus
                 actions.append(PlaceActor(actor_id, tuple(i for i, _ in gpus)))
@@ -490,17 +484,29 @@ class Scheduler:
         return actions
 
     def cancel_children(self, parent: bytes, force: bool = False) -> list:
-        """Cancel what task (or actor call) `parent` submitted, recursively,
-        and what it submits from now on (until parent_done)."""
+        """Cancel what task (or actor call) `parent` submitted, tasks and
+        actor calls (as in Ray), recursively, and what it submits from now
+        on (until parent_done). force does not apply to actor calls."""
         self.cancelled_parents.add(parent)
         actions: list = []
         for seq in self.children.pop(parent, ()):
             actions += self.cancel(seq, force, True)
+        actions += [CancelActorCall(tid) for tid in self.call_children.pop(parent, ())]
         return actions
+
+    def actor_call_submitted(self, task_id: bytes, parent: bytes | None) -> list:
+        """Task (or call) `parent` made actor call `task_id`: it is among
+        what cancelling the parent cancels. One made after that cancel is
+        left alone, as in Ray: a cancelled call may still call out while it
+        handles its CancelledError."""
+        if parent is not None and parent not in self.cancelled_parents:
+            self.call_children.setdefault(parent, []).append(task_id)
+        return []
 
     def parent_done(self, parent: bytes) -> None:
         """Task or actor call `parent` ended: nothing of it is left to cancel."""
         self.children.pop(parent, None)
+        self.call_children.pop(parent, None)
         self.cancelled_parents.discard(parent)
 
     # -- internals -----------------------------------------------------------

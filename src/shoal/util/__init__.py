@@ -4,6 +4,7 @@ inspect_serializability (and shoal.util.queue.Queue)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Iterable
 
 from shoal import api, objectref
@@ -98,11 +99,11 @@ class ActorPool:
         del self._index_to_future[self._next_return_index]
         self._next_return_index += 1
         _, actor = self._future_to_actor.pop(self._key(future))
-        self._return_actor(actor)
         if timed_out:
+            self._return_actor(actor)
             raise exc.GetTimeoutError(f"Timed out waiting for result after {timeout} s; the "
                                       f"submission {future} is dropped")
-        return api.get(future)
+        return self._get_result(future, actor)
 
     def get_next_unordered(self, timeout: float | None = None, ignore_if_timedout: bool = False) -> Any:
         """Whichever result finishes first (TimeoutError as get_next)."""
@@ -117,8 +118,22 @@ class ActorPool:
         index, actor = self._future_to_actor.pop(key)
         future = self._index_to_future.pop(index)
         self._next_return_index = max(self._next_return_index, index + 1)
-        self._return_actor(actor)
-        return api.get(future)
+        return self._get_result(future, actor)
+
+    def _get_result(self, future: Any, actor: Any) -> Any:
+        """The submission's value; its actor goes back to the pool unless it
+        died (a dead actor would take every later submission and fail it).
+        A task's own error or an actor that is only unavailable keeps it."""
+        alive = True
+        try:
+            # Looked up at call time, as Ray's pool calls ray.get: code that
+            # wraps or patches shoal.get sees the pool's gets too.
+            return sys.modules["shoal"].get(future)
+        except exc.ActorDiedError:
+            alive = False
+            raise
+        finally:
+            self._return_actor(actor, alive)
 
     def _drop_earlier(self) -> None:
         """map() returns only its own results: earlier submissions are
@@ -170,7 +185,8 @@ class ActorPool:
             raise ValueError("Actor already belongs to current ActorPool")
         self._return_actor(actor)
 
-    def _return_actor(self, actor: Any) -> None:
-        self._idle_actors.append(actor)
-        if self._pending_submits:
+    def _return_actor(self, actor: Any, alive: bool = True) -> None:
+        if alive:
+            self._idle_actors.append(actor)
+        if self._pending_submits and self._idle_actors:
             self.submit(*self._pending_submits.pop(0))

@@ -5,6 +5,13 @@ Pool``.
 Each pool process is an actor that runs the initializer once, then chunks
 of calls in the order they reach it. Arguments and results travel through
 the object store, so large numpy arrays are not pickled into pipes.
+
+As in Ray, the processes hold no CPU (num_cpus=0 unless ray_remote_args say
+otherwise; a pool may then be used from inside a pool's task), the pool
+starts the runtime with num_cpus=processes if none runs, and refuses more
+processes than the runtime has CPUs. An exception raised by the function
+fails only its own item: map() and get() raise it, imap() and
+imap_unordered() return it in that item's place.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from __future__ import annotations
 import itertools
 import math
 import multiprocessing
+import os
 import threading
+import traceback
 from multiprocessing import JoinableQueue, TimeoutError  # at Ray's paths, as Ray has them
 from typing import Any, Callable, Iterable
 
@@ -28,6 +37,27 @@ class PoolTimeoutError(exc.GetTimeoutError, multiprocessing.TimeoutError):
     `except TimeoutError` / GetTimeoutError."""
 
 
+class _ItemError:
+    """In a chunk's results: the item's call raised `error` (an Exception;
+    its traceback in the pool process is added to it as a note)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __reduce__(self):
+        return _ItemError, (self.error,)
+
+
+def _call(func: Callable, args: tuple, kwds: dict) -> Any:
+    try:
+        return func(*args, **kwds)
+    except Exception as e:  # one item's failure; BaseException (cancel, exit) ends the chunk
+        e.add_note(f"(raised in pool process {os.getpid()})\n" + traceback.format_exc().rstrip())
+        return _ItemError(e)
+
+
 class _PoolProcess:
     """The body of one pool process (made an actor by Pool)."""
 
@@ -36,10 +66,17 @@ class _PoolProcess:
             initializer(*initargs)
 
     def run(self, func: Callable, chunk: list, star: bool) -> list:
-        return [func(*args) if star else func(args) for args in chunk]
+        return [_call(func, tuple(args) if star else (args,), {}) for args in chunk]
 
     def apply(self, func: Callable, args: tuple, kwds: dict) -> Any:
-        return func(*args, **kwds)
+        return _call(func, args, kwds)
+
+
+def _first_error(values: list) -> BaseException | None:
+    for v in values:
+        if isinstance(v, _ItemError):
+            return v.error
+    return None
 
 
 class _Retiring:
@@ -68,8 +105,9 @@ class IMapIterator:
         self._more = more
         self._ordered = ordered
         self._pending: list = []
+        self._sizes: dict = {}  # ref of a chunk -> number of items in it
         self._ready: list = []  # values of a chunk not handed out yet
-        more(self._pending)
+        more(self._pending, self._sizes)
 
     def __iter__(self) -> "IMapIterator":
         return self
@@ -88,9 +126,16 @@ class IMapIterator:
                 ready, _ = api.wait(self._pending, num_returns=1, timeout=timeout)
             if not ready:
                 raise PoolTimeoutError(f"no result within {timeout} s")
-            self._pending.remove(ready[0])
-            self._ready = list(api.get(ready[0]))
-            self._more(self._pending)
+            ref = ready[0]
+            self._pending.remove(ref)
+            size = self._sizes.pop(ref)
+            try:
+                values = api.get(ref)
+            except exc.RayError as e:  # the whole chunk failed (its process died): each item
+                values = [_ItemError(e)] * size
+            # As in Ray, an item whose call raised is returned as its exception.
+            self._ready = [v.error if isinstance(v, _ItemError) else v for v in values]
+            self._more(self._pending, self._sizes)
         return self._ready.pop(0)
 
 
@@ -129,10 +174,12 @@ class AsyncResult:
                 chunks = api.get(self._refs, timeout=timeout)
             except exc.GetTimeoutError:
                 raise PoolTimeoutError(f"the result was not ready within {timeout} s") from None
-            except BaseException as e:  # the function raised: get() re-raises it
+            except BaseException as e:  # a chunk failed as a whole (its process died)
                 self._error = e
             else:
-                self._value = chunks[0] if self._single else [v for chunk in chunks for v in chunk]
+                values = chunks if self._single else [v for chunk in chunks for v in chunk]
+                self._error = _first_error(values)  # the first item that raised, in order
+                self._value = values[0] if self._single else values
             self._done.set()
 
     def get(self, timeout: float | None = None) -> Any:
@@ -166,22 +213,35 @@ class AsyncResult:
 
 class Pool:
     """A pool of `processes` worker processes (None: one per CPU of the
-    runtime), each running `initializer(*initargs)` first. The methods are
-    those of multiprocessing.Pool."""
+    runtime), each running `initializer(*initargs)` before the constructor
+    returns. The methods are those of multiprocessing.Pool.
+
+    Starts the runtime with ``num_cpus=processes`` if none runs. Raises
+    ValueError if `processes` is more than the runtime's CPUs.
+    """
 
     def __init__(self, processes: int | None = None, initializer: Callable | None = None,
                  initargs: tuple = (), maxtasksperchild: int | None = None, context: Any = None,
                  ray_address: str | None = None, ray_remote_args: dict | None = None):
         if maxtasksperchild is not None and (not isinstance(maxtasksperchild, int) or maxtasksperchild < 1):
             raise ValueError(f"maxtasksperchild must be an int >= 1 or None, not {maxtasksperchild!r}")
-        self._maxtasks = maxtasksperchild
-        if processes is None:
-            processes = max(1, int(api.cluster_resources().get("CPU", 1)))
-        if not isinstance(processes, int) or processes < 1:
+        if processes is not None and (not isinstance(processes, int) or processes < 1):
             raise ValueError(f"processes must be an int >= 1, not {processes!r}")
-        options = {"num_cpus": 1, **(ray_remote_args or {})}
+        self._maxtasks = maxtasksperchild
+        if not api.is_initialized():
+            api.init(**({} if processes is None else {"num_cpus": processes}))
+        cpus = int(api.cluster_resources().get("CPU", 0))
+        if processes is None:
+            processes = max(1, cpus)
+        elif processes > cpus:
+            raise ValueError(f"a pool of {processes} processes needs as many CPUs, but the runtime has {cpus}: "
+                             f"ask for at most {cpus} processes, or init() with more num_cpus")
+        options = {"num_cpus": 0, **(ray_remote_args or {})}
         self._new_actor = lambda: api.remote(**options)(_PoolProcess).remote(initializer, tuple(initargs))
         self._actors = [self._new_actor() for _ in range(processes)]
+        # Every initializer has run when the pool is returned (and one that
+        # raised fails here, with its traceback).
+        api.get([a.__ray_ready__.remote() for a in self._actors])
         self._runs = [0] * processes  # tasks (chunks) sent to each process, for maxtasksperchild
         self._retired: list = []  # processes told to exit after their last task
         self._next = 0
@@ -249,12 +309,14 @@ class Pool:
         it = iter(iterable)
         window = 2 * len(self._actors)
 
-        def more(pending: list) -> None:
+        def more(pending: list, sizes: dict) -> None:
             while len(pending) < window:
                 chunk = list(itertools.islice(it, max(1, chunksize)))
                 if not chunk:
                     return
-                pending.append(self._actor().run.remote(func, chunk, False))
+                ref = self._actor().run.remote(func, chunk, False)
+                pending.append(ref)
+                sizes[ref] = len(chunk)
 
         return more
 

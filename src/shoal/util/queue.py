@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import queue as _stdlib_queue
+from collections.abc import Iterable
 from typing import Any
 
 from shoal import api, objectref
@@ -159,19 +160,21 @@ class Queue:
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
 
-    def put_nowait_batch(self, items: list) -> None:
-        """Add every item, or none (Full) if they do not all fit."""
-        if not isinstance(items, list):
-            raise TypeError("put_nowait_batch() takes a list")
-        self._call(self.actor.put_nowait_batch.remote(items))
+    def put_nowait_batch(self, items: Iterable) -> None:
+        """Add every item (in order), or none (Full) if they do not all fit."""
+        if not isinstance(items, Iterable):
+            raise TypeError(f"put_nowait_batch() takes an iterable of items, not {type(items).__name__}")
+        self._call(self.actor.put_nowait_batch.remote(list(items)))
 
     def get_nowait(self) -> Any:
         return self.get(block=False)
 
     def get_nowait_batch(self, num_items: int) -> list:
         """Remove `num_items` items, or none (Empty) if fewer are queued."""
-        if not isinstance(num_items, int) or num_items < 0:
-            raise ValueError("'num_items' must be a non-negative int")
+        if not isinstance(num_items, int):
+            raise TypeError(f"get_nowait_batch() takes an int number of items, not {type(num_items).__name__}")
+        if num_items < 0:
+            raise ValueError(f"get_nowait_batch() takes a number of items >= 0, not {num_items}")
         return self._call(self.actor.get_nowait_batch.remote(num_items))
 
     def shutdown(self, force: bool = False, grace_period_s: int = 5) -> None:

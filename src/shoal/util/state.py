@@ -1,6 +1,8 @@
 """What the runtime is doing, with Ray's state API names
 (ray.util.state): list_actors, list_tasks, list_workers, list_nodes,
-get_actor, summarize_tasks. Each entry is a dict with Ray's field names.
+get_actor, summarize_tasks. Each entry is a dict with Ray's field names,
+whose fields also read as attributes (row["state"] or row.state), as Ray's
+entries do.
 
 Call these from the driver (the process that owns the runtime). Tasks are
 the unfinished ones, then those that ended lately (the task events keep the
@@ -28,13 +30,27 @@ def _runtime():
     return ctx
 
 
-def _select(rows: list[dict], filters: list | None, limit: int) -> list[dict]:
-    """Ray's filters: [(key, "=" or "!=", value), ...]."""
+class Row(dict):
+    """One entry: a dict whose fields also read as attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no field {name!r} (fields: {sorted(self)})") from None
+
+
+def _select(rows: list[dict], filters: list | None, limit: int) -> list[Row]:
+    """Ray's filters: [(key, "=" or "!=", value), ...]; keys and states
+    match in any case, as in Ray."""
     for key, op, value in filters or ():
         if op not in _OPS:
             raise ValueError(f"unsupported filter predicate {op!r} (use '=' or '!=')")
+        key = key.lower()
+        if key == "state" and isinstance(value, str):
+            value = value.upper()
         rows = [r for r in rows if _OPS[op](r.get(key), value)]
-    return rows[:limit]
+    return [Row(r) for r in rows[:limit]]
 
 
 def list_actors(filters: list | None = None, limit: int = 100, **_: Any) -> list[dict]:

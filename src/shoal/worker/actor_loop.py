@@ -43,6 +43,7 @@ def serve_actor(ctx, spin: float) -> None:
     if init is None:
         return
     ctx.actor_id = init.actor_id
+    ctx.is_async_actor = init.is_async
     executor = Executor(ctx, os.getpid())
     marker = b"\x00shoal:" + init.class_name.encode(errors="replace") + b"\n"
     os.write(1, marker)  # what the actor prints is prefixed with its class name
@@ -88,7 +89,7 @@ def _serve_threaded(ctx, executor: Executor, groups: dict) -> None:
     def run(seq: int, spec) -> None:
         if done["exit"] or _skip_if_cancelled(ctx, seq, spec):  # cancelled while it waited for a thread
             return
-        ctx.set_thread_task(spec.task_id)
+        ctx.set_thread_task(spec.task_id, seq)
         info = new_call_info()
         t = time.perf_counter()
         try:
@@ -154,6 +155,7 @@ async def _serve_async(ctx, executor: Executor, groups: dict, spin: float) -> No
     async def run(seq: int, spec) -> None:
         info = new_call_info()  # (this asyncio task's own context)
         t = time.perf_counter()
+        ctx.set_async_call(spec.task_id)  # (in this call's own context)
         try:
             async with limits[_group(spec, groups)]:
                 t = time.perf_counter()
@@ -170,6 +172,14 @@ async def _serve_async(ctx, executor: Executor, groups: dict, spin: float) -> No
             status, contained = P.CANCELLED, {}
         ctx.send(info.done(seq, status, t, time.perf_counter() - t, contained))
 
+    def ended(task: asyncio.Task, seq: int, spec) -> None:
+        running.pop(seq, None)
+        if task.cancelled():
+            # Cancelled before its first step: the CancelledError was thrown
+            # into run() before its try, so run() reported nothing.
+            seal_error(ctx.store, return_ids(spec), _cancelled(spec))
+            ctx.send(CallInfo().done(seq, P.CANCELLED, time.perf_counter(), 0.0, {}))
+
     try:
         while not stop.done():
             ctx.read_ring()
@@ -177,7 +187,7 @@ async def _serve_async(ctx, executor: Executor, groups: dict, spin: float) -> No
                 seq, spec = ctx.pending.popleft()
                 if not _skip_if_cancelled(ctx, seq, spec):
                     task = running[seq] = loop.create_task(run(seq, spec))
-                    task.add_done_callback(lambda _, seq=seq: running.pop(seq, None))
+                    task.add_done_callback(lambda task, seq=seq, spec=spec: ended(task, seq, spec))
             for seq in [s for s in ctx.cancelled if s in running]:  # cancel of a running call
                 ctx.cancelled.discard(seq)
                 running[seq].cancel()

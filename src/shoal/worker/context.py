@@ -13,6 +13,7 @@ made and then dropped, for example).
 from __future__ import annotations
 
 import collections
+import contextvars
 import threading
 
 from shoal import exceptions as exc
@@ -56,6 +57,7 @@ class WorkerContext(Context):
         self._blocked_lock = threading.Lock()
         self._waiting = threading.local()  # .seq: the task a thread's wait belongs to
         self._thread_task = threading.local()  # .task_id: a threaded actor's call on this thread
+        self._async_call: contextvars.ContextVar = contextvars.ContextVar("shoal_async_call", default=None)
         # Cancellation interrupts the main thread (SIGINT -> TaskCancelled)
         # only while user code runs there and no bookkeeping is under way:
         # an interrupt inside a send, a ring read or the blocked/unblocked
@@ -198,13 +200,31 @@ class WorkerContext(Context):
         self._shield = 1
         self._interrupt_pending = False
 
-    def set_thread_task(self, task_id: bytes | None) -> None:
+    def set_thread_task(self, task_id: bytes | None, seq: int = 0) -> None:
         """The call this thread runs (threaded actors run several at once)."""
         self._thread_task.task_id = task_id
+        self._thread_task.seq = seq
+
+    def call_cancelled(self) -> bool:
+        """Whether cancel() was called for the actor call this thread runs.
+        As in Ray, a running call of a sync or threaded actor is not
+        interrupted: it may check this, and its result is dropped. (The
+        driver's CANCEL is read here: a sync call holds the thread that
+        would read it otherwise.)"""
+        seq = getattr(self._thread_task, "seq", 0) or self.current_seq
+        if not seq:
+            return False
+        self.read_ring()
+        return seq in self.cancelled
+
+    def set_async_call(self, task_id: bytes) -> None:
+        """The call the current asyncio task runs (each call of an asyncio
+        actor is a task with its own context)."""
+        self._async_call.set(task_id)
 
     def task_id_here(self) -> bytes | None:
-        """The task or call the calling thread runs."""
-        return getattr(self._thread_task, "task_id", None) or self.current_task_id
+        """The task or call the calling thread (or asyncio task) runs."""
+        return getattr(self._thread_task, "task_id", None) or self._async_call.get() or self.current_task_id
 
     def cancel_requested(self) -> bool:
         return self.to_driver.user_word == self.current_seq
@@ -274,7 +294,16 @@ class WorkerContext(Context):
             self.send((P.PUT, oid, [r._id for r in nested if hasattr(r, "_id")]))
 
     def cancel(self, ref, force: bool, recursive: bool) -> None:
-        raise exc.RaySystemError("cancel() from inside a task is not supported; call it from the driver")
+        """cancel() from a task or actor: the driver, which owns every task,
+        carries it out and says if it refused."""
+        from shoal import ids
+
+        task_id = ids.task_of(ref._id)
+        if task_id is None:  # a put object: no task
+            return
+        answer = self._ask((P.CANCEL_TASK, task_id, force, recursive))
+        if isinstance(answer, BaseException):
+            raise answer
 
     # Actors (every request goes to the driver, which owns them) ----------------------
 
@@ -303,7 +332,7 @@ class WorkerContext(Context):
 
     def call_actor(self, actor_id: bytes, spec, deps: list, held: list) -> None:
         self.check_open()
-        self.send((P.CALL_ACTOR, actor_id, spec, deps, held))
+        self.send((P.CALL_ACTOR, actor_id, spec, deps, held, self.task_id_here()))  # its parent, for cancel
 
     def named_actor(self, name: str, namespace: str):
         """(actor_id, info) of a named actor, or None."""
@@ -311,6 +340,14 @@ class WorkerContext(Context):
 
     def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
         self.send((P.KILL_ACTOR, actor_id, no_restart))
+
+    # Resources (the driver's scheduler keeps them) ------------------------------------
+
+    def cluster_resources(self) -> dict:
+        return self._ask((P.RESOURCES,))[0]
+
+    def available_resources(self) -> dict:
+        return self._ask((P.RESOURCES,))[1]
 
 
 class _UserCode:

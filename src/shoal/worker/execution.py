@@ -184,7 +184,20 @@ return_ids = P.return_ids
 
 
 def _cancelled(spec) -> exc.TaskCancelledError:
-    return exc.TaskCancelledError(f"task {spec.name} was cancelled")
+    return exc.TaskCancelledError(f"task {spec.name} ({spec.task_id.hex()}) was cancelled")
+
+
+def _interrupted(spec, interrupt: BaseException, pid: int, actor_repr: str | None = None) -> exc.RayTaskError:
+    """A task that cancel() interrupted while it ran: as in Ray, a
+    RayTaskError caused by TaskCancelledError (get raises both types), with
+    where the interrupt landed. (One cancelled before it started gets a
+    plain TaskCancelledError.)"""
+    tb = interrupt.__traceback__.tb_next if interrupt.__traceback__ else None
+    text = "".join(traceback.format_exception(type(interrupt), interrupt, tb))
+    text += f"TaskCancelledError: task {spec.name} ({spec.task_id.hex()}) was cancelled while it ran\n"
+    err = exc.RayTaskError(spec.name, text, _cancelled(spec), pid, actor_repr)
+    err.__traceback__ = None
+    return err
 
 
 class Executor:
@@ -258,6 +271,12 @@ class Executor:
         if spec.method == "__ray_call__":
             instance = self.instance
             return lambda fn, *args, **kwargs: fn(instance, *args, **kwargs)
+        # From the class, as in Ray: an instance attribute of the same name
+        # (self.done = False beside a method done()) does not hide the method.
+        cls = type(self.instance)
+        attr = inspect.getattr_static(cls, spec.method, None)
+        if attr is not None and hasattr(attr, "__get__"):
+            return attr.__get__(self.instance, cls)
         return getattr(self.instance, spec.method)
 
     def run_call(self, spec: P.CallSpec) -> tuple[int, dict]:
@@ -348,6 +367,10 @@ class Executor:
             with user_code():
                 result = fn(*args, **kwargs)
             del args, kwargs
+            if self.instance is not None and not inspect.isgenerator(result) and self.ctx.call_cancelled():
+                # An actor call cancelled while it ran (not interrupted, as in Ray): its result is dropped.
+                seal_error(store, return_ids(spec), _cancelled(spec))
+                return P.CANCELLED, {}
             if spec.num_returns == P.STREAMING:
                 return self._stream(spec, result, fn)
             if spec.num_returns == P.DYNAMIC:
@@ -355,8 +378,8 @@ class Executor:
             if inspect.isgenerator(result) and spec.num_returns > 1:
                 return self._store_generator(spec, result, fn)
             return P.OK, self._store_results(spec, result, fn)
-        except KeyboardInterrupt:  # cancelled, or raised by the code itself: Ray reports both so
-            seal_error(store, return_ids(spec), _cancelled(spec))
+        except KeyboardInterrupt as e:  # cancelled, or raised by the code itself: Ray reports both so
+            seal_error(store, return_ids(spec), _interrupted(spec, e, self.pid, self.actor_repr))
             return P.CANCELLED, {}
         except ActorExit:
             seal_error(self.store, return_ids(spec), self._exit_error())
@@ -433,8 +456,8 @@ class Executor:
                 if self._put_result(spec, rid, s) and s.nested:
                     contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
                 k += 1
-        except KeyboardInterrupt:
-            seal_error(self.store, return_ids(spec)[k:], _cancelled(spec))
+        except KeyboardInterrupt as e:
+            seal_error(self.store, return_ids(spec)[k:], _interrupted(spec, e, self.pid, self.actor_repr))
             return P.CANCELLED, contained
         except ActorExit:
             seal_error(self.store, return_ids(spec)[k:], self._exit_error())
@@ -453,16 +476,30 @@ class Executor:
     def _store_dynamic(self, spec, gen: Any, fn: Callable) -> tuple[int, dict]:
         """num_returns="dynamic": every item is stored (as return 1, 2,
         ...), then return 0 holds a DynamicObjectRefGenerator of their refs.
-        An error of the generator is return 0's error, and no item is kept."""
+        As in Ray, an exception of the generator that is not retried is one
+        more item, after those it yielded (its get raises it)."""
         from shoal.objectref import DynamicObjectRefGenerator, ObjectRef
 
-        items = [_serialize_result(spec, fn, item, f"yielded, as item {k + 1},")
-                 for k, item in enumerate(self._items(gen))]  # (raises as it does)
+        if not hasattr(gen, "__next__"):  # (raised to the caller as the task's error)
+            raise TypeError(f"{spec.name} has num_returns='dynamic', so it must be a generator "
+                            f"(use yield), but it returned a {type(gen).__name__}")
+        items, error = [], None
+        try:
+            for k, item in enumerate(self._items(gen)):
+                items.append(_serialize_result(spec, fn, item, f"yielded, as item {k + 1},"))
+        except Exception as e:
+            if not isinstance(e, _Unserializable) and self._retryable(spec, e):
+                raise  # the task runs again (see _invoke)
+            error = e
         refs, contained = [], {}
         for k, s in enumerate(items):
             rid = ids.return_id(spec.task_id, k + 1)
             if self._put_result(spec, rid, s) and s.nested:
                 contained[rid] = [r._id for r in s.nested if hasattr(r, "_id")]
+            refs.append(ObjectRef(rid, self.ctx))
+        if error is not None:
+            rid = ids.return_id(spec.task_id, len(items) + 1)
+            seal_error(self.store, [rid], describe_exception(spec.name, error, self.pid, self.actor_repr))
             refs.append(ObjectRef(rid, self.ctx))
         one = spec._replace(num_returns=1)
         contained.update(self._store_results(one, DynamicObjectRefGenerator(refs), fn))
@@ -547,7 +584,7 @@ class _Stream:
         if error is None:
             ex.store.put(len(self.items), end)
         elif isinstance(error, KeyboardInterrupt):
-            seal_error(ex.store, [end], _cancelled(spec))
+            seal_error(ex.store, [end], _interrupted(spec, error, ex.pid, ex.actor_repr))
             status = P.CANCELLED
         elif isinstance(error, Exception):
             seal_error(ex.store, [end], describe_exception(spec.name, error, ex.pid, ex.actor_repr))

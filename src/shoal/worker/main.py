@@ -6,6 +6,7 @@ the driver sends, one at a time, until told to exit or orphaned.
 
 from __future__ import annotations
 
+import atexit
 import faulthandler
 import mmap
 import os
@@ -125,7 +126,13 @@ def serve(ctx: WorkerContext, spin: float, run=None, markers: bool = True) -> No
 
 
 def run(cfg: dict) -> None:
-    """Entry point of a worker (called in the child of the fork server)."""
+    """Entry point of a worker (called in the child of the fork server).
+
+    The process ends with os._exit, so the atexit handlers that tasks or
+    the actor registered are run here when it ends on purpose (exit_actor(),
+    __ray_terminate__, its last handle gone, an idle worker stopped), as
+    Ray's workers do; not when it is killed."""
+    atexit._clear()  # the fork server's handlers are not this worker's
     ctx = connect(cfg)
     objectref.set_current(ctx)
 
@@ -154,4 +161,5 @@ def run(cfg: dict) -> None:
         serve_actor(ctx, cfg.get("spin", 0.0))
     else:
         serve(ctx, cfg.get("spin", 0.0))
+    atexit._run_exitfuncs()  # (prints what a handler raises, and goes on)
     ctx.flush_refs()
