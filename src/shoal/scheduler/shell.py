@@ -319,6 +319,19 @@ class Shell(ActorCalls):
             elif actor.wid in self.workers:  # sent: dropped there if it has not started
                 self.workers[actor.wid].send(P.encode((P.CANCEL, seq, False)))
 
+    def cancel_if_queued(self, task_id: bytes) -> bool:
+        """Cancel a task (not an actor call) only if no worker has it yet;
+        True if it was cancelled (its results are sealed as such)."""
+        with self.lock:
+            seq = self.by_task_id.get(task_id)
+            if seq is None or seq in self.calls:
+                return False
+            actions = self.sched.cancel_if_queued(seq)
+            if actions is None:
+                return False
+            self._execute(actions)
+            return True
+
     def sync(self) -> None:
         """Handle every message workers have sent so far and the driver's
         own reference changes, so that a snapshot taken next is current."""

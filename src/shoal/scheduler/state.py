@@ -489,6 +489,16 @@ class Scheduler:
             actions += self.cancel_children(t.task_id, force)
         return actions
 
+    def cancel_if_queued(self, seq: int) -> list | None:
+        """Cancel task seq only if no worker has it yet (it waits for its
+        arguments or its resources): the actions, or None if a worker has
+        it (it may be running) or it ended. What concurrent.futures'
+        Future.cancel() needs: a call that started is never interrupted."""
+        t = self.tasks.get(seq)
+        if t is None or t.cancelled or t.state not in ("new", "waiting", "ready"):
+            return None
+        return self.cancel(seq, recursive=False)
+
     def cancel_children(self, parent: bytes, force: bool = False) -> list:
         """Cancel what task (or actor call) `parent` submitted, recursively,
         and what it submits from now on (until parent_done)."""

@@ -1,6 +1,7 @@
 """Utilities with Ray's names: ActorPool, as_completed, map_unordered,
 list_named_actors, register_serializer, deregister_serializer,
-inspect_serializability (and shoal.util.queue.Queue)."""
+inspect_serializability (and shoal.util.queue.Queue); Executor, a
+concurrent.futures.Executor on shoal."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, Callable, Iterable
 from shoal import api, objectref
 from shoal import exceptions as exc
 
+from shoal.util.executor import Executor
 from shoal.util.helpers import as_completed, map_unordered
 from shoal.util.serialization import deregister_serializer, inspect_serializability, register_serializer
 
@@ -21,7 +23,7 @@ def memory_summary(**kwargs: Any) -> str:
     return summary(**kwargs)
 
 
-__all__ = ["ActorPool", "as_completed", "list_named_actors", "map_unordered", "register_serializer",
+__all__ = ["ActorPool", "Executor", "as_completed", "list_named_actors", "map_unordered", "register_serializer",
            "deregister_serializer", "inspect_serializability", "memory_summary"]
 
 
