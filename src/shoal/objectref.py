@@ -15,6 +15,7 @@ applies queued drops at its next synchronisation point.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import threading
 import time
@@ -46,6 +47,20 @@ _NOT = bytes([1, 0]) + bytes(254)
 
 def _slice(wait: float | None) -> float:
     return WAIT_SLICE_S if wait is None else min(wait, WAIT_SLICE_S)
+
+
+@contextlib.contextmanager
+def waiting():
+    """Around a wait that is not a get() or wait() (a Future's result, a
+    nested joblib call): in a task, give back its CPU for the time of the
+    wait, as get() does, so that the tasks it waits for can run."""
+    ctx = _current
+    blocked = ctx is not None and ctx.before_wait([])
+    try:
+        yield
+    finally:
+        if blocked:
+            ctx.after_wait()
 
 
 def current() -> "Context | None":

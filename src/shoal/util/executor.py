@@ -30,6 +30,7 @@ import types
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
+from shoal import objectref
 from shoal.remote_function import RemoteFunction, current_context
 
 __all__ = ["Executor"]
@@ -94,6 +95,19 @@ class _Future(cf.Future):
             super().cancel()
             self.set_running_or_notify_cancel()  # waiters in wait()/as_completed() see it now
             return True
+
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self.done():
+            return super().result()
+        with objectref.waiting():  # in a task: its CPU goes back while it waits
+            return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self.done():
+            return super().exception()
+        with objectref.waiting():
+            return super().exception(timeout)
 
 
 class Executor(cf.Executor):
