@@ -64,6 +64,13 @@ class ActorClass:
         """Start the actor; returns its handle at once."""
         return self._create(args, kwargs, self._options)
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A DAG node starting the actor (a new one each execute(), as in
+        Ray); ``node.method.bind(...)`` calls it (see shoal.dag)."""
+        from shoal.dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
+
     def options(self, **options: Any) -> "_BoundActorClass":
         validate(options, "actor")
         return _BoundActorClass(self, {**self._options, **options})
@@ -145,6 +152,11 @@ class _BoundActorClass:
 
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
         return self._ac._create(args, kwargs, self._options)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        from shoal.dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
 
     def options(self, **options: Any) -> "_BoundActorClass":
         validate(options, "actor")
@@ -246,6 +258,12 @@ class ActorMethod:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Call the method in the actor; returns ObjectRef(s) at once."""
         return self._handle._call(self._name, args, kwargs, self._num_returns, self._task_name, self._group)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A DAG node calling this method of this (live) actor (see shoal.dag)."""
+        from shoal.dag import ClassMethodNode
+
+        return ClassMethodNode(self, self._name, args, kwargs)
 
     def options(self, num_returns: Any = None, name: str | None = None, concurrency_group: str | None = None,
                 **ignored: Any) -> "ActorMethod":

@@ -79,6 +79,13 @@ class RemoteFunction:
         for num_returns > 1, a generator of them for generator functions)."""
         return self._submit(args, kwargs, self._compiled)
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A DAG node calling the function with these arguments, run by
+        its DAG's execute() (see shoal.dag)."""
+        from shoal.dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
+
     def options(self, **options: Any) -> "_Bound":
         """The function with these options changed for the calls made
         through the returned object (``f.options(num_cpus=2).remote()``)."""
@@ -137,6 +144,12 @@ class _Bound:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._rf._submit(args, kwargs, self._opts)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A DAG node calling the function with these options (see shoal.dag)."""
+        from shoal.dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
 
     def options(self, **options: Any) -> "_Bound":
         validate(options, "task")
