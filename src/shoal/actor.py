@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoal import exceptions as exc
-from shoal import ids, objectref, serialization
+from shoal import ids, objectref, placement, serialization
 from shoal.objectref import ObjectRef, ObjectRefGenerator
 from shoal.options import ACTOR_DEFAULTS, env_vars, validate, warn_once
 from shoal.remote_function import current_context, store_definition
@@ -129,6 +129,11 @@ class ActorClass:
             placing, living = make_shape({"CPU": 1, **extra}), make_shape(extra)
         else:
             placing = living = make_shape({"CPU": opts["num_cpus"], **extra})
+        where = placement.resolve(options)
+        if where is not None or getattr(ctx, "placement", None):
+            placing, spec_placement = placement.place(placing, where, ctx)
+            living, _ = placement.place(living, where, ctx)
+            spec = spec._replace(placement=spec_placement)
         actor = Actor(actor_id, spec, name=name, namespace=namespace, placing=placing, living=living,
                       max_restarts=opts["max_restarts"], max_task_retries=opts["max_task_retries"],
                       max_pending=opts["max_pending_calls"],

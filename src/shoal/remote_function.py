@@ -6,7 +6,7 @@ import functools
 import inspect
 from typing import Any
 
-from shoal import ids, objectref, serialization, words
+from shoal import ids, objectref, placement, serialization, words
 from shoal.objectref import ObjectRef
 from shoal.options import TaskOptions, validate
 from shoal.scheduler import protocol as P
@@ -111,15 +111,18 @@ class RemoteFunction:
         task_id = ids.new_task_id()
         a = arguments.prepare(ctx, args, kwargs, f"{opts.name}()")
         n = opts.num_returns
+        shape, where = opts.shape, None
+        if opts.placement is not None or getattr(ctx, "placement", None):
+            shape, where = placement.place(shape, opts.placement, ctx)
         spec = P.TaskSpec(task_id, fid, opts.name, a.blob, a.args_id, n, opts.max_retries,
-                          opts.retry_exceptions, 0, opts.assigned, opts.env, (), opts.max_calls)
+                          opts.retry_exceptions, 0, opts.assigned, opts.env, (), opts.max_calls, where)
         if n == P.STREAMING:
             result: Any = objectref.ObjectRefGenerator(task_id, ctx)
         elif n == 1 or n == P.DYNAMIC:
             result = ObjectRef(ids.return_id(task_id, 0), ctx)
         else:
             result = [ObjectRef(ids.return_id(task_id, i), ctx) for i in range(n)] if n else None
-        ctx.submit(spec, opts.shape, a.deps, a.held)
+        ctx.submit(spec, shape, a.deps, a.held)
         return result
 
     def __reduce__(self):

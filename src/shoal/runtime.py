@@ -179,6 +179,19 @@ class Runtime(Context):
         task_id = ids.task_of(ref._id)
         return task_id is not None and self.shell.cancel_if_queued(task_id)
 
+    # -- placement groups ----------------------------------------------------------
+
+    def create_placement_group(self, gid: str, bundles: list[dict], strategy: str, name: str,
+                               lifetime: str | None) -> None:
+        self.check_open()
+        self.shell.create_group(gid, bundles, strategy, name, lifetime)
+
+    def remove_placement_group(self, gid: str) -> None:
+        self.shell.remove_group(gid)
+
+    def placement_group_table(self) -> dict[str, dict]:
+        return self.shell.group_table()
+
     # -- actors ------------------------------------------------------------------
 
     def create_actor(self, actor, deps: list, held: list, wait: bool) -> None:

@@ -52,6 +52,53 @@ def shape_amounts(shape: Shape) -> dict[str, float]:
     return {k: v / UNIT for k, v in shape}
 
 
+# Placement groups: bundle i of group G holds its resources under Ray's
+# names, f"{r}_group_{i}_{G}" (that bundle) and f"{r}_group_{G}" (any of
+# G's bundles), once G is placed. A task in G asks for those instead of its
+# own names, plus a little of BUNDLE, which every bundle has: so it waits
+# for G to be placed even when it needs nothing else.
+BUNDLE = "bundle"
+BUNDLE_UNITS = 1000 * UNIT  # what each bundle has of BUNDLE
+BUNDLE_ASK = UNIT // 1000  # what a task in a group asks of it (0.001)
+STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def group_shape(shape: Shape, group: str, index: int = -1) -> Shape:
+    """The shape a task (or actor) of `shape` asks for in bundle `index`
+    of placement group `group` (-1: any of its bundles)."""
+    suffix = f"_group_{group}" if index < 0 else f"_group_{index}_{group}"
+    spec = {k + suffix: v for k, v in shape}
+    spec[BUNDLE + suffix] = BUNDLE_ASK
+    return tuple(sorted(spec.items()))
+
+
+def _group_resources(gid: str, bundles: list) -> dict[str, int]:
+    """Every resource placed group gid adds (units)."""
+    out: dict[str, int] = collections.defaultdict(int)
+    for i, bundle in enumerate(bundles):
+        for k, v in (*bundle, (BUNDLE, BUNDLE_UNITS)):
+            out[f"{k}_group_{i}_{gid}"] += v
+            out[f"{k}_group_{gid}"] += v
+    return dict(out)
+
+
+class Group:
+    """A placement group as the scheduler sees it."""
+
+    __slots__ = ("gid", "bundles", "strategy", "name", "state", "never")
+
+    def __init__(self, gid: str, bundles: list, strategy: str, name: str = ""):
+        self.gid = gid
+        self.bundles = bundles  #: a Shape per bundle
+        self.strategy = strategy
+        self.name = name
+        self.state = "PENDING"  # CREATED once its resources are held | REMOVED
+        self.never = False  # can never be placed here (it stays PENDING, as in Ray)
+
+    def label(self) -> str:
+        return f"{self.name!r} ({self.gid})" if self.name else self.gid
+
+
 # ---------------------------------------------------------------------------
 # Actions
 # ---------------------------------------------------------------------------
@@ -117,6 +164,13 @@ class CancelQueued(NamedTuple):
 
 class Warn(NamedTuple):
     text: str
+
+
+class KillActor(NamedTuple):
+    """Kill the actor for good (its placement group was removed)."""
+
+    actor_id: bytes
+    detail: str
 
 
 class PlaceActor(NamedTuple):
@@ -223,11 +277,19 @@ class Scheduler:
         # (what they submit from now on is cancelled at once).
         self.children: dict[bytes, list[int]] = {}
         self.cancelled_parents: set[bytes] = set()
+        # Placement groups, by id; those waiting to be placed, in order.
+        self.groups: dict[str, Group] = {}
+        self.group_queue: collections.deque[str] = collections.deque()
+        # Why a task killed on purpose failed (seq -> (kind, detail)).
+        self._fail_reasons: dict[int, tuple[str, str]] = {}
+        self._group_gpus: dict[str, list] = {}  # GPU device units each placed group holds
 
     # -- queries -----------------------------------------------------------
 
     def available_resources(self) -> dict[str, float]:
-        return {k: v / UNIT for k, v in self.available.items() if v > 0}
+        """Free resources, without placement groups' own names (as Ray
+        shows them: a placed group's resources are simply not free)."""
+        return {k: v / UNIT for k, v in self.available.items() if v > 0 and self._group_of(k) is None}
 
     def total_resources(self) -> dict[str, float]:
         return {k: v / UNIT for k, v in self.total.items()}
@@ -243,8 +305,10 @@ class Scheduler:
         this machine has 2 CPU in total"); None if it can."""
         if self._fits_ever(shape):
             return None
+        if all(self.total.get(k, 0) >= v or self._pending_group_resource(k) for k, v in shape):
+            return None  # a group not placed yet will have the rest: it is its placement that may never come
         return (f"needs {self._describe(shape)} but this machine has "
-                f"{self._describe(tuple(sorted(self.total.items())))} in total")
+                f"{self._describe(self._plain(self.total))} in total")
 
     # -- events --------------------------------------------------------------
 
@@ -259,6 +323,11 @@ class Scheduler:
             self.children.setdefault(parent, []).append(task.seq)
         self.tasks[task.seq] = task
         actions: list = []
+        doomed = self._doomed(task.shape, f"task {task.name}")
+        if doomed is not None:
+            task.state = "ready"
+            self._forget(task)
+            return [FailTask(task, *doomed)]
         why = self.why_infeasible(task.shape)
         if why is not None and task.shape not in self._warned:
             self._warned.add(task.shape)
@@ -335,11 +404,14 @@ class Scheduler:
         self.gpus.give(self.actor_gpus.pop(actor_id, []))
         if held:
             for k, v in held:
-                self.available[k] = self.available.get(k, 0) + v
+                if k in self.total:  # (a removed group's are gone)
+                    self.available[k] = self.available.get(k, 0) + v
             self._schedule_all(actions)
         return actions
 
     def _place_actors(self, actions: list) -> None:
+        if self.group_queue:
+            self._place_groups(actions)
         if not self.actor_queue:
             return
         waiting = collections.deque()
@@ -456,7 +528,8 @@ class Scheduler:
             running.attempts += 1
             if running.cancelled:
                 self._done(running)
-                actions.append(FailTask(running, "cancelled", "cancelled with force=True"))
+                kind, detail = self._fail_reasons.pop(running.seq, ("cancelled", "cancelled with force=True"))
+                actions.append(FailTask(running, kind, detail))
             elif running.max_retries < 0 or running.attempts <= running.max_retries:
                 running.state = "ready"
                 self._queue_ready(running, front=True)
@@ -513,6 +586,138 @@ class Scheduler:
         self.children.pop(parent, None)
         self.cancelled_parents.discard(parent)
 
+    # -- placement groups -------------------------------------------------------
+
+    def create_group(self, gid: str, bundles: list, strategy: str, name: str = "") -> list:
+        """A placement group of `bundles` (a Shape each): placed as soon as
+        all of them fit at once, before tasks and actors waiting for the
+        same resources; until then, and for good if it can never fit (or
+        is STRICT_SPREAD with several bundles: one bundle per node, and
+        this runtime is one node), it waits, and a warning says why."""
+        g = self.groups[gid] = Group(gid, list(bundles), strategy, name)
+        actions: list = []
+        if strategy == "STRICT_SPREAD" and len(g.bundles) > 1:
+            why = (f"STRICT_SPREAD puts each of its {len(g.bundles)} bundles on a different node, and this "
+                   f"runtime is one node")
+        else:
+            why = self.why_infeasible(self._group_total(g))
+        if why is not None:
+            g.never = True
+            actions.append(Warn(f"placement group {g.label()} can never be placed: {why}. It stays pending, as "
+                                f"on a one-node Ray cluster: remove it with remove_placement_group()."))
+            return actions
+        self.group_queue.append(gid)
+        self._place_groups(actions)
+        if g.state == "PENDING":
+            actions.append(Warn(
+                f"placement group {g.label()} waits: its bundles need {self._describe(self._group_total(g))} "
+                f"and {self._describe(self._plain(self.available))} is free now. It is placed when "
+                f"running tasks and actors release enough."))
+        return actions
+
+    def remove_group(self, gid: str) -> list:
+        """Remove a placement group, as Ray does: its queued tasks fail
+        (TaskPlacementGroupRemoved), its running tasks' workers are killed
+        (their tasks fail the same way, without retry) and its actors die;
+        its resources go back."""
+        g = self.groups.get(gid)
+        if g is None or g.state == "REMOVED":
+            return []
+        placed = g.state == "CREATED"
+        g.state = "REMOVED"
+        if gid in self.group_queue:
+            self.group_queue.remove(gid)
+        actions: list = []
+        detail = f"its placement group {g.label()} was removed"
+        in_group = lambda shape: any(self._group_of(k) == gid for k, _ in shape)  # noqa: E731
+        for t in list(self.tasks.values()):
+            if not in_group(t.shape) or t.cancelled:
+                continue
+            if t.state in ("new", "waiting", "ready"):
+                t.cancelled = True
+                self._forget(t)
+                actions.append(FailTask(t, "pg_removed", detail))
+            elif t.state == "assigned":
+                self._fail_reasons[t.seq] = ("pg_removed", detail)
+                actions += self.cancel(t.seq, force=True, recursive=True)
+        for entry in list(self.actor_queue):
+            if in_group(entry[1]):
+                actions.append(KillActor(entry[0], detail))
+        for actor_id, shape in list(self.actor_holds.items()):
+            if in_group(shape) or in_group(self._living.get(actor_id, ())):
+                actions.append(KillActor(actor_id, detail))
+        if placed:
+            for k, v in _group_resources(gid, g.bundles).items():
+                self.total.pop(k, None)
+                self.available.pop(k, None)
+            for k, v in self._group_total(g):
+                self.available[k] = self.available.get(k, 0) + v
+            self.gpus.give(self._group_gpus.pop(gid, []))
+        self._schedule_all(actions)
+        return actions
+
+    def group_state(self, gid: str) -> str | None:
+        g = self.groups.get(gid)
+        return None if g is None else g.state
+
+    def _group_of(self, resource: str) -> str | None:
+        """The placement group whose resource this is (None: not one)."""
+        if "_group_" not in resource:
+            return None
+        gid = resource.rsplit("_", 1)[-1]
+        return gid if gid in self.groups else None
+
+    def _pending_group_resource(self, resource: str) -> bool:
+        gid = self._group_of(resource)
+        return gid is not None and self.groups[gid].state == "PENDING"
+
+    def _doomed(self, shape: Shape, what: str) -> tuple[str, str] | None:
+        """(kind, detail) of the failure of a task that can never run
+        because its group was removed or it must run on another node."""
+        for k, _ in shape:
+            if k.startswith("node:") and k not in self.total:
+                return ("unschedulable", f"{what} must run on node {k[5:]} (NodeAffinitySchedulingStrategy "
+                                         f"with soft=False), which is not this runtime's node")
+            gid = self._group_of(k)
+            if gid is not None and self.groups[gid].state == "REMOVED":
+                return ("pg_removed", f"its placement group {self.groups[gid].label()} was removed")
+        return None
+
+    def _plain(self, amounts: dict[str, int]) -> Shape:
+        """amounts without placement groups' own resources (for messages)."""
+        return tuple(sorted((k, v) for k, v in amounts.items() if self._group_of(k) is None))
+
+    @staticmethod
+    def _group_total(g: Group) -> Shape:
+        total: dict[str, int] = collections.defaultdict(int)
+        for bundle in g.bundles:
+            for k, v in bundle:
+                total[k] += v
+        return tuple(sorted(total.items()))
+
+    def _place_groups(self, actions: list) -> None:
+        """Place waiting groups, in order, while the next one fits."""
+        while self.group_queue:
+            g = self.groups[self.group_queue[0]]
+            need = self._group_total(g)
+            if not self._fits_now(need):
+                return
+            self.group_queue.popleft()
+            for k, v in need:
+                self.available[k] -= v
+            gpus = self.gpus.take(dict(need).get("GPU", 0))
+            if gpus:
+                self._group_gpus[g.gid] = gpus
+            for k, v in _group_resources(g.gid, g.bundles).items():
+                self.total[k] = self.total.get(k, 0) + v
+                self.available[k] = self.available.get(k, 0) + v
+            g.state = "CREATED"
+            # Tasks and actors that waited for its bundles may run now.
+            for w in list(self.workers.values()):
+                if w.state == "idle":
+                    self._fill_idle(w, actions)
+            self._maybe_grow(actions)
+
     # -- internals -----------------------------------------------------------
 
     @staticmethod
@@ -545,7 +750,8 @@ class Scheduler:
             for k, v in w.shape:
                 if k == "CPU":
                     v -= w.cpu_lent  # (already given back while it was blocked)
-                self.available[k] = self.available.get(k, 0) + v
+                if k in self.total:  # (a removed group's are gone)
+                    self.available[k] = self.available.get(k, 0) + v
             w.shape = None
             w.cpu_lent = 0
             self.gpus.give(w.gpus)
@@ -669,7 +875,9 @@ class Scheduler:
         """Worker w finished a task: keep it fed with work of its shape, or
         let its lease go and give it other work."""
         shape = w.shape
-        q = self.ready.get(shape) if shape is not None else None
+        # A waiting placement group goes first: the lease is given back
+        # rather than kept for more work of its shape.
+        q = self.ready.get(shape) if shape is not None and not self.group_queue else None
         if q:
             self._feed(w, q, actions)
         if not w.queue:
@@ -760,6 +968,11 @@ class Scheduler:
         for shape in self.actor_holds.values():
             for k, v in shape:
                 used[k] += v
+        for g in self.groups.values():
+            if g.state == "CREATED":
+                for k, v in self._group_total(g):
+                    used[k] += v
+        grants += list(self._group_gpus.values())
         for k, total in self.total.items():
             assert self.available.get(k, 0) + used[k] == total, (k, self.available, used)
         self.gpus.check(grants)

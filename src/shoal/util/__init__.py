@@ -12,6 +12,9 @@ from shoal import exceptions as exc
 
 from shoal.util.executor import Executor
 from shoal.util.helpers import as_completed, map_unordered
+from shoal.util.placement_group import (
+    get_current_placement_group, get_placement_group, placement_group, placement_group_table, remove_placement_group,
+)
 from shoal.util.serialization import deregister_serializer, inspect_serializability, register_serializer
 
 
@@ -23,7 +26,8 @@ def memory_summary(**kwargs: Any) -> str:
     return summary(**kwargs)
 
 
-__all__ = ["ActorPool", "Executor", "as_completed", "list_named_actors", "map_unordered", "register_serializer",
+__all__ = ["ActorPool", "Executor", "as_completed", "get_current_placement_group", "get_placement_group",
+           "placement_group", "placement_group_table", "remove_placement_group", "list_named_actors", "map_unordered", "register_serializer",
            "deregister_serializer", "inspect_serializability", "memory_summary"]
 
 

@@ -43,6 +43,7 @@ def serve_actor(ctx, spin: float) -> None:
     if init is None:
         return
     ctx.actor_id = init.actor_id
+    ctx.placement = init.placement
     executor = Executor(ctx, os.getpid())
     marker = b"\x00shoal:" + init.class_name.encode(errors="replace") + b"\n"
     os.write(1, marker)  # what the actor prints is prefixed with its class name
