@@ -184,7 +184,15 @@ def main() -> None:
     except (BrokenPipeError, ConnectionResetError, DriverDied):
         pass  # the driver went away before or while we served it
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # clean up without interruption
+        # Clean up without interruption. The driver's SIGTERM can come at any
+        # time, even now (its I/O thread exits at a normal shutdown too): its
+        # DriverDied may interrupt this very call, which is then made again.
+        while True:
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                break
+            except DriverDied:
+                pass  # (whether the driver died was decided above)
         server.shutdown()
         if died:
             for path in remove:
