@@ -24,7 +24,7 @@ LAYERS = [
     ("scheduler", {"shoal.scheduler"}),
     ("worker", {"shoal.objectref", "shoal.worker"}),
     ("api", {"shoal.api", "shoal.runtime", "shoal.remote_function", "shoal.options", "shoal.local_mode",
-             "shoal.actor", "shoal.util", "shoal.control", "shoal.cli", "shoal.dashboard", "shoal.experimental",
+             "shoal.actor", "shoal.util", "shoal.dag", "shoal.placement", "shoal.control", "shoal.cli", "shoal.dashboard", "shoal.experimental",
              "shoal"}),
 ]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from shoal import exceptions as exc
-from shoal import ids, objectref, serialization
+from shoal import ids, objectref, placement, serialization
 from shoal.objectref import ObjectRef, ObjectRefGenerator
 from shoal.options import ACTOR_DEFAULTS, env_vars, validate, warn_once
 from shoal.remote_function import current_context, store_definition
@@ -83,6 +83,13 @@ class ActorClass:
         """Start the actor; returns its handle at once."""
         return self._create(args, kwargs, self._options)
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A DAG node starting the actor (a new one each execute(), as in
+        Ray); ``node.method.bind(...)`` calls it (see shoal.dag)."""
+        from shoal.dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
+
     def options(self, **options: Any) -> "_BoundActorClass":
         validate(options, "actor")
         return _BoundActorClass(self, {**self._options, **options})
@@ -141,6 +148,11 @@ class ActorClass:
             placing, living = make_shape({"CPU": 1, **extra}), make_shape(extra)
         else:
             placing = living = make_shape({"CPU": opts["num_cpus"], **extra})
+        where = placement.resolve(options)
+        if where is not None or getattr(ctx, "placement", None):
+            placing, spec_placement = placement.place(placing, where, ctx)
+            living, _ = placement.place(living, where, ctx)
+            spec = spec._replace(placement=spec_placement)
         actor = Actor(actor_id, spec, name=name, namespace=namespace, placing=placing, living=living,
                       max_restarts=opts["max_restarts"], max_task_retries=opts["max_task_retries"],
                       max_pending=opts["max_pending_calls"],
@@ -164,6 +176,11 @@ class _BoundActorClass:
 
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
         return self._ac._create(args, kwargs, self._options)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        from shoal.dag import ClassNode
+
+        return ClassNode(self, args, kwargs)
 
     def options(self, **options: Any) -> "_BoundActorClass":
         validate(options, "actor")
@@ -265,6 +282,12 @@ class ActorMethod:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Call the method in the actor; returns ObjectRef(s) at once."""
         return self._handle._call(self._name, args, kwargs, self._num_returns, self._task_name, self._group)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A DAG node calling this method of this (live) actor (see shoal.dag)."""
+        from shoal.dag import ClassMethodNode
+
+        return ClassMethodNode(self, self._name, args, kwargs)
 
     def options(self, num_returns: Any = None, name: str | None = None, concurrency_group: str | None = None,
                 **ignored: Any) -> "ActorMethod":

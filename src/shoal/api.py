@@ -362,6 +362,12 @@ class RuntimeContext:
         # when every other handle is gone.
         return ActorHandle(aid, self._ctx.actor_info, None)
 
+    def get_placement_group_id(self) -> str | None:
+        """The id (hex) of the placement group the running task or actor is
+        in (None outside any)."""
+        where = getattr(self._ctx, "placement", None)
+        return where[0] if where else None
+
     def get_actor_name(self) -> str | None:
         """The name of the actor this code runs in (None: unnamed, or not in an actor)."""
         return getattr(self._ctx, "actor_name", None)

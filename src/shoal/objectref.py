@@ -15,6 +15,8 @@ applies queued drops at its next synchronisation point.
 from __future__ import annotations
 
 import collections
+import contextlib
+import itertools
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -39,8 +41,26 @@ FAIL_FAST_SCAN_S = 0.002
 WAIT_SLICE_S = 0.25
 
 
+#: sealed_mask() bytes inverted (1 <-> 0) by bytes.translate.
+_NOT = bytes([1, 0]) + bytes(254)
+
+
 def _slice(wait: float | None) -> float:
     return WAIT_SLICE_S if wait is None else min(wait, WAIT_SLICE_S)
+
+
+@contextlib.contextmanager
+def waiting():
+    """Around a wait that is not a get() or wait() (a Future's result, a
+    nested joblib call): in a task, give back its CPU for the time of the
+    wait, as get() does, so that the tasks it waits for can run."""
+    ctx = _current
+    blocked = ctx is not None and ctx.before_wait([])
+    try:
+        yield
+    finally:
+        if blocked:
+            ctx.after_wait()
 
 
 def current() -> "Context | None":
@@ -438,6 +458,7 @@ class Context:
         self.refs = LocalRefs()
         self.closed = False
         self._futures: dict[bytes, list] = {}
+        self._futures_new: list[bytes] = []  # objects of _futures the resolver has not seen yet
         self._future_thread: threading.Thread | None = None
         self._futures_lock = threading.Lock()
 
@@ -630,16 +651,25 @@ class Context:
 
     # Futures -------------------------------------------------------------------
 
-    def future_for(self, ref: ObjectRef) -> "concurrent.futures.Future":
+    def future_for(self, ref: ObjectRef, fut: "concurrent.futures.Future | None" = None
+                   ) -> "concurrent.futures.Future":
+        """A Future (`fut`, or a new one) completed with the value of `ref`
+        (or its error) once the object is sealed."""
         import concurrent.futures
 
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+        if fut is None:
+            fut = concurrent.futures.Future()
         if self.store.raw.contains(ref._id):
             self._complete(fut, ref)
             return fut
         fut._shoal_ref = ref  # keeps the object alive until the future resolves
         with self._futures_lock:
-            self._futures.setdefault(ref._id, []).append(fut)
+            futs = self._futures.get(ref._id)
+            if futs is None:
+                self._futures[ref._id] = [fut]
+                self._futures_new.append(ref._id)
+            else:
+                futs.append(fut)
             if self._future_thread is None:
                 self._future_thread = threading.Thread(
                     target=self._resolve_futures, name="shoal-futures", daemon=True)
@@ -663,22 +693,38 @@ class Context:
             pass  # cancelled meanwhile: nobody waits for it (and this thread must go on)
 
     def _resolve_futures(self) -> None:
-        """Thread: completes futures as their objects are sealed."""
+        """Thread: completes futures as their objects are sealed.
+
+        Each round costs one sealed_mask() of the pending objects and C-speed
+        list filtering (itertools.compress), so that thousands of pending
+        futures (an Executor's) take little of the GIL from the thread that
+        submits them."""
         store = self.store.raw
+        pending: list[bytes] = []
         while not self.closed:
             seq = store.seal_sequence()
             with self._futures_lock:
-                pending = list(self._futures)
+                if self._futures_new:
+                    pending += self._futures_new
+                    self._futures_new = []
                 if not pending:
                     self._future_thread = None
                     return
             mask = store.sealed_mask(pending)
-            for oid, flag in zip(pending, mask):
-                if flag:
-                    with self._futures_lock:
-                        futs = self._futures.pop(oid, [])
-                    for fut in futs:
-                        ref, fut._shoal_ref = fut._shoal_ref, None
-                        self._complete(fut, ref)
             if 1 not in mask:
                 store.wait_seal_after(seq, 1.0)
+                continue
+            sealed = list(itertools.compress(pending, mask))
+            pending = list(itertools.compress(pending, mask.translate(_NOT)))
+            self._complete_sealed(sealed)
+
+    def _complete_sealed(self, oids: list[bytes]) -> None:
+        """Complete the futures of sealed objects. (A function of its own:
+        no frame of the resolver keeps the last future, and so its value,
+        alive while it waits for the next seal.)"""
+        for oid in oids:
+            with self._futures_lock:
+                futs = self._futures.pop(oid, [])
+            for fut in futs:
+                ref, fut._shoal_ref = fut._shoal_ref, None
+                self._complete(fut, ref)

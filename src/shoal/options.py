@@ -14,7 +14,7 @@ from typing import Any
 
 import cloudpickle
 
-from shoal import words
+from shoal import placement, words
 from shoal.scheduler import protocol as P
 from shoal.scheduler.state import make_shape, shape_amounts
 
@@ -48,7 +48,8 @@ ACTOR_DEFAULTS = {
     "concurrency_groups": None,  # {name: max concurrent calls}
 }
 
-#: Ray options that change nothing on a single machine.
+#: Ray options that change nothing on a single machine, and the placement
+#: options (scheduling_strategy, placement_group...: see placement.py).
 SILENT = {
     "scheduling_strategy", "placement_group", "placement_group_bundle_index",
     "placement_group_capture_child_tasks", "label_selector", "fallback_strategy", "_labels",
@@ -165,7 +166,7 @@ class TaskOptions:
     """Compiled options of a remote function, as submission uses them."""
 
     __slots__ = ("options", "shape", "num_returns", "max_retries", "retry_exceptions", "name", "assigned", "env",
-                 "max_calls")
+                 "max_calls", "placement")
 
     def __init__(self, options: dict, default_name: str, is_generator: bool):
         opts = {**TASK_DEFAULTS, **options}
@@ -194,6 +195,7 @@ class TaskOptions:
         # A GPU task's worker exits after it by default, as in Ray: CUDA keeps
         # the device it started on for the life of a process.
         self.max_calls = (1 if opts["num_gpus"] else 0) if mc is None else mc
+        self.placement = placement.resolve(options)  # None: as its parent's capturing group, if any
 
 
 def loads_exception_types(data: bytes) -> tuple:

@@ -6,7 +6,7 @@ import functools
 import inspect
 from typing import Any
 
-from shoal import ids, objectref, serialization, words
+from shoal import ids, objectref, placement, serialization, words
 from shoal.objectref import ObjectRef
 from shoal.options import TaskOptions, validate
 from shoal.scheduler import protocol as P
@@ -79,6 +79,13 @@ class RemoteFunction:
         for num_returns > 1, a generator of them for generator functions)."""
         return self._submit(args, kwargs, self._compiled)
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A DAG node calling the function with these arguments, run by
+        its DAG's execute() (see shoal.dag)."""
+        from shoal.dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
+
     def options(self, **options: Any) -> "_Bound":
         """The function with these options changed for the calls made
         through the returned object (``f.options(num_cpus=2).remote()``)."""
@@ -104,15 +111,18 @@ class RemoteFunction:
         task_id = ids.new_task_id()
         a = arguments.prepare(ctx, args, kwargs, f"{opts.name}()")
         n = opts.num_returns
+        shape, where = opts.shape, None
+        if opts.placement is not None or getattr(ctx, "placement", None):
+            shape, where = placement.place(shape, opts.placement, ctx)
         spec = P.TaskSpec(task_id, fid, opts.name, a.blob, a.args_id, n, opts.max_retries,
-                          opts.retry_exceptions, 0, opts.assigned, opts.env, (), opts.max_calls)
+                          opts.retry_exceptions, 0, opts.assigned, opts.env, (), opts.max_calls, where)
         if n == P.STREAMING:
             result: Any = objectref.ObjectRefGenerator(task_id, ctx)
         elif n == 1 or n == P.DYNAMIC:
             result = ObjectRef(ids.return_id(task_id, 0), ctx)
         else:
             result = [ObjectRef(ids.return_id(task_id, i), ctx) for i in range(n)] if n else None
-        ctx.submit(spec, opts.shape, a.deps, a.held)
+        ctx.submit(spec, shape, a.deps, a.held)
         return result
 
     def __reduce__(self):
@@ -137,6 +147,12 @@ class _Bound:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._rf._submit(args, kwargs, self._opts)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A DAG node calling the function with these options (see shoal.dag)."""
+        from shoal.dag import FunctionNode
+
+        return FunctionNode(self, args, kwargs)
 
     def options(self, **options: Any) -> "_Bound":
         validate(options, "task")

@@ -173,6 +173,25 @@ class Runtime(Context):
         if task_id is not None:  # (a put object has no task to cancel)
             self.shell.cancel(task_id, force, recursive)
 
+    def cancel_if_queued(self, ref: ObjectRef) -> bool:
+        """Cancel the task of `ref` if it has not been handed to a worker;
+        True if it was (see Shell.cancel_if_queued)."""
+        task_id = ids.task_of(ref._id)
+        return task_id is not None and self.shell.cancel_if_queued(task_id)
+
+    # -- placement groups ----------------------------------------------------------
+
+    def create_placement_group(self, gid: str, bundles: list[dict], strategy: str, name: str,
+                               lifetime: str | None) -> None:
+        self.check_open()
+        self.shell.create_group(gid, bundles, strategy, name, lifetime)
+
+    def remove_placement_group(self, gid: str) -> None:
+        self.shell.remove_group(gid)
+
+    def placement_group_table(self) -> dict[str, dict]:
+        return self.shell.group_table()
+
     # -- actors ------------------------------------------------------------------
 
     def create_actor(self, actor, deps: list, held: list, wait: bool) -> None:
@@ -260,6 +279,7 @@ class Runtime(Context):
             with self._futures_lock:
                 futures = [f for fs in self._futures.values() for f in fs]
                 self._futures.clear()
+                self._futures_new.clear()
             for f in futures:
                 if not f.done():
                     f.set_exception(exc.RuntimeClosedError("the runtime was shut down"))

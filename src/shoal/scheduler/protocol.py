@@ -89,6 +89,7 @@ class TaskSpec(NamedTuple):
     env: dict | None = None  #: runtime_env env_vars, set while it runs
     gpu_ids: tuple = ()  #: GPU devices of its lease (CUDA_VISIBLE_DEVICES), set at dispatch
     max_calls: int = 0  #: the worker exits after running this function so many times (0: never)
+    placement: tuple | None = None  #: (group id, bundle index, capture child tasks) of its placement group
 
 
 class ActorSpec(NamedTuple):
@@ -104,6 +105,7 @@ class ActorSpec(NamedTuple):
     name: str | None = None  #: its name, if named
     env: dict | None = None  #: runtime_env env_vars, set for the process's life
     groups: dict | None = None  #: concurrency groups, {name: max concurrent calls}
+    placement: tuple | None = None  #: (group id, bundle index, capture child tasks) of its placement group
 
 
 class CallSpec(NamedTuple):

@@ -36,8 +36,8 @@ from shoal.scheduler.output import OutputRouter
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
 from shoal.scheduler.refs import DRIVER, ReferenceTable
 from shoal.scheduler.state import (
-    CancelActorCall, CancelQueued, CancelRunning, Dispatch, FailTask, PlaceActor, Revoke, Scheduler, StartWorker, StopWorker, Surplus,
-    Task, Warn,
+    CancelActorCall, CancelQueued, CancelRunning, Dispatch, FailTask, KillActor, PlaceActor, Revoke, Scheduler,
+    StartWorker, StopWorker, Surplus, Task, Warn, make_shape,
 )
 
 #: Workers that die before saying READY this many times in a row stop the
@@ -94,6 +94,7 @@ class Shell(ActorCalls):
         self.by_task_id: dict[bytes, int] = {}
         self.actors = A.ActorTable()
         self.calls: dict[int, A.Actor] = {}  # seq of an actor call -> its actor
+        self.group_info: dict[str, dict] = {}  # placement groups: what placement_group_table shows
         self._reading = False  # inside _read_rings
         self._actions: collections.deque = collections.deque()  # see _execute
         self._executing = False
@@ -339,6 +340,48 @@ class Shell(ActorCalls):
         except ValueError as e:  # force=True on an actor call: the caller gets it, as in Ray
             answer = e
         self.store.put(answer, reply)
+
+    # -- placement groups ------------------------------------------------------
+
+    def create_group(self, gid: str, bundles: list[dict], strategy: str, name: str, lifetime: str | None) -> None:
+        """Reserve a placement group's bundles (see Scheduler.create_group)."""
+        with self.lock:
+            if name and any(i["name"] == name and i["state"] != "REMOVED" for i in self.group_info.values()):
+                raise ValueError(f"a placement group named {name!r} exists already")
+            self.group_info[gid] = {"name": name, "bundles": [dict(b) for b in bundles], "strategy": strategy,
+                                    "lifetime": lifetime, "created_at": time.monotonic(), "placed_after": None}
+            self._execute(self.sched.create_group(gid, [make_shape(b) for b in bundles], strategy, name))
+            self._note_groups()
+
+    def remove_group(self, gid: str) -> None:
+        with self.lock:
+            self._execute(self.sched.remove_group(gid))
+            self._note_groups()
+
+    def group_table(self) -> dict[str, dict]:
+        """Every placement group of this runtime, with its state now."""
+        with self.lock:
+            self._note_groups()
+            return {gid: {**info, "state": self.sched.group_state(gid)} for gid, info in self.group_info.items()}
+
+    def _note_groups(self) -> None:
+        """Note when each group got placed (for placement_group_table's stats)."""
+        for gid, info in self.group_info.items():
+            if info["placed_after"] is None and self.sched.group_state(gid) == "CREATED":
+                info["placed_after"] = time.monotonic() - info["created_at"]
+
+    def cancel_if_queued(self, task_id: bytes) -> bool:
+        """Cancel a task (not an actor call) only if no worker has it yet;
+        True if it was cancelled (its results are sealed as such)."""
+        with self.lock:
+            seq = self.by_task_id.get(task_id)
+            if seq is None or seq in self.calls:
+                return False
+            actions = self.sched.cancel_if_queued(seq)
+            if actions is None:
+                return False
+            self._execute(actions)
+            return True
 
     def sync(self) -> None:
         """Handle every message workers have sent so far and the driver's
@@ -655,6 +698,10 @@ class Shell(ActorCalls):
                 h.send(P.encode((P.CANCEL, a.seq, False)))
         elif t is Warn:
             words.warn(a.text, RuntimeWarning)
+        elif t is KillActor:
+            actor = self._find_actor(a.actor_id)
+            if actor is not None:
+                self._execute(self.actors.kill(actor, True))
         elif t is PlaceActor:
             actor = self.actors.actors.get(a.actor_id)
             if actor is None or actor.state != "placing":
@@ -679,6 +726,10 @@ class Shell(ActorCalls):
         if kind == "cancelled":
             err: BaseException = exc.TaskCancelledError(f"task {spec.name} ({spec.task_id.hex()}) was cancelled "
                                                          f"({detail})")
+        elif kind == "pg_removed":
+            err = exc.TaskPlacementGroupRemoved(f"task {spec.name} cannot run: {detail}")
+        elif kind == "unschedulable":
+            err = exc.TaskUnschedulableError(f"The task is not schedulable: {detail}.")
         else:
             how, report = self._dying or ("it exited", None)
             err = exc.WorkerCrashedError(

@@ -16,6 +16,9 @@ letting a long task hold others back. A worker whose task blocks in get()
 gives back its CPU and its unstarted tasks, so nested tasks cannot
 deadlock; the pool grows to run them.
 
+Placement groups (reserved bundles of resources) are part of this state
+machine too: see groups.py, a mixin of Scheduler.
+
 GPUs are also counted per device: a lease (or an actor) that needs GPU gets
 device indices (whole devices, or a share of one for a fraction), which the
 shell hands to the process as CUDA_VISIBLE_DEVICES, as Ray does.
@@ -126,6 +129,13 @@ class Warn(NamedTuple):
     text: str
 
 
+class KillActor(NamedTuple):
+    """Kill the actor for good (its placement group was removed)."""
+
+    actor_id: bytes
+    detail: str
+
+
 class PlaceActor(NamedTuple):
     """The actor's resources are held: start its process (with these GPU
     device indices)."""
@@ -195,7 +205,12 @@ class _Stats:
 # ---------------------------------------------------------------------------
 
 
-class Scheduler:
+# The placement groups' part of the state machine (group_shape: what a task
+# in a group asks for; re-exported for the API layer).
+from shoal.scheduler.groups import Group, PlacementGroups, group_shape  # noqa: E402, F401
+
+
+class Scheduler(PlacementGroups):
     """Decides which task runs where and when.
 
     Args:
@@ -230,11 +245,19 @@ class Scheduler:
         self.children: dict[bytes, list[int]] = {}
         self.call_children: dict[bytes, list[bytes]] = {}  # parent -> task ids of its actor calls
         self.cancelled_parents: set[bytes] = set()
+        # Placement groups, by id; those waiting to be placed, in order.
+        self.groups: dict[str, Group] = {}
+        self.group_queue: collections.deque[str] = collections.deque()
+        # Why a task killed on purpose failed (seq -> (kind, detail)).
+        self._fail_reasons: dict[int, tuple[str, str]] = {}
+        self._group_gpus: dict[str, list] = {}  # GPU device units each placed group holds
 
     # -- queries -----------------------------------------------------------
 
     def available_resources(self) -> dict[str, float]:
-        return {k: v / UNIT for k, v in self.available.items() if v > 0}
+        """Free resources, without placement groups' own names (as Ray
+        shows them: a placed group's resources are simply not free)."""
+        return {k: v / UNIT for k, v in self.available.items() if v > 0 and self._group_of(k) is None}
 
     def total_resources(self) -> dict[str, float]:
         return {k: v / UNIT for k, v in self.total.items()}
@@ -250,7 +273,9 @@ class Scheduler:
         this machine has 2 CPU in total"); None if it can."""
         if self._fits_ever(shape):
             return None
-        have = tuple((k, self.total.get(k, 0)) for k, _ in shape)  # of what it asks for, zeros too
+        if all(self.total.get(k, 0) >= v or self._pending_group_resource(k) for k, v in shape):
+            return None  # a group not placed yet will have the rest: it is its placement that may never come
+        have = tuple((k, self.total.get(k, 0)) for k, _ in self._plain(dict(shape)))  # what it asks for, zeros too
         return f"needs {self._describe(shape)} but this machine has {self._describe(have)} in total"
 
     # -- events --------------------------------------------------------------
@@ -266,6 +291,11 @@ class Scheduler:
             self.children.setdefault(parent, []).append(task.seq)
         self.tasks[task.seq] = task
         actions: list = []
+        doomed = self._doomed(task.shape, f"task {task.name}")
+        if doomed is not None:
+            task.state = "ready"
+            self._forget(task)
+            return [FailTask(task, *doomed)]
         why = self.why_infeasible(task.shape)
         if why is not None and task.shape not in self._warned:
             self._warned.add(task.shape)
@@ -328,11 +358,14 @@ class Scheduler:
         self.gpus.give(self.actor_gpus.pop(actor_id, []))
         if held:
             for k, v in held:
-                self.available[k] = self.available.get(k, 0) + v
+                if k in self.total:  # (a removed group's are gone)
+                    self.available[k] = self.available.get(k, 0) + v
             self._schedule_all(actions)
         return actions
 
     def _place_actors(self, actions: list) -> None:
+        if self.group_queue:
+            self._place_groups(actions)
         if not self.actor_queue:
             return
         waiting = collections.deque()
@@ -450,7 +483,8 @@ class Scheduler:
             running.attempts += 1
             if running.cancelled:
                 self._done(running)
-                actions.append(FailTask(running, "cancelled", "cancelled with force=True"))
+                kind, detail = self._fail_reasons.pop(running.seq, ("cancelled", "cancelled with force=True"))
+                actions.append(FailTask(running, kind, detail))
             elif running.max_retries < 0 or running.attempts <= running.max_retries:
                 running.state = "ready"
                 self._queue_ready(running, front=True)
@@ -482,6 +516,16 @@ class Scheduler:
         if recursive:
             actions += self.cancel_children(t.task_id, force)
         return actions
+
+    def cancel_if_queued(self, seq: int) -> list | None:
+        """Cancel task seq only if no worker has it yet (it waits for its
+        arguments or its resources): the actions, or None if a worker has
+        it (it may be running) or it ended. What concurrent.futures'
+        Future.cancel() needs: a call that started is never interrupted."""
+        t = self.tasks.get(seq)
+        if t is None or t.cancelled or t.state not in ("new", "waiting", "ready"):
+            return None
+        return self.cancel(seq, recursive=False)
 
     def cancel_children(self, parent: bytes, force: bool = False) -> list:
         """Cancel what task (or actor call) `parent` submitted, tasks and
@@ -541,7 +585,8 @@ class Scheduler:
             for k, v in w.shape:
                 if k == "CPU":
                     v -= w.cpu_lent  # (already given back while it was blocked)
-                self.available[k] = self.available.get(k, 0) + v
+                if k in self.total:  # (a removed group's are gone)
+                    self.available[k] = self.available.get(k, 0) + v
             w.shape = None
             w.cpu_lent = 0
             self.gpus.give(w.gpus)
@@ -665,7 +710,9 @@ class Scheduler:
         """Worker w finished a task: keep it fed with work of its shape, or
         let its lease go and give it other work."""
         shape = w.shape
-        q = self.ready.get(shape) if shape is not None else None
+        # A waiting placement group goes first: the lease is given back
+        # rather than kept for more work of its shape.
+        q = self.ready.get(shape) if shape is not None and not self.group_queue else None
         if q:
             self._feed(w, q, actions)
         if not w.queue:
@@ -756,6 +803,11 @@ class Scheduler:
         for shape in self.actor_holds.values():
             for k, v in shape:
                 used[k] += v
+        for g in self.groups.values():
+            if g.state == "CREATED":
+                for k, v in self._group_total(g):
+                    used[k] += v
+        grants += list(self._group_gpus.values())
         for k, total in self.total.items():
             assert self.available.get(k, 0) + used[k] == total, (k, self.available, used)
         self.gpus.check(grants)

@@ -1,6 +1,7 @@
 """Utilities with Ray's names: ActorPool, as_completed, map_unordered,
 list_named_actors, register_serializer, deregister_serializer,
-inspect_serializability (and shoal.util.queue.Queue)."""
+inspect_serializability (and shoal.util.queue.Queue); Executor, a
+concurrent.futures.Executor on shoal."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from typing import Any, Callable, Iterable
 from shoal import api, objectref
 from shoal import exceptions as exc
 
+from shoal.util.executor import Executor
 from shoal.util.helpers import as_completed, map_unordered
+from shoal.util.placement_group import (
+    get_current_placement_group, get_placement_group, placement_group, placement_group_table, remove_placement_group,
+)
 from shoal.util.serialization import deregister_serializer, inspect_serializability, register_serializer
 
 
@@ -22,7 +27,8 @@ def memory_summary(**kwargs: Any) -> str:
     return summary(**kwargs)
 
 
-__all__ = ["ActorPool", "as_completed", "list_named_actors", "map_unordered", "register_serializer",
+__all__ = ["ActorPool", "Executor", "as_completed", "get_current_placement_group", "get_placement_group",
+           "placement_group", "placement_group_table", "remove_placement_group", "list_named_actors", "map_unordered", "register_serializer",
            "deregister_serializer", "inspect_serializability", "memory_summary"]
 
 

@@ -44,6 +44,7 @@ def serve_actor(ctx, spin: float) -> None:
         return
     ctx.actor_id = init.actor_id
     ctx.is_async_actor = init.is_async
+    ctx.placement = init.placement
     executor = Executor(ctx, os.getpid())
     marker = b"\x00shoal:" + init.class_name.encode(errors="replace") + b"\n"
     os.write(1, marker)  # what the actor prints is prefixed with its class name

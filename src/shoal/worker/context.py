@@ -46,6 +46,7 @@ class WorkerContext(Context):
         self.node_id = ""
         self.assigned: dict = {}  # logical resources of the running task
         self.gpu_ids: list = []  # GPU devices of the running task (or of the actor)
+        self.placement: tuple | None = None  # (group id, bundle index, capture) of the running task or actor
         self._send_lock = threading.Lock()
         self._read_lock = threading.Lock()  # the ring has one consumer: one thread at a time
         # Tasks read after a BLOCKED are held back until the driver's REVOKE

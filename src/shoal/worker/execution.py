@@ -229,6 +229,7 @@ class Executor:
             return P.FAILED, {}
         self.ctx.assigned = spec.resources
         self.ctx.gpu_ids = list(spec.gpu_ids)
+        self.ctx.placement = spec.placement
         env = spec.env or {}
         if spec.gpu_ids:  # as Ray: the task sees only its own devices
             env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(map(str, spec.gpu_ids))}
