@@ -31,13 +31,17 @@ def store_fds() -> int:
 
 
 def dead_spill_folders() -> set[str]:
-    """Spill folders in the temp directory that no live runtime holds
-    (other programs' live runtimes hold theirs: those do not count)."""
+    """Spill folders in the temp directory that no live runtime holds, of
+    runtimes this process or its children ran (other programs' do not count)."""
     from shoal.spill.directory import PREFIX, _is_dead
 
     tmp = tempfile.gettempdir()
+    ours = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}
     try:
         names = [n for n in os.listdir(tmp) if n.startswith(PREFIX)]
+        names = [n for n in names if n[len(PREFIX):].split("-")[0].isdigit()
+                 and (int(n[len(PREFIX):].split("-")[0]) in ours or not psutil.pid_exists(
+                     int(n[len(PREFIX):].split("-")[0])))]
     except OSError:
         return set()
     return {n for n in names if _is_dead(os.path.join(tmp, n))}

@@ -154,6 +154,72 @@ def write_buffers(int fd, uint64_t offset, buffers, bint direct=False, scratch=N
             PyBuffer_Release(&sview)
 
 
+def read_into(int fd, uint64_t offset, target, bint direct=False, scratch=None):
+    """Fill writable buffer `target` with the file's bytes from `offset`,
+    without the GIL. direct: fd was opened with O_DIRECT and `offset` is a
+    multiple of DIRECT_ALIGN; whole aligned blocks are read into a bounce
+    buffer (`scratch`, as in write_buffers, or one allocated for the call)
+    and copied out, which spares the page cache. Raises OSError, or
+    ObjectLostError if the file ends first."""
+    cdef Py_buffer tview, sview
+    cdef uint8_t *bounce = NULL
+    cdef bint own_bounce = scratch is None
+    cdef uint64_t done = 0, total
+    cdef ssize_t got = 0
+    cdef size_t want
+    cdef int err = 0
+    if direct and offset % ALIGN:
+        raise ValueError(f"direct reads start on a multiple of {DIRECT_ALIGN}, not {offset}")
+    PyObject_GetBuffer(target, &tview, PyBUF_ANY_CONTIGUOUS | PyBUF_WRITABLE)
+    try:
+        total = <uint64_t>tview.len
+        if direct:
+            if own_bounce:
+                if posix_memalign(<void **>&bounce, ALIGN, BOUNCE) != 0:
+                    raise MemoryError(f"cannot allocate a {BOUNCE}-byte buffer for reading")
+            else:
+                PyObject_GetBuffer(scratch, &sview, PyBUF_ANY_CONTIGUOUS | PyBUF_WRITABLE)
+                bounce = <uint8_t *>sview.buf
+                if <size_t>sview.len < BOUNCE or <size_t>bounce % ALIGN:
+                    PyBuffer_Release(&sview)
+                    own_bounce = True  # (nothing to release below)
+                    bounce = NULL
+                    raise ValueError(f"scratch must be page-aligned and hold {BOUNCE} bytes")
+        with nogil:
+            while done < total:
+                if direct:
+                    want = BOUNCE
+                    got = pread(fd, bounce, want, <off_t>(offset + done))
+                else:
+                    want = <size_t>(total - done)
+                    got = pread(fd, <uint8_t *>tview.buf + done, want, <off_t>(offset + done))
+                if got < 0:
+                    if errno == EINTR:
+                        continue
+                    err = errno
+                    break
+                if got == 0:
+                    break
+                if direct:
+                    want = <size_t>got if <uint64_t>got < total - done else <size_t>(total - done)
+                    memcpy(<uint8_t *>tview.buf + done, bounce, want)
+                    done += want
+                else:
+                    done += <uint64_t>got
+        if err:
+            raise OSError(err, os.strerror(err))
+        if done < total:
+            raise exc.ObjectLostError(
+                f"the file of a spilled object ends after {done} of its {total} bytes (at offset {offset})")
+    finally:
+        PyBuffer_Release(&tview)
+        if direct:
+            if own_bounce:
+                free(bounce)
+            else:
+                PyBuffer_Release(&sview)
+
+
 cdef class FileBuffer:
     """A read-only view of an object's data, read from a file; its metadata
     is in ``.metadata``. Behaves as the store's ObjectBuffer: the buffer

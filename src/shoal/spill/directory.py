@@ -1,7 +1,7 @@
 """The driver's spill folders: made at init, removed at shutdown, and
 claimed by a lock so that whoever finds one whose runtime died removes it.
 
-A runtime's folder in a spilling directory D is D/shoal-spill-<session>,
+A runtime's folder in a spilling directory D is D/shoal-spill-<pid>-<session>,
 mode 0700. Its driver holds an exclusive flock on D/.../lock for as long as
 it lives; the kernel drops the lock whatever kills the driver. So a
 runtime starting on D removes every shoal-spill-* folder of this user whose
