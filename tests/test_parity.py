@@ -7,13 +7,12 @@ import asyncio
 import os
 import threading
 
-import psutil
 import pytest
 
 from shoal import exceptions as exc
 from shoal.util import ActorPool
 from shoal.util.queue import Queue
-from tests._child import wait_until
+from tests._child import process_gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -420,8 +419,7 @@ def test_atexit_handlers_of_an_actor_run_when_it_ends_on_purpose(ray, tmp_path):
     assert ray.get(a.ready.remote(), timeout=30)
     pid = ray.get(a.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
     ray.kill(a)
-    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-               30, "the killed actor gone")
+    wait_until(lambda: process_gone(pid), 30, "the killed actor gone")
     assert not killed.exists()
 
 
