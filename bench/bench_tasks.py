@@ -392,7 +392,7 @@ def observability(quick: bool, num_cpus: int) -> dict:
     drift hits both alike); the median round of each is reported."""
     import shoal as ray
 
-    n, rounds = (1000, 2) if quick else (10000, 7)
+    n, rounds = (1000, 2) if quick else (20000, 15)
     rates: dict[str, list[float]] = {k: [] for k in ("timeline_off", "timeline_on", "no_poller",
                                                      "status_poller_100ms")}
     for r in range(rounds):
