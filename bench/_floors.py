@@ -12,8 +12,11 @@ in the same run as the rows.
                        TASK message, run a no-op, seal its result, encode DONE
   fault_in_gbps_{1,2}  first touch of fresh shared-memory pages, 1 and 2 threads
   memcpy_gbps_{1,2}    copy into warm shared memory, 1 and 2 threads
+  sum_gbps_2           numpy sum of a warm float64 array, 2 threads (what the
+                       8 tasks of the 800 MB rows do at least)
 
-`python bench/_floors.py` prints them.
+`python bench/_floors.py` prints them; `row_floors` turns them into the floor
+of each row of bench_tasks.py and bench_actors.py (`floor_note` says how).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -88,7 +92,9 @@ def submit_per_s(n: int = 20_000) -> float:
         def noop():
             return 0
 
-        refs = [noop.remote() for _ in range(100)]  # (its definition stored, paths warm)
+        with warnings.catch_warnings():  # (that no CPU will ever run them is the point)
+            warnings.simplefilter("ignore")
+            refs = [noop.remote() for _ in range(100)]  # (its definition stored, paths warm)
         t = time.perf_counter()
         refs += [noop.remote() for _ in range(n)]
         return n / (time.perf_counter() - t)
@@ -190,6 +196,22 @@ def memcpy_gbps(threads: int, nbytes: int = 512 * MiB, repeat: int = 5) -> float
     return nbytes / best / 1e9
 
 
+def sum_gbps(threads: int, nbytes: int = 512 * MiB, repeat: int = 5) -> float:
+    """numpy sum of a warm float64 array split among `threads`, best of `repeat`."""
+    arr = np.ones(nbytes // 8)
+    step = -(-arr.size // threads)
+
+    def run():
+        workers = [threading.Thread(target=arr[k * step:(k + 1) * step].sum) for k in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    run()
+    return nbytes / min(_timed(run) for _ in range(repeat)) / 1e9
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -208,7 +230,54 @@ def measure(quick: bool = False) -> dict:
         "fault_in_gbps_2": fault_in_gbps(2, size),
         "memcpy_gbps_1": memcpy_gbps(1, size),
         "memcpy_gbps_2": memcpy_gbps(2, size),
+        "sum_gbps_2": sum_gbps(2, size),
     }
+
+
+FLOOR_NOTES = {
+    "sync": "1 / ring_rtt: one message out, one back",
+    "async": "min(submit, cpus / (1/submit + 1/execute)): the driver's submit path on one core, "
+             "the rest of the CPU time split between submitting and executing",
+    "batch": "the async floor / 1000",
+    "put_gb": "memcpy_gbps_2: copy into warm shared memory with 2 threads",
+    "cold": "800 MB / fault_in_gbps_2 + 8 x 800 MB / sum_gbps_2: first touch of fresh pages, then the sums",
+    "warm": "800 MB / memcpy_gbps_2 + 8 x 800 MB / sum_gbps_2: one copy into warm pages, then the sums",
+    "rtt_us": "ring_rtt_us",
+}
+
+
+def row_floors(f: dict, cpus: int, array: float = 800e6) -> dict[str, tuple[float, str]]:
+    """The floor of each bench row from the measured floors `f` (see
+    `measure`), in the row's own unit, with the key of FLOOR_NOTES that says
+    how it was derived; `array` is the size of the "800 MB" rows' array
+    (bytes; smaller with --quick). Rows missing here have no floor this file
+    measures."""
+    sync = 1e6 / f["ring_rtt_us"]
+    submit, execute = f["submit_per_s"], f["execute_per_s"]
+    asynchronous = min(submit, cpus / (1 / submit + 1 / execute))
+    sums = 8 * array / (f["sum_gbps_2"] * 1e9)
+    cold = array / (f["fault_in_gbps_2"] * 1e9) + sums
+    warm = array / (f["memcpy_gbps_2"] * 1e9) + sums
+    return {
+        "single_client_tasks_sync": (sync, "sync"),
+        "single_client_tasks_async": (asynchronous, "async"),
+        "single_client_tasks_and_get_batch": (asynchronous / 1000, "batch"),
+        "single_client_put_gigabytes": (f["memcpy_gbps_2"], "put_gb"),
+        "array_800mb_cold_s": (cold, "cold"),
+        "array_800mb_warm_s": (warm, "warm"),
+        "1_1_actor_calls_sync": (sync, "sync"),
+        "1_1_async_actor_calls_sync": (sync, "sync"),
+        "actor_call_sync_p50_us": (f["ring_rtt_us"], "rtt_us"),
+    }
+
+
+def of_floor(name: str, value: float | None, floor: float | None) -> float | None:
+    """How close a row comes to its floor: 1.0 at the floor, 0.5 at half its
+    speed (twice its time); None where either is missing."""
+    if not value or not floor:
+        return None
+    lower_is_better = name.endswith(("_s", "_us"))
+    return floor / value if lower_is_better else value / floor
 
 
 if __name__ == "__main__":

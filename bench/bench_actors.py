@@ -10,7 +10,10 @@ same workloads in the same invocation when it is importable.
   1_1_async_actor_calls_async      one asyncio actor: many calls, then get  (calls/s)
   actor_call_sync_p50_us           median round trip of a sync call         (us)
 
-Usage: python bench/bench_actors.py [--quick] [--no-ray] [--json PATH]
+The floor of each row (bench/_floors.py, measured first in the same run) and
+how close shoal comes to it ('of floor': 1.0 at the floor) stand beside it.
+
+Usage: python bench/bench_actors.py [--quick] [--no-ray] [--no-floor] [--json PATH]
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _floors  # noqa: E402
 import _harness as h  # noqa: E402
 
 GOALS = {
-    "1_1_actor_calls_async": ">= 40,000/s",
+    "1_1_actor_calls_async": ">= 150,000/s",
     "1_1_async_actor_calls_async": ">= 40,000/s",
-    "actor_call_sync_p50_us": "<= 100 us",
+    "actor_call_sync_p50_us": "<= 10 us",
 }
 
 
@@ -115,8 +119,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--no-floor", action="store_true", help="skip measuring the floors")
     ap.add_argument("--json")
     args = ap.parse_args()
+    floors = {} if args.no_floor else _floors.measure(args.quick)
+    row_floors = _floors.row_floors(floors, args.num_cpus) if floors else {}
     results = {"shoal": run("shoal", args.quick, args.num_cpus)}
     if not args.no_ray:
         try:
@@ -129,12 +136,18 @@ def main() -> None:
     for k, v in results["shoal"].items():
         r = results.get("ray", {}).get(k)
         lower = k.endswith("_us")
-        rows.append({"name": k, "shoal": v, "ray": r,
-                     "x": (r / v if lower else v / r) if r else None, "goal": GOALS.get(k, "")})
-    print(f"Actor calls, {args.num_cpus} CPUs ('x ray': how many times better than Ray)")
-    print(h.table(rows, [("name", "benchmark"), ("shoal", "shoal"), ("ray", "ray 2.60"), ("x", "x ray"),
-                         ("goal", "goal")]))
-    path = h.save("bench_actors", {"results": results, "rows": rows}, args.json)
+        floor, how = row_floors.get(k, (None, None))
+        rows.append({"name": k, "shoal": v, "floor": floor, "of floor": _floors.of_floor(k, v, floor), "ray": r,
+                     "x": (r / v if lower else v / r) if r else None, "goal": GOALS.get(k, ""), "floor_how": how})
+    print(f"Actor calls, {args.num_cpus} CPUs ('x ray': how many times better than Ray; "
+          "'of floor': 1.0 at the floor)")
+    print(h.table(rows, [("name", "benchmark"), ("shoal", "shoal"), ("floor", "floor"), ("of floor", "of floor"),
+                         ("ray", "ray 2.60"), ("x", "x ray"), ("goal", "goal")]))
+    if floors:
+        print("\nFloors measured in this run: " + ", ".join(f"{k} {v:,.2f}" for k, v in floors.items()))
+        for key in sorted({r["floor_how"] for r in rows if r["floor_how"]}):
+            print(f"  {key}: {_floors.FLOOR_NOTES[key]}")
+    path = h.save("bench_actors", {"results": results, "floors": floors, "rows": rows}, args.json)
     print(f"\nJSON: {path}")
 
 

@@ -21,7 +21,11 @@ What seeing inside costs (shoal only; alternated round by round in one run):
                                       the same with another process asking the
                                       control endpoint for `status` every 100 ms, or not
 
-Usage: python bench/bench_tasks.py [--quick] [--no-ray] [--no-pool] [--observability-only] [--json PATH]
+The floor of each row (bench/_floors.py, measured first in the same run) and
+how close shoal comes to it ('of floor': 1.0 at the floor) stand beside it.
+
+Usage: python bench/bench_tasks.py [--quick] [--no-ray] [--no-pool] [--no-floor] [--observability-only]
+                                   [--json PATH]
 """
 
 from __future__ import annotations
@@ -42,18 +46,22 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _floors  # noqa: E402
 import _harness as h  # noqa: E402
 
 GOALS = {
-    "single_client_tasks_sync": ">= 10,000/s (<= 100 us)",
-    "single_client_tasks_async": ">= 40,000/s",
+    "single_client_tasks_sync": ">= 83,000/s (<= 12 us)",
+    "single_client_tasks_async": ">= 120,000/s",
     "single_client_put_calls": ">= 100,000/s",
     "single_client_get_calls": ">= 200,000/s",
-    "init_to_first_result": "<= 0.1 s",
+    "single_client_put_gigabytes": ">= 0.9 x floor",
+    "init_to_first_result": "<= 0.05 s",
+    "import_s": "<= 0.03 s",
     "seed_matmul_dag": "<= 0.06 s",
-    "array_800mb_cold_s": "<= 0.5 s",
+    "array_800mb_cold_s": "<= 0.35 s",
     "array_800mb_warm_s": "<= 0.5 s",
     "array_800mb_peak_pss_gb": "<= 1.8 GB",
+    "array_800mb_direct_cold_s": "<= ray",
 }
 
 UNITS = {
@@ -443,6 +451,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (smoke test)")
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--no-pool", action="store_true")
+    ap.add_argument("--no-floor", action="store_true", help="skip measuring the floors")
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--observability-only", action="store_true",
                     help="only what the timeline and a status poller cost")
@@ -460,6 +469,8 @@ def main() -> None:
         return
     peers = ["shoal"] + (["ray"] if not args.no_ray and have_ray() else [])
     results: dict = {}
+    floors = {} if args.no_floor else _floors.measure(args.quick)
+    row_floors = _floors.row_floors(floors, args.num_cpus, 800e6 / (16 if args.quick else 1)) if floors else {}
     for name in peers:
         results[name] = startup(name, args.num_cpus, 1 if args.quick else 3)
         results[name].update(run_suite(name, args.quick, args.num_cpus))
@@ -476,12 +487,20 @@ def main() -> None:
         ratio = None
         if s and r:
             ratio = r / s if lower_better else s / r
+        floor, how = row_floors.get(k, (None, None))
         rows.append({"name": k, "unit": UNITS.get(k, "s" if k.endswith("_s") else "/s"), "shoal": s,
-                     "ray": r, "x ray": ratio, "pool": p, "goal": GOALS.get(k, "")})
-    print(f"Tasks and objects, {args.num_cpus} CPUs ('x ray': how many times better than Ray)")
-    print(h.table(rows, [("name", "benchmark"), ("unit", "unit"), ("shoal", "shoal"), ("ray", "ray 2.60"),
-                         ("x ray", "x ray"), ("pool", "mp.Pool"), ("goal", "goal")]))
-    path = h.save("bench_tasks", {"results": results, "rows": rows}, args.json)
+                     "floor": floor, "of floor": _floors.of_floor(k, s, floor), "ray": r, "x ray": ratio,
+                     "pool": p, "goal": GOALS.get(k, ""), "floor_how": how})
+    print(f"Tasks and objects, {args.num_cpus} CPUs ('x ray': how many times better than Ray; "
+          "'of floor': 1.0 at the floor)")
+    print(h.table(rows, [("name", "benchmark"), ("unit", "unit"), ("shoal", "shoal"), ("floor", "floor"),
+                         ("of floor", "of floor"), ("ray", "ray 2.60"), ("x ray", "x ray"), ("pool", "mp.Pool"),
+                         ("goal", "goal")]))
+    if floors:
+        print("\nFloors measured in this run: " + ", ".join(f"{k} {v:,.2f}" for k, v in floors.items()))
+        for key in sorted({r["floor_how"] for r in rows if r["floor_how"]}):
+            print(f"  {key}: {_floors.FLOOR_NOTES[key]}")
+    path = h.save("bench_tasks", {"results": results, "floors": floors, "rows": rows}, args.json)
     print(f"\nJSON: {path}")
 
 
