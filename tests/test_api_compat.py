@@ -197,6 +197,60 @@ def test_init_warns_once_for_unimplemented_ray_keywords():
     shoal.shutdown()
 
 
+def test_job_config_at_rays_path_sets_env_vars_and_namespace():
+    import os
+
+    from shoal.job_config import JobConfig
+
+    assert shoal.job_config.JobConfig is JobConfig  # ray.job_config.JobConfig
+    config = JobConfig(runtime_env={"env_vars": {"SHOAL_T_JOBCONF": "from-config"}}, ray_namespace="jc",
+                       metadata={"team": "a"})
+    config.set_metadata("run", "1")
+    assert config.metadata == {"team": "a", "run": "1"}
+    with pytest.raises(ValueError, match="detached"):
+        config.set_default_actor_lifetime("forever")
+    with pytest.raises(TypeError, match="list of paths"):
+        JobConfig(code_search_path="/one/path")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a JobConfig of applied fields only: no warning
+        context = shoal.init(num_cpus=1, object_store_memory=64 << 20, job_config=config)
+    try:
+        # Ray's context has the address key; here it names a runtime of its own
+        assert context["address"] == "local" and context.address_info["address"] == "local"
+
+        @shoal.remote
+        def read(name):
+            return os.environ.get(name)
+
+        assert shoal.get(read.remote("SHOAL_T_JOBCONF"), timeout=30) == "from-config"
+        assert shoal.get_runtime_context().namespace == "jc"
+    finally:
+        shoal.shutdown()
+
+
+def test_init_arguments_win_over_the_job_config():
+    import os
+
+    from shoal import options
+    from shoal.job_config import JobConfig
+
+    config = JobConfig(runtime_env={"env_vars": {"SHOAL_T_JOBCONF": "config"}}, ray_namespace="cfg",
+                       code_search_path=["/somewhere"])
+    options._warned.discard("init:job_config:code_search_path")
+    with pytest.warns(UserWarning, match="code_search_path"):
+        shoal.init(num_cpus=1, object_store_memory=64 << 20, job_config=config, namespace="arg",
+                   runtime_env={"env_vars": {"SHOAL_T_JOBCONF": "argument"}})
+    try:
+        @shoal.remote
+        def read(name):
+            return os.environ.get(name)
+
+        assert shoal.get(read.remote("SHOAL_T_JOBCONF"), timeout=30) == "argument"
+        assert shoal.get_runtime_context().namespace == "arg"
+    finally:
+        shoal.shutdown()
+
+
 # -- runtime context ------------------------------------------------------------------
 
 

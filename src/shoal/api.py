@@ -30,7 +30,7 @@ _HARMLESS_INIT = {
 
 #: Ray's init keywords whose effect shoal lacks: a warning (once) says so.
 _UNIMPLEMENTED_INIT = {
-    "job_config", "labels", "enable_resource_isolation",
+    "labels", "enable_resource_isolation",
     "cgroup_path", "system_reserved_cpu", "system_reserved_memory", "proxy_server_url",
     "_plasma_directory", "_memory",
     "_tracing_startup_hook", "storage", "runtime_env_setup_hook",
@@ -54,7 +54,7 @@ def _check_init_kwargs(kwargs: dict) -> None:
                                                      f"it is ignored")
     for key, value in kwargs.items():
         if key in ("_system_config", "object_spilling_directory", "include_dashboard", "dashboard_host",
-                   "dashboard_port"):
+                   "dashboard_port", "job_config"):
             continue
         if key in _UNIMPLEMENTED_INIT:
             warn_once(f"init:{key}", f"shoal does not implement init({key}=...); it is ignored")
@@ -121,7 +121,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             "max_io_workers" and "automatic_object_spilling_enabled" apply.
         kwargs: Ray's other init keywords. Those that change nothing here
             (logging, temp directory, ...) are accepted silently; those
-            shoal does not implement (job_config, labels, ...) warn once.
+            shoal does not implement (labels, ...) warn once.
+            job_config (keyword): a shoal.job_config.JobConfig (Ray's
+            ray.job_config.JobConfig); its runtime_env and ray_namespace
+            apply where runtime_env and namespace are not given.
     Raises:
         RuntimeError: already initialized (and not ignore_reinit_error).
         TypeError: a keyword that Ray's init does not have either.
@@ -136,6 +139,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     if address not in (None, "local", "auto") and not str(address).startswith("local"):
         warn_once("init:address", f"shoal runs on this machine only: address={address!r} is ignored")
     _check_init_kwargs(kwargs)
+    runtime_env, namespace = _apply_job_config(kwargs.get("job_config"), runtime_env, namespace)
     if log_to_driver is None:  # Ray's default
         log_to_driver = True
     env = env_vars(runtime_env, "init()")
@@ -157,11 +161,35 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     return RayContext(_info())
 
 
+def _apply_job_config(job_config: Any, runtime_env: dict | None,
+                      namespace: str | None) -> tuple[dict | None, str | None]:
+    """The runtime_env and namespace init() uses: its own arguments win, as
+    in Ray, then those of a JobConfig. Fields shoal lacks warn once."""
+    if job_config is None:
+        return runtime_env, namespace
+    from shoal.job_config import JobConfig
+
+    if not isinstance(job_config, JobConfig):
+        warn_once("init:job_config", f"init(job_config=...) takes a shoal.job_config.JobConfig, not "
+                                     f"{a_type(job_config)}; it is ignored")
+        return runtime_env, namespace
+    for name in job_config.ignored_fields():
+        warn_once(f"init:job_config:{name}", f"shoal does not implement JobConfig.{name}; it is ignored")
+    if runtime_env is None:
+        runtime_env = job_config.runtime_env
+    if namespace is None:
+        namespace = job_config.ray_namespace
+    return runtime_env, namespace
+
+
 def _info() -> dict:
     import sys
 
     rt = objectref.current()
     return {
+        # Ray's key of the address to join; a shoal runtime cannot be joined
+        # from another process, and init("local") there starts one of its own.
+        "address": "local",
         "node_ip_address": "127.0.0.1",
         "session_name": getattr(rt, "session", ""),
         "namespace": getattr(rt, "namespace", None),
