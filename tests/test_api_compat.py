@@ -251,6 +251,30 @@ def test_init_arguments_win_over_the_job_config():
         shoal.shutdown()
 
 
+def test_first_use_starts_a_runtime_unless_auto_connect_is_off(monkeypatch):
+    @shoal.remote
+    def one():
+        return 1
+
+    @shoal.remote
+    class Probe:
+        def ping(self):
+            return "pong"
+
+    monkeypatch.setenv("RAY_ENABLE_AUTO_CONNECT", "0")  # Ray's switch
+    for call in (one.remote, Probe.remote, lambda: shoal.put(1)):
+        with pytest.raises(exc.RaySystemError, match="init"):
+            call()
+    assert not shoal.is_initialized()
+    monkeypatch.setenv("RAY_ENABLE_AUTO_CONNECT", "1")
+    try:
+        assert shoal.get(one.remote(), timeout=30) == 1  # started on first use
+        assert shoal.is_initialized()
+        assert shoal.get(Probe.remote().ping.remote(), timeout=30) == "pong"
+    finally:
+        shoal.shutdown()
+
+
 # -- runtime context ------------------------------------------------------------------
 
 

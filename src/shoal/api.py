@@ -216,10 +216,21 @@ def is_initialized() -> bool:
     return objectref.current() is not None
 
 
+def _auto_init() -> None:
+    """Start a runtime on first use, as Ray does, unless auto-init is off
+    (RAY_ENABLE_AUTO_CONNECT=0), where the call raises RaySystemError."""
+    from shoal import config
+
+    if not config.auto_init_enabled():
+        raise exc.RaySystemError("shoal has not been started yet and starting it on first use is off "
+                                 "(RAY_ENABLE_AUTO_CONNECT=0): call init() first")
+    init()
+
+
 def _ctx():
     ctx = objectref.current()
     if ctx is None:
-        init()
+        _auto_init()
         ctx = objectref.current()
     return ctx
 

@@ -91,6 +91,14 @@ DEFAULT_SPILL_THRESHOLD = 0.8
 DEFAULT_MIN_SPILLING_SIZE = 100 * 1000 * 1000
 
 
+def auto_init_enabled() -> bool:
+    """Whether the first remote call, get or put starts a runtime when none
+    runs (Ray's default). SHOAL_ENABLE_AUTO_CONNECT or Ray's name,
+    RAY_ENABLE_AUTO_CONNECT, set to "0" turns it off; read at each call."""
+    value = os.environ.get("SHOAL_ENABLE_AUTO_CONNECT", os.environ.get("RAY_ENABLE_AUTO_CONNECT", "1"))
+    return value.strip() != "0"
+
+
 @dataclasses.dataclass(frozen=True)
 class SpillConfig:
     """How a runtime spills objects to disk (sizes in bytes)."""
