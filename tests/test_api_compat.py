@@ -275,6 +275,18 @@ def test_first_use_starts_a_runtime_unless_auto_connect_is_off(monkeypatch):
         shoal.shutdown()
 
 
+def test_node_ip_address_at_rays_path_matches_nodes(ray):
+    import shoal.util
+
+    @ray.remote
+    def ip_in_a_task():
+        return shoal.util.get_node_ip_address()
+
+    address = shoal.util.get_node_ip_address()
+    assert address == ray.nodes()[0]["NodeManagerAddress"]
+    assert ray.get(ip_in_a_task.remote(), timeout=30) == address
+
+
 # -- runtime context ------------------------------------------------------------------
 
 

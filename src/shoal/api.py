@@ -185,12 +185,14 @@ def _apply_job_config(job_config: Any, runtime_env: dict | None,
 def _info() -> dict:
     import sys
 
+    from shoal import config
+
     rt = objectref.current()
     return {
         # Ray's key of the address to join; a shoal runtime cannot be joined
         # from another process, and init("local") there starts one of its own.
         "address": "local",
-        "node_ip_address": "127.0.0.1",
+        "node_ip_address": config.NODE_IP_ADDRESS,
         "session_name": getattr(rt, "session", ""),
         "namespace": getattr(rt, "namespace", None),
         "python_version": ".".join(map(str, sys.version_info[:3])),
@@ -463,10 +465,12 @@ def available_resources() -> dict:
 
 def nodes() -> list[dict]:
     """The one node of this runtime, in Ray's format."""
+    from shoal import config
+
     ctx = _ctx()
     res = ctx.cluster_resources() if hasattr(ctx, "cluster_resources") else {}
     return [{
-        "NodeID": getattr(ctx, "node_id", ""), "Alive": True, "NodeManagerAddress": "127.0.0.1",
+        "NodeID": getattr(ctx, "node_id", ""), "Alive": True, "NodeManagerAddress": config.NODE_IP_ADDRESS,
         "NodeManagerHostname": os.uname().nodename, "Resources": res,
     }]
 

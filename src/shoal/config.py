@@ -10,6 +10,9 @@ import os
 DEFAULT_STORE_FRACTION = 0.3
 #: The store is never made smaller than this (Ray: 75 MiB).
 MIN_STORE_BYTES = 75 << 20
+#: The address shoal reports for its one node (nodes(), init()'s context,
+#: util.get_node_ip_address): everything runs on this machine.
+NODE_IP_ADDRESS = "127.0.0.1"
 #: Objects of at least this size are copied by several threads.
 PARALLEL_COPY_BYTES = 8 << 20
 
