@@ -531,6 +531,16 @@ def test_direct_calls_and_unknown_methods(ray):
         c.nope.remote()
 
 
+def test_dir_of_an_actor_class_and_handle_lists_what_one_can_call(ray):
+    # autocompletion (IPython, editors) goes through dir(), as in Ray
+    Counter = make_counter(ray)
+    assert {"inc", "get_value", "remote", "options"} <= {n for n in dir(Counter) if not n.startswith("_")}
+    c = Counter.remote()
+    assert [n for n in dir(c) if not n.startswith("_")] == ["get_value", "inc", "pid"]
+    assert {"__init__", "__ray_terminate__"} <= set(dir(c))
+    assert {"remote", "options"} <= set(dir(c.inc))
+
+
 def test_exit_actor(ray):
     @ray.remote
     class Quitter:

@@ -197,6 +197,96 @@ def test_init_warns_once_for_unimplemented_ray_keywords():
     shoal.shutdown()
 
 
+def test_job_config_at_rays_path_sets_env_vars_and_namespace():
+    import os
+
+    from shoal.job_config import JobConfig
+
+    assert shoal.job_config.JobConfig is JobConfig  # ray.job_config.JobConfig
+    config = JobConfig(runtime_env={"env_vars": {"SHOAL_T_JOBCONF": "from-config"}}, ray_namespace="jc",
+                       metadata={"team": "a"})
+    config.set_metadata("run", "1")
+    assert config.metadata == {"team": "a", "run": "1"}
+    with pytest.raises(ValueError, match="detached"):
+        config.set_default_actor_lifetime("forever")
+    with pytest.raises(TypeError, match="list of paths"):
+        JobConfig(code_search_path="/one/path")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a JobConfig of applied fields only: no warning
+        context = shoal.init(num_cpus=1, object_store_memory=64 << 20, job_config=config)
+    try:
+        # Ray's context has the address key; here it names a runtime of its own
+        assert context["address"] == "local" and context.address_info["address"] == "local"
+
+        @shoal.remote
+        def read(name):
+            return os.environ.get(name)
+
+        assert shoal.get(read.remote("SHOAL_T_JOBCONF"), timeout=30) == "from-config"
+        assert shoal.get_runtime_context().namespace == "jc"
+    finally:
+        shoal.shutdown()
+
+
+def test_init_arguments_win_over_the_job_config():
+    import os
+
+    from shoal import options
+    from shoal.job_config import JobConfig
+
+    config = JobConfig(runtime_env={"env_vars": {"SHOAL_T_JOBCONF": "config"}}, ray_namespace="cfg",
+                       code_search_path=["/somewhere"])
+    options._warned.discard("init:job_config:code_search_path")
+    with pytest.warns(UserWarning, match="code_search_path"):
+        shoal.init(num_cpus=1, object_store_memory=64 << 20, job_config=config, namespace="arg",
+                   runtime_env={"env_vars": {"SHOAL_T_JOBCONF": "argument"}})
+    try:
+        @shoal.remote
+        def read(name):
+            return os.environ.get(name)
+
+        assert shoal.get(read.remote("SHOAL_T_JOBCONF"), timeout=30) == "argument"
+        assert shoal.get_runtime_context().namespace == "arg"
+    finally:
+        shoal.shutdown()
+
+
+def test_first_use_starts_a_runtime_unless_auto_connect_is_off(monkeypatch):
+    @shoal.remote
+    def one():
+        return 1
+
+    @shoal.remote
+    class Probe:
+        def ping(self):
+            return "pong"
+
+    monkeypatch.setenv("RAY_ENABLE_AUTO_CONNECT", "0")  # Ray's switch
+    for call in (one.remote, Probe.remote, lambda: shoal.put(1)):
+        with pytest.raises(exc.RaySystemError, match="init"):
+            call()
+    assert not shoal.is_initialized()
+    monkeypatch.setenv("RAY_ENABLE_AUTO_CONNECT", "1")
+    try:
+        assert shoal.get(one.remote(), timeout=30) == 1  # started on first use
+        assert shoal.is_initialized()
+        assert shoal.get(Probe.remote().ping.remote(), timeout=30) == "pong"
+    finally:
+        shoal.shutdown()
+
+
+def test_node_ip_address_at_rays_path_matches_nodes(ray):
+    import shoal.util
+
+    @ray.remote
+    def ip_in_a_task():
+        return shoal.util.get_node_ip_address()
+
+    address = shoal.util.get_node_ip_address()
+    assert address == ray.nodes()[0]["NodeManagerAddress"]
+    assert ray.get(ip_in_a_task.remote(), timeout=30) == address
+
+
 # -- runtime context ------------------------------------------------------------------
 
 

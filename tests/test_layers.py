@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(shoal.__file__).resolve().parent
 
-LEAF = {"shoal.exceptions", "shoal.ids", "shoal.config", "shoal.words"}
+LEAF = {"shoal.exceptions", "shoal.ids", "shoal.config", "shoal.words", "shoal.job_config"}
 LAYERS = [
     ("binding", {"shoal._store._core", "shoal._channel", "shoal._store"}),
     ("serialization", {"shoal.serialization"}),

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from shoal.util.multiprocessing import Pool
+from shoal.util.multiprocessing import Pool, PoolTaskError
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -183,15 +183,37 @@ def test_every_initializer_has_run_when_the_pool_is_returned(ray, tmp_path):
         pool.terminate()
 
 
+class Sealed(Exception):
+    """An exception class that refuses subclasses."""
+
+    def __init_subclass__(cls, **kwargs):
+        raise TypeError("Sealed is final")
+
+
+def raise_sealed(x):
+    raise Sealed(f"item {x}")
+
+
+def test_an_item_error_of_a_final_class_is_a_plain_pool_task_error(ray):
+    with Pool(1) as pool:
+        [got] = list(pool.imap(raise_sealed, [7]))
+    assert type(got) is PoolTaskError and isinstance(got.underlying, Sealed)
+    assert str(got) == "item 7"
+
+
 def test_an_item_that_raises_fails_only_itself(ray):
     with Pool(2) as pool:
-        # imap and imap_unordered hand the exception back in its item's place, as Ray does.
+        # imap and imap_unordered hand the exception back in its item's place, as Ray does:
+        # a PoolTaskError (Ray's class) whose underlying is it, and a ValueError as well.
         got = list(pool.imap(fail_on_three, range(6), chunksize=4))
         assert got[:3] == [0, 1, 2] and got[4:] == [4, 5]
         assert isinstance(got[3], ValueError) and "pool process" in "".join(got[3].__notes__)
+        assert isinstance(got[3], PoolTaskError) and type(got[3].underlying) is ValueError
+        assert str(got[3]) == str(got[3].underlying)
         unordered = list(pool.imap_unordered(fail_on_three, range(6), chunksize=2))
         assert sorted(v for v in unordered if isinstance(v, int)) == [0, 1, 2, 4, 5]
-        assert [type(v) for v in unordered if not isinstance(v, int)] == [ValueError]
+        errors = [v for v in unordered if not isinstance(v, int)]
+        assert len(errors) == 1 and isinstance(errors[0], ValueError) and isinstance(errors[0], PoolTaskError)
         # map raises the first one (the exception itself, with where it was raised).
         with pytest.raises(ValueError, match="three") as info:
             pool.map(fail_on_three, range(6), chunksize=6)

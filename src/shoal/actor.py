@@ -72,6 +72,11 @@ class ActorClass:
         except AttributeError:
             raise AttributeError(f"actor class {cls.__name__!r} has no attribute {name!r}") from None
 
+    def __dir__(self) -> list[str]:
+        # What the attribute lookup above reaches, for autocompletion (Ray's
+        # actor class lists the user's class attributes too).
+        return sorted(set(super().__dir__()) | set(dir(self._cls)))
+
     def __mro_entries__(self, bases: tuple) -> tuple:
         # `class Derived(ActorClassObject)`: say so, rather than fail on arguments.
         raise TypeError(
@@ -218,6 +223,10 @@ class ActorHandle:
         if info is None:
             raise AttributeError(f"'{self._info.class_name}' actor has no method '{name}'")
         return ActorMethod(self, name, info.num_returns)
+
+    def __dir__(self) -> list[str]:
+        # The methods one can call, for autocompletion; Ray's list __init__ too.
+        return sorted({"__init__", *self._info.methods})
 
     def __reduce__(self):
         serialization.record_nested(self)

@@ -30,7 +30,7 @@ _HARMLESS_INIT = {
 
 #: Ray's init keywords whose effect shoal lacks: a warning (once) says so.
 _UNIMPLEMENTED_INIT = {
-    "job_config", "labels", "enable_resource_isolation",
+    "labels", "enable_resource_isolation",
     "cgroup_path", "system_reserved_cpu", "system_reserved_memory", "proxy_server_url",
     "_plasma_directory", "_memory",
     "_tracing_startup_hook", "storage", "runtime_env_setup_hook",
@@ -54,7 +54,7 @@ def _check_init_kwargs(kwargs: dict) -> None:
                                                      f"it is ignored")
     for key, value in kwargs.items():
         if key in ("_system_config", "object_spilling_directory", "include_dashboard", "dashboard_host",
-                   "dashboard_port"):
+                   "dashboard_port", "job_config"):
             continue
         if key in _UNIMPLEMENTED_INIT:
             warn_once(f"init:{key}", f"shoal does not implement init({key}=...); it is ignored")
@@ -121,7 +121,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             "max_io_workers" and "automatic_object_spilling_enabled" apply.
         kwargs: Ray's other init keywords. Those that change nothing here
             (logging, temp directory, ...) are accepted silently; those
-            shoal does not implement (job_config, labels, ...) warn once.
+            shoal does not implement (labels, ...) warn once.
+            job_config (keyword): a shoal.job_config.JobConfig (Ray's
+            ray.job_config.JobConfig); its runtime_env and ray_namespace
+            apply where runtime_env and namespace are not given.
     Raises:
         RuntimeError: already initialized (and not ignore_reinit_error).
         TypeError: a keyword that Ray's init does not have either.
@@ -136,6 +139,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     if address not in (None, "local", "auto") and not str(address).startswith("local"):
         warn_once("init:address", f"shoal runs on this machine only: address={address!r} is ignored")
     _check_init_kwargs(kwargs)
+    runtime_env, namespace = _apply_job_config(kwargs.get("job_config"), runtime_env, namespace)
     if log_to_driver is None:  # Ray's default
         log_to_driver = True
     env = env_vars(runtime_env, "init()")
@@ -157,12 +161,38 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     return RayContext(_info())
 
 
+def _apply_job_config(job_config: Any, runtime_env: dict | None,
+                      namespace: str | None) -> tuple[dict | None, str | None]:
+    """The runtime_env and namespace init() uses: its own arguments win, as
+    in Ray, then those of a JobConfig. Fields shoal lacks warn once."""
+    if job_config is None:
+        return runtime_env, namespace
+    from shoal.job_config import JobConfig
+
+    if not isinstance(job_config, JobConfig):
+        warn_once("init:job_config", f"init(job_config=...) takes a shoal.job_config.JobConfig, not "
+                                     f"{a_type(job_config)}; it is ignored")
+        return runtime_env, namespace
+    for name in job_config.ignored_fields():
+        warn_once(f"init:job_config:{name}", f"shoal does not implement JobConfig.{name}; it is ignored")
+    if runtime_env is None:
+        runtime_env = job_config.runtime_env
+    if namespace is None:
+        namespace = job_config.ray_namespace
+    return runtime_env, namespace
+
+
 def _info() -> dict:
     import sys
 
+    from shoal import config
+
     rt = objectref.current()
     return {
-        "node_ip_address": "127.0.0.1",
+        # Ray's key of the address to join; a shoal runtime cannot be joined
+        # from another process, and init("local") there starts one of its own.
+        "address": "local",
+        "node_ip_address": config.NODE_IP_ADDRESS,
         "session_name": getattr(rt, "session", ""),
         "namespace": getattr(rt, "namespace", None),
         "python_version": ".".join(map(str, sys.version_info[:3])),
@@ -188,10 +218,21 @@ def is_initialized() -> bool:
     return objectref.current() is not None
 
 
+def _auto_init() -> None:
+    """Start a runtime on first use, as Ray does, unless auto-init is off
+    (RAY_ENABLE_AUTO_CONNECT=0), where the call raises RaySystemError."""
+    from shoal import config
+
+    if not config.auto_init_enabled():
+        raise exc.RaySystemError("shoal has not been started yet and starting it on first use is off "
+                                 "(RAY_ENABLE_AUTO_CONNECT=0): call init() first")
+    init()
+
+
 def _ctx():
     ctx = objectref.current()
     if ctx is None:
-        init()
+        _auto_init()
         ctx = objectref.current()
     return ctx
 
@@ -424,10 +465,12 @@ def available_resources() -> dict:
 
 def nodes() -> list[dict]:
     """The one node of this runtime, in Ray's format."""
+    from shoal import config
+
     ctx = _ctx()
     res = ctx.cluster_resources() if hasattr(ctx, "cluster_resources") else {}
     return [{
-        "NodeID": getattr(ctx, "node_id", ""), "Alive": True, "NodeManagerAddress": "127.0.0.1",
+        "NodeID": getattr(ctx, "node_id", ""), "Alive": True, "NodeManagerAddress": config.NODE_IP_ADDRESS,
         "NodeManagerHostname": os.uname().nodename, "Resources": res,
     }]
 

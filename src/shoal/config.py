@@ -10,6 +10,9 @@ import os
 DEFAULT_STORE_FRACTION = 0.3
 #: The store is never made smaller than this (Ray: 75 MiB).
 MIN_STORE_BYTES = 75 << 20
+#: The address shoal reports for its one node (nodes(), init()'s context,
+#: util.get_node_ip_address): everything runs on this machine.
+NODE_IP_ADDRESS = "127.0.0.1"
 #: Objects of at least this size are copied by several threads.
 PARALLEL_COPY_BYTES = 8 << 20
 
@@ -89,6 +92,14 @@ def copy_threads(nbytes: int) -> int:
 #: least 100 MB (fewer, larger files).
 DEFAULT_SPILL_THRESHOLD = 0.8
 DEFAULT_MIN_SPILLING_SIZE = 100 * 1000 * 1000
+
+
+def auto_init_enabled() -> bool:
+    """Whether the first remote call, get or put starts a runtime when none
+    runs (Ray's default). SHOAL_ENABLE_AUTO_CONNECT or Ray's name,
+    RAY_ENABLE_AUTO_CONNECT, set to "0" turns it off; read at each call."""
+    value = os.environ.get("SHOAL_ENABLE_AUTO_CONNECT", os.environ.get("RAY_ENABLE_AUTO_CONNECT", "1"))
+    return value.strip() != "0"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,12 +38,12 @@ def store_definition(ctx, obj: Any, what: str) -> bytes:
 
 def current_context():
     """This process's runtime context, starting a runtime if there is none
-    (as Ray does on first use)."""
+    (as Ray does on first use, unless RAY_ENABLE_AUTO_CONNECT=0)."""
     ctx = objectref.current()
     if ctx is None:
         from shoal import api
 
-        api.init()
+        api._auto_init()
         ctx = objectref.current()
     return ctx
 

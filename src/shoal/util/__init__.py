@@ -1,5 +1,5 @@
 """Utilities with Ray's names: ActorPool, as_completed, map_unordered,
-list_named_actors, register_serializer, deregister_serializer,
+list_named_actors, get_node_ip_address, register_serializer, deregister_serializer,
 inspect_serializability (and shoal.util.queue.Queue); Executor, a
 concurrent.futures.Executor on shoal."""
 
@@ -29,7 +29,16 @@ def memory_summary(**kwargs: Any) -> str:
 
 __all__ = ["ActorPool", "Executor", "as_completed", "get_current_placement_group", "get_placement_group",
            "placement_group", "placement_group_table", "remove_placement_group", "list_named_actors", "map_unordered", "register_serializer",
-           "deregister_serializer", "inspect_serializability", "memory_summary"]
+           "deregister_serializer", "inspect_serializability", "memory_summary", "get_node_ip_address"]
+
+
+def get_node_ip_address(address: str = "8.8.8.8:53") -> str:
+    """The IP address of this node, as Ray's util.get_node_ip_address.
+    shoal has one node, this machine, and reports it as the loopback
+    address (as nodes() does); `address` is accepted for Ray's signature."""
+    from shoal import config
+
+    return config.NODE_IP_ADDRESS
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:

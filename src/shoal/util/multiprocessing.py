@@ -11,7 +11,9 @@ otherwise; a pool may then be used from inside a pool's task), the pool
 starts the runtime with num_cpus=processes if none runs, and refuses more
 processes than the runtime has CPUs. An exception raised by the function
 fails only its own item: map() and get() raise it, imap() and
-imap_unordered() return it in that item's place.
+imap_unordered() return it in that item's place, as a PoolTaskError (Ray's
+class, whose .underlying is the exception) that is also an instance of the
+exception's own class.
 """
 
 from __future__ import annotations
@@ -28,13 +30,61 @@ from typing import Any, Callable, Iterable
 from shoal import api
 from shoal import exceptions as exc
 
-__all__ = ["Pool", "AsyncResult", "IMapIterator", "JoinableQueue", "TimeoutError"]
+__all__ = ["Pool", "AsyncResult", "IMapIterator", "JoinableQueue", "PoolTaskError", "TimeoutError"]
 
 
 class PoolTimeoutError(exc.GetTimeoutError, multiprocessing.TimeoutError):
     """A result was not ready in time: caught by `except
     multiprocessing.TimeoutError` (as with the stdlib's Pool) and by
     `except TimeoutError` / GetTimeoutError."""
+
+
+class PoolTaskError(Exception):
+    """What imap() and imap_unordered() hand out in the place of an item
+    whose call raised (Ray's class): ``underlying`` is that exception. The
+    value is made an instance of the exception's own class too where that
+    class can be derived from, so both Ray's ``isinstance(r, PoolTaskError)``
+    and ``isinstance(r, ValueError)`` hold."""
+
+    def __init__(self, underlying: BaseException):
+        Exception.__init__(self, underlying)
+        self.underlying = underlying
+
+    def __reduce__(self):
+        return _rebuild_pool_task_error, (exc.portable(self.underlying),)
+
+
+_dual_pool_errors: dict = {}
+
+
+def _dual_pool_error_class(cause_cls: type) -> type | None:
+    if cause_cls not in _dual_pool_errors:
+        try:
+            cls = type(f"PoolTaskError({cause_cls.__name__})", (PoolTaskError, cause_cls),
+                       {"__module__": cause_cls.__module__, "__init__": PoolTaskError.__init__,
+                        "__reduce__": PoolTaskError.__reduce__, "__str__": PoolTaskError.__str__})
+        except Exception:  # a C layout that cannot be mixed, a final class, ...
+            cls = None
+        _dual_pool_errors[cause_cls] = cls
+    return _dual_pool_errors[cause_cls]
+
+
+def _rebuild_pool_task_error(underlying: BaseException) -> PoolTaskError:
+    """A PoolTaskError for `underlying`, an instance of its class too where
+    that class can be derived from (else a plain PoolTaskError)."""
+    if isinstance(underlying, PoolTaskError) or type(underlying) in (Exception, BaseException):
+        return PoolTaskError(underlying)
+    cls = _dual_pool_error_class(type(underlying))
+    if cls is not None:
+        try:
+            err = cls.__new__(cls, underlying)
+            PoolTaskError.__init__(err, underlying)
+            err.__dict__.update({k: v for k, v in vars(underlying).items() if k not in err.__dict__})
+            err.__notes__ = list(getattr(underlying, "__notes__", []))
+            return err
+        except Exception:  # an exotic constructor or layout
+            pass
+    return PoolTaskError(underlying)
 
 
 class _ItemError:
@@ -133,8 +183,9 @@ class IMapIterator:
                 values = api.get(ref)
             except exc.RayError as e:  # the whole chunk failed (its process died): each item
                 values = [_ItemError(e)] * size
-            # As in Ray, an item whose call raised is returned as its exception.
-            self._ready = [v.error if isinstance(v, _ItemError) else v for v in values]
+            # As in Ray, an item whose call raised is returned as a PoolTaskError.
+            self._ready = [_rebuild_pool_task_error(v.error) if isinstance(v, _ItemError) else v
+                           for v in values]
             self._more(self._pending, self._sizes)
         return self._ready.pop(0)
 

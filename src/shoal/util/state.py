@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from shoal import api, objectref
+from shoal import api, config, objectref
 from shoal.scheduler import introspect
 
 __all__ = ["list_actors", "list_tasks", "list_workers", "list_nodes", "get_actor", "summarize_tasks"]
@@ -80,7 +80,7 @@ def list_workers(filters: list | None = None, limit: int = 100, **_: Any) -> lis
 def list_nodes(filters: list | None = None, limit: int = 100, **_: Any) -> list[dict]:
     """The one node (this machine)."""
     rt = _runtime()
-    row = {"node_id": rt.node_id, "node_ip": "127.0.0.1", "state": "ALIVE", "is_head_node": True,
+    row = {"node_id": rt.node_id, "node_ip": config.NODE_IP_ADDRESS, "state": "ALIVE", "is_head_node": True,
            "resources_total": api.cluster_resources()}
     return _select([row], filters, limit)
 
