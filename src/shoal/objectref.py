@@ -175,6 +175,7 @@ class ObjectRef(metaclass=abc.ABCMeta):
 
     def __init__(self, object_id: bytes, ctx: "Context | None" = None):
         if type(object_id) is not bytes or len(object_id) != ids.ID_SIZE:
+            self._ctx = None  # (for __del__, which runs even so)
             raise ValueError(f"an object ID is {ids.ID_SIZE} bytes, not {object_id!r}")
         self._id = object_id
         self._ctx = ctx
