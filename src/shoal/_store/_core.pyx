@@ -702,7 +702,7 @@ cdef class Store:
 
     def client_pids(self):
         """{client slot: pid} of every process attached now."""
-        cdef int32_t pids[256]
+        cdef int32_t pids[lib.STORE_MAX_CLIENTS]
         self._enter()
         try:
             check(lib.store_client_pids(self._s, pids), self)
