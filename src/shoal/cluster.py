@@ -238,7 +238,18 @@ class ClusterRuntime(Context):
         "placement_group"...), for the util functions that ask the cluster."""
         import importlib
 
-        return getattr(importlib.import_module(f"ray.util.{module}" if module else "ray.util"), name)
+        fn = getattr(importlib.import_module(f"ray.util.{module}" if module else "ray.util"), name)
+        if module != "state":
+            return fn
+        gcs = self.ray.get_runtime_context().gcs_address
+
+        def ask_this_cluster(*args: Any, **kwargs: Any) -> Any:
+            # Ray's state API finds its cluster by looking around this machine
+            # (and gives up when it finds several): name the one in use.
+            kwargs.setdefault("address", gcs)
+            return fn(*args, **kwargs)
+
+        return ask_this_cluster
 
     # -- shutdown --------------------------------------------------------------
 
