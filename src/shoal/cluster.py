@@ -60,10 +60,14 @@ def address_to_use(address: str | None) -> str | None:
 
 
 def inside_ray() -> bool:
-    """True in a process that Ray has already connected (a worker of the
-    cluster, or a driver that called ray.init itself)."""
+    """True in a worker process of a Ray cluster (where Ray is connected
+    already). A driver that called ray.init itself is not one: there, init()
+    without an address still starts shoal's own runtime, as it always did."""
     ray = sys.modules.get("ray")
-    return ray is not None and getattr(ray, "is_initialized", lambda: False)()
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    if worker is None or not ray.is_initialized():
+        return False
+    return getattr(worker.global_worker, "mode", None) == getattr(worker, "WORKER_MODE", object())
 
 
 def _import_ray():
