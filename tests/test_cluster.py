@@ -83,6 +83,28 @@ def test_ray_address_in_the_environment_is_picked_up(cluster):
     assert proc.stdout.split() == ["2", "42"]
 
 
+def test_a_ray_client_address_works_the_same(cluster):
+    code = ("import sys, shoal\n"
+            "shoal.init(address=sys.argv[1])\n"
+            "@shoal.remote\n"
+            "def double(x):\n"
+            "    return 2 * x\n"
+            "@shoal.remote\n"
+            "def fail():\n"
+            "    raise KeyError('k')\n"
+            "ref = double.remote(shoal.put(20))\n"
+            "try:\n"
+            "    shoal.get(fail.remote())\n"
+            "except KeyError as e:\n"
+            "    caught = isinstance(e, shoal.exceptions.RayTaskError)\n"
+            "print(isinstance(ref, shoal.ObjectRef), shoal.get(ref) + 2, caught)\n"
+            "shoal.shutdown()\n")
+    proc = subprocess.run([sys.executable, "-c", code, f"ray://127.0.0.1:{cluster.client_port}"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=100)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "42", "True"]
+
+
 def test_shoal_only_settings_say_what_they_do_on_a_cluster(cluster):
     import shoal
 
