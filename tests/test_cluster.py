@@ -349,25 +349,25 @@ def test_util_executor_and_placement_groups(ray):
 # and test_cancel_queued_and_running, whose 30 s limits Ray's restart of a
 # force-killed worker can pass on a loaded 2-core machine (cancel is covered above).
 
-from tests.test_actors import (  # noqa: E402
+from tests.test_actors import (  # noqa: E402, F401 (collected here, run against the cluster)
     test_actor_pool, test_async_actor_interleaves_and_awaits_refs, test_calls_run_in_submission_order_one_at_a_time,
     test_constructor_error_fails_every_call, test_counter_seed, test_handles_pickle_to_tasks_and_actors_and_back,
     test_message_actor_seed, test_method_error_keeps_the_actor_alive, test_named_actors, test_queue,
     test_runtime_context, test_threaded_actor_runs_calls_concurrently,
 )
-from tests.test_api_basic import (  # noqa: E402
+from tests.test_api_basic import (  # noqa: E402, F401 (collected here, run against the cluster)
     test_closures_and_lambdas, test_dag_of_refs, test_future_and_await, test_get_timeout,
     test_large_arguments_travel_through_the_store, test_nested_refs_stay_refs, test_option_validation,
     test_put_get_roundtrip_and_order, test_remote_forms_and_direct_call,
 )
-from tests.test_api_compat import (  # noqa: E402
+from tests.test_api_compat import (  # noqa: E402, F401 (collected here, run against the cluster)
     test_get_of_a_list_raises_a_later_error_without_waiting_for_earlier_refs,
     test_get_of_a_list_that_times_out_still_raises_timeout, test_wait_of_an_empty_list_returns_two_empty_lists,
 )
-from tests.test_api_errors import (  # noqa: E402
+from tests.test_api_errors import (  # noqa: E402, F401 (collected here, run against the cluster)
     test_error_propagates_to_dependents, test_get_of_list_raises_the_first_error, test_retry_exceptions,
 )
-from tests.test_api_tasks import (  # noqa: E402
+from tests.test_api_tasks import (  # noqa: E402, F401 (collected here, run against the cluster)
     test_fractional_cpus, test_generator_with_a_fixed_num_returns, test_nested_tasks, test_put_and_get_inside_a_task,
     test_recursive_tasks, test_wait_inside_a_task,
 )

@@ -118,7 +118,7 @@ class ClusterRuntime(Context):
                 _probe(address)
             try:
                 self.address_info = ray.init(address=address, namespace=namespace, runtime_env=runtime_env,
-                         log_to_driver=log_to_driver, **kwargs)
+                                             log_to_driver=log_to_driver, **kwargs)
             except ConnectionError as e:
                 raise exc.ClusterUnreachableError(
                     f"cannot connect to the Ray cluster at {address!r}: {e}") from None
@@ -130,6 +130,8 @@ class ClusterRuntime(Context):
     # -- objects ---------------------------------------------------------------
 
     def get(self, refs: list, timeout: float | None) -> list:
+        """Values of Ray's refs, waiting up to `timeout` seconds in all
+        (None: without limit); Ray's errors raised as shoal's too."""
         self.check_open()
         try:
             return self.ray.get(refs, timeout=timeout)
@@ -137,14 +139,18 @@ class ClusterRuntime(Context):
             raise as_shoal_error(e) from None
 
     def put(self, value: Any) -> Any:
+        """Ray's ref to `value`, stored in the cluster's object store."""
         self.check_open()
         return self.ray.put(value)
 
     def wait(self, refs: list, num_returns: int, timeout: float | None) -> tuple[list, list]:
+        """(ready, not ready) once `num_returns` refs are ready or `timeout`
+        seconds pass (None: without limit), as ray.wait answers."""
         self.check_open()
         return self.ray.wait(refs, num_returns=num_returns, timeout=timeout)
 
     def cancel(self, ref: Any, force: bool, recursive: bool) -> None:
+        """ray.cancel of the task making `ref` (or of a Ray generator)."""
         self.ray.cancel(ref, force=force, recursive=recursive)
 
     def future_for(self, ref: Any, fut: Any = None):
@@ -187,10 +193,11 @@ class ClusterRuntime(Context):
         cache = ac.__dict__.setdefault("_ray_classes", {})
         base = cache.get(self.session)
         if base is None:
-            for name, fn in vars(ac._cls).items():  # @shoal.method(...) options, in Ray's form
-                opts = getattr(fn, "__shoal_method_options__", None)
-                if opts:
-                    self.ray.method(**opts)(fn)
+            for klass in ac._cls.__mro__:  # @shoal.method(...) options, in Ray's form
+                for fn in vars(klass).values():
+                    opts = getattr(fn, "__shoal_method_options__", None)
+                    if opts and callable(fn):
+                        self.ray.method(**opts)(fn)
             base = cache[self.session] = self.ray.remote(ac._cls)
         opts = ray_options(options)
         return (base.options(**opts) if opts else base).remote(*args, **kwargs)
