@@ -498,3 +498,17 @@ def test_the_worker_table_index_follows_every_state_change():
     s.workers.pop(1)
     assert s.workers.lowest_idle().wid == 2 and s.workers.count("idle") == 2
     s.check()
+
+
+@pytest.mark.timeout(60)
+def test_more_cpus_than_the_store_admits_processes_warns(monkeypatch):
+    import shoal
+    from shoal import config
+
+    monkeypatch.setattr(config, "max_pool_workers", lambda cpus, slots: 1)  # as on a machine past the slots
+    with pytest.warns(UserWarning, match="SHOAL_MAX_CLIENTS"):
+        shoal.init(num_cpus=2, object_store_memory=64 << 20)
+    try:
+        assert shoal.get(shoal.remote(lambda: 7).remote(), timeout=30) == 7  # it runs, on fewer workers
+    finally:
+        shoal.shutdown()

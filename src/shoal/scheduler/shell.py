@@ -87,8 +87,13 @@ class Shell(ActorCalls):
         self.process_exited = threading.Condition(self.lock)  # notified when a worker or actor exits
         # The pool's ceiling (blocked tasks make it grow past its target):
         # grows with the machine, within the store's client slots.
-        self.sched = Scheduler(resources, target_workers=num_workers,
-                               max_workers=config.max_pool_workers(None, MAX_CLIENTS))
+        ceiling = config.max_pool_workers(None, MAX_CLIENTS)
+        if num_workers > ceiling:
+            words.warn(f"{num_workers} CPUs asked for, but the pool runs at most {ceiling} worker processes: "
+                       f"the store admits {MAX_CLIENTS} processes (and keeps {config.RESERVED_CLIENT_SLOTS} "
+                       f"for others). Reinstall with SHOAL_MAX_CLIENTS=<a multiple of 64> to use them all "
+                       f"(docs/cluster.md).")
+        self.sched = Scheduler(resources, target_workers=num_workers, max_workers=ceiling)
         self.refs = ReferenceTable()
         self.shared: set[bytes] = set()  # objects another process may refer to
         self.drop_when_sealed: set[bytes] = set()
