@@ -688,8 +688,8 @@ cdef class Store:
                 check(rc, self)
                 for k in range(n):
                     o = &infos[k]
-                    slots = [w * 64 + b for w in range(4) for b in range(64) if (o.pins[w] >> b) & 1] \
-                        if o.npins else []
+                    slots = [w * 64 + b for w in range(lib.STORE_MAX_CLIENTS // 64) for b in range(64)
+                             if (o.pins[w] >> b) & 1] if o.npins else []
                     out.append((PyBytes_FromStringAndSize(<char *>o.id, lib.STORE_ID_SIZE),
                                 names[o.state] if o.state < 5 else "?", o.flags, o.npins,
                                 o.data_size, o.metadata_size, o.block_size,
