@@ -7,6 +7,9 @@ Environment switches:
   SHOAL_DEBUG=1     -O0 -g with C asserts on
   SHOAL_SANITIZE=1  AddressSanitizer and UndefinedBehaviorSanitizer (set
                     LD_PRELOAD to libasan when running Python)
+  SHOAL_MAX_CLIENTS=N  processes the store admits at once (a multiple of 64;
+                    default 256): the pool's ceiling follows it. For machines
+                    of more than about 200 cores (docs/cluster.md: its cost)
 """
 
 import glob
@@ -25,11 +28,15 @@ if sanitize:
     cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     ldflags += ["-fsanitize=address,undefined"]
 
+max_clients = os.environ.get("SHOAL_MAX_CLIENTS")
+macros = [("STORE_MAX_CLIENTS", str(int(max_clients)))] if max_clients else []
+
 store_sources = sorted(set(glob.glob("csrc/*.c")) - {"csrc/channel.c"})
 core = Extension(
     "shoal._store._core",
     sources=["src/shoal/_store/_core.pyx", *store_sources],
     include_dirs=["csrc"],
+    define_macros=macros,
     extra_compile_args=cflags,
     extra_link_args=ldflags,
     libraries=["pthread"],

@@ -29,7 +29,15 @@ extern "C" {
 
 #define STORE_ID_SIZE 20      /* bytes in an object ID */
 #define STORE_ALIGNMENT 64    /* every payload starts on this boundary */
-#define STORE_MAX_CLIENTS 256 /* processes attached at once */
+/* Processes attached at once: a build setting (SHOAL_MAX_CLIENTS=1024 pip
+ * install ...), a multiple of 64. Each object's entry holds a bit per slot:
+ * 1024 slots make an entry 96 bytes larger (docs/cluster.md has the cost). */
+#ifndef STORE_MAX_CLIENTS
+#define STORE_MAX_CLIENTS 256
+#endif
+#if STORE_MAX_CLIENTS % 64 != 0 || STORE_MAX_CLIENTS < 64 || STORE_MAX_CLIENTS > 65536
+#error "STORE_MAX_CLIENTS must be a multiple of 64 between 64 and 65536"
+#endif
 
 typedef enum {
     STORE_OK = 0,

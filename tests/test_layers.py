@@ -23,7 +23,7 @@ LAYERS = [
     ("store client", {"shoal.store", "shoal.spill"}),
     ("scheduler", {"shoal.scheduler"}),
     ("worker", {"shoal.objectref", "shoal.worker"}),
-    ("api", {"shoal.api", "shoal.runtime", "shoal.remote_function", "shoal.options", "shoal.local_mode",
+    ("api", {"shoal.api", "shoal.cluster", "shoal.runtime", "shoal.remote_function", "shoal.options", "shoal.local_mode",
              "shoal.actor", "shoal.util", "shoal.dag", "shoal.placement", "shoal.control", "shoal.cli", "shoal.dashboard", "shoal.experimental",
              "shoal"}),
 ]

@@ -473,3 +473,42 @@ def test_recursive_cancel_reaches_the_actor_calls_a_task_made():
     assert s.actor_call_submitted(b"call-c", parent) == []
     s.parent_done(parent)
     assert s.cancel_children(parent) == []
+
+
+def test_the_pools_ceiling_grows_with_the_machine_within_the_stores_slots(monkeypatch):
+    from shoal import config
+
+    monkeypatch.delenv("SHOAL_MAX_WORKERS", raising=False)
+    assert config.max_pool_workers(8, 256) == 192  # small machines: as before
+    assert config.max_pool_workers(192, 256) == 224  # every slot but the reserved ones
+    assert config.max_pool_workers(192, 1024) == 768  # a store built with SHOAL_MAX_CLIENTS=1024
+    monkeypatch.setenv("SHOAL_MAX_WORKERS", "500")
+    assert config.max_pool_workers(8, 1024) == 500
+    with pytest.raises(ValueError, match="SHOAL_MAX_CLIENTS"):
+        config.max_pool_workers(8, 256)
+
+
+def test_the_worker_table_index_follows_every_state_change():
+    s = started(3)
+    s.submit(task(1))
+    assert s.workers.count("busy") == 1 and s.workers.count("idle") == 2
+    assert s.workers.lowest_idle().wid == 2
+    s.task_finished(1, 1, 5.0)
+    assert s.workers.lowest_idle().wid == 1
+    s.workers.pop(1)
+    assert s.workers.lowest_idle().wid == 2 and s.workers.count("idle") == 2
+    s.check()
+
+
+@pytest.mark.timeout(60)
+def test_more_cpus_than_the_store_admits_processes_warns(monkeypatch):
+    import shoal
+    from shoal import config
+
+    monkeypatch.setattr(config, "max_pool_workers", lambda cpus, slots: 1)  # as on a machine past the slots
+    with pytest.warns(UserWarning, match="SHOAL_MAX_CLIENTS"):
+        shoal.init(num_cpus=2, object_store_memory=64 << 20)
+    try:
+        assert shoal.get(shoal.remote(lambda: 7).remote(), timeout=30) == 7  # it runs, on fewer workers
+    finally:
+        shoal.shutdown()

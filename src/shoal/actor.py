@@ -9,6 +9,7 @@ actor, which ends when the last handle is gone (unless it has a name).
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 from shoal import exceptions as exc
@@ -109,6 +110,8 @@ class ActorClass:
     def _create(self, args: tuple, kwargs: dict, options: dict) -> "ActorHandle":
         ctx = current_context()
         ctx.check_open()
+        if getattr(ctx, "cluster", False):  # a Ray actor (shoal.cluster)
+            return ctx.create_actor(self, options, args, kwargs)
         opts = {**ACTOR_DEFAULTS, **options}
         if getattr(ctx, "local", False):
             return LocalActorHandle(ctx, self._cls(*args, **kwargs), self._info)
@@ -196,9 +199,16 @@ class _BoundActorClass:
 _RETURN_KINDS = {"streaming": P.STREAMING, "dynamic": P.DYNAMIC}
 
 
-class ActorHandle:
+class ActorHandle(metaclass=abc.ABCMeta):
     """A handle to an actor: ``handle.method.remote(...)``. Pickles; every
-    holder calls the same actor."""
+    holder calls the same actor. On a Ray cluster (init(address=...))
+    handles are Ray's own, and count as instances of this class too."""
+
+    @classmethod
+    def __subclasshook__(cls, other: type):
+        if cls is ActorHandle and objectref._is_ray(other, "ActorHandle", "ClientActorHandle"):
+            return True
+        return NotImplemented
 
     __slots__ = ("_actor_id", "_info", "_ctx", "_id", "__weakref__")
 
@@ -343,6 +353,8 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     if not isinstance(name, str) or not name:
         raise ValueError(f"an actor name must be a non-empty str, not {name!r}")
     ctx = current_context()
+    if getattr(ctx, "cluster", False):
+        return ctx.get_actor(name, namespace)
     found = ctx.named_actor(name, namespace or getattr(ctx, "namespace", ""))
     if found is None:
         raise ValueError(
@@ -358,12 +370,25 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     left."""
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"kill() expects an actor handle, not {type(actor).__name__}")
-    current_context().kill_actor(actor._actor_id, no_restart)
+    ctx = current_context()
+    if getattr(ctx, "cluster", False):
+        return ctx.kill(actor, no_restart)
+    ctx.kill_actor(actor._actor_id, no_restart)
+
+
+def _inside_ray() -> bool:
+    from shoal.cluster import inside_ray
+
+    return inside_ray()
 
 
 def exit_actor() -> None:
     """Inside an actor method: finish this call and exit the actor."""
     ctx = objectref.current()
+    if getattr(ctx, "cluster", False) or (ctx is None and _inside_ray()):
+        import ray
+
+        ray.actor.exit_actor()
     if ctx is None or not hasattr(ctx, "wid"):
         raise TypeError("exit_actor() can only be called inside an actor")
     raise ActorExit()

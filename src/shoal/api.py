@@ -89,8 +89,11 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     """Start shoal in this process (the driver).
 
     Args:
-        address: None, "local" or "auto" (a new runtime on this machine);
-            connecting to another runtime is not supported.
+        address: None or "local": shoal's runtime on this machine.
+            "auto", "host:port" or "ray://host:port": run on that Ray
+            cluster, through Ray (needs pip install "shoal[ray]"; see
+            docs/cluster.md). None with RAY_ADDRESS set: that cluster.
+            Ray's other init keywords then go to ray.init.
         num_cpus: logical CPUs (default: the machine's); also the number of
             worker processes kept running.
         num_gpus: logical GPUs (default: those CUDA_VISIBLE_DEVICES lists).
@@ -127,6 +130,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             apply where runtime_env and namespace are not given.
     Raises:
         RuntimeError: already initialized (and not ignore_reinit_error).
+        ClusterUnreachableError: no Ray cluster answers at the address.
+        ImportError: a cluster address without Ray installed.
         TypeError: a keyword that Ray's init does not have either.
     """
     if objectref.current() is not None:
@@ -136,8 +141,21 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             "Maybe you called ray.init twice by accident? This error can be suppressed by "
             "passing in 'ignore_reinit_error=True' or by calling 'ray.shutdown()' prior to "
             "'ray.init()'.")
-    if address not in (None, "local", "auto") and not str(address).startswith("local"):
-        warn_once("init:address", f"shoal runs on this machine only: address={address!r} is ignored")
+    from shoal import cluster
+
+    ray_address = cluster.address_to_use(address)
+    if local_mode:
+        if ray_address is not None:
+            warn_once("init:local_mode", f"local_mode=True runs every task in this process: the Ray "
+                      f"cluster at {ray_address!r} is not used")
+    elif ray_address is not None or cluster.inside_ray():
+        if log_to_driver is None:
+            log_to_driver = True
+        ray_kwargs = {k: v for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("resources", resources),
+                                        ("object_store_memory", object_store_memory)) if v is not None}
+        runtime.start(cluster=dict(address=ray_address, namespace=namespace, runtime_env=runtime_env,
+                                   log_to_driver=log_to_driver, init_kwargs={**ray_kwargs, **kwargs}))
+        return RayContext(_info())
     _check_init_kwargs(kwargs)
     runtime_env, namespace = _apply_job_config(kwargs.get("job_config"), runtime_env, namespace)
     if log_to_driver is None:  # Ray's default
@@ -188,6 +206,8 @@ def _info() -> dict:
     from shoal import config
 
     rt = objectref.current()
+    if getattr(rt, "cluster", False):
+        return rt.info()
     return {
         # Ray's key of the address to join; a shoal runtime cannot be joined
         # from another process, and init("local") there starts one of its own.
@@ -308,9 +328,9 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     it submitted, queued or running, are cancelled too and free their
     resources; recursive=False leaves them. A ref made by put() has no
     task: nothing happens, as in Ray."""
-    if isinstance(object_ref, ObjectRefGenerator):
+    if type(object_ref) is ObjectRefGenerator:  # (a Ray generator on a cluster is Ray's to cancel)
         object_ref = object_ref._end
-    if not isinstance(object_ref, ObjectRef):
+    if not isinstance(object_ref, (ObjectRef, ObjectRefGenerator)):
         raise TypeError(f"cancel() expects an ObjectRef, not {type(object_ref).__name__}")
     _ctx().cancel(object_ref, force, recursive)
 
@@ -448,8 +468,11 @@ class RuntimeContext:
 
 
 def get_runtime_context() -> RuntimeContext:
-    """The current process's RuntimeContext."""
-    return RuntimeContext(_ctx())
+    """The current process's RuntimeContext (on a Ray cluster, Ray's)."""
+    ctx = _ctx()
+    if getattr(ctx, "cluster", False):
+        return ctx.runtime_context()
+    return RuntimeContext(ctx)
 
 
 def cluster_resources() -> dict:
@@ -464,10 +487,13 @@ def available_resources() -> dict:
 
 
 def nodes() -> list[dict]:
-    """The one node of this runtime, in Ray's format."""
+    """The one node of this runtime, in Ray's format (on a Ray cluster,
+    every node of the cluster)."""
     from shoal import config
 
     ctx = _ctx()
+    if getattr(ctx, "cluster", False):
+        return ctx.nodes()
     res = ctx.cluster_resources() if hasattr(ctx, "cluster_resources") else {}
     return [{
         "NodeID": getattr(ctx, "node_id", ""), "Alive": True, "NodeManagerAddress": config.NODE_IP_ADDRESS,
@@ -479,6 +505,8 @@ def get_gpu_ids() -> list:
     """GPU device indices assigned to the current task or actor (in the
     driver: every device CUDA_VISIBLE_DEVICES lists)."""
     ctx = objectref.current()
+    if getattr(ctx, "cluster", False):
+        return ctx.gpu_ids()
     if ctx is not None and hasattr(ctx, "gpu_ids"):  # a worker
         return list(ctx.gpu_ids)
     return [int(d) if d.isdigit() else d for d in runtime.visible_gpus() or []]
@@ -499,6 +527,8 @@ def timeline(filename: str | None = None) -> list[dict] | None:
             return them.
     """
     ctx = objectref.current()
+    if getattr(ctx, "cluster", False):
+        return ctx.timeline(filename)
     if ctx is None or not hasattr(ctx, "shell"):
         raise RuntimeError("timeline() is available in the driver of a running (non-local) runtime")
     from shoal.control.answers import Answers

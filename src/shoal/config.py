@@ -80,6 +80,32 @@ def max_objects(capacity: int, spilling: bool) -> int | None:
     return max(MIN_OBJECTS_WHEN_SPILLING, min(capacity // 2048, 1 << 22))
 
 
+#: The pool's ceiling on small machines (blocked tasks make it grow past
+#: the CPU count, up to this).
+MIN_POOL_CEILING = 192
+
+#: Client slots of the store kept for processes other than pool workers:
+#: the driver, the fork server, actors beyond the pool's, tools attached.
+RESERVED_CLIENT_SLOTS = 32
+
+
+def max_pool_workers(cpus: int | None, client_slots: int) -> int:
+    """The most worker processes the pool may run: SHOAL_MAX_WORKERS, else
+    four per core (at least MIN_POOL_CEILING), within the store's
+    `client_slots` less RESERVED_CLIENT_SLOTS. `cpus`: the machine's cores
+    (None: os.cpu_count())."""
+    room = max(1, client_slots - RESERVED_CLIENT_SLOTS)
+    override = _env_int("SHOAL_MAX_WORKERS", None)
+    if override is not None:
+        if override < 1 or override > room:
+            raise ValueError(f"SHOAL_MAX_WORKERS={override}: must be between 1 and {room} (the store admits "
+                             f"{client_slots} processes and keeps {RESERVED_CLIENT_SLOTS} for others; build "
+                             f"with SHOAL_MAX_CLIENTS=N for more)")
+        return override
+    cores = cpus or os.cpu_count() or 1
+    return min(room, max(MIN_POOL_CEILING, 4 * cores))
+
+
 def copy_threads(nbytes: int) -> int:
     """Threads for copying `nbytes` into the store: one below
     PARALLEL_COPY_BYTES, else up to one per core (at most 4)."""

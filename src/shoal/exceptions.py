@@ -18,6 +18,7 @@ numbers, the likely cause, and what to do.
     |   +-- StoreForkedError
     |   +-- InvalidSegmentError (ValueError)
     +-- GetTimeoutError (TimeoutError)
+    +-- ClusterUnreachableError (ConnectionError)
     +-- RayTaskError (TaskError): an exception raised by user code in a task
     +-- RuntimeClosedError > StaleObjectRefError (ValueError)
     +-- WorkerCrashedError, TaskCancelledError, OutOfMemoryError, ...
@@ -149,6 +150,11 @@ class InvalidSegmentError(ObjectStoreError, ValueError):
 
 class GetTimeoutError(RayError, TimeoutError):
     """A get() or wait() did not complete before its timeout."""
+
+
+class ClusterUnreachableError(RayError, ConnectionError):
+    """init(address=...) named a Ray cluster that does not answer (a
+    ConnectionError, as Ray raises for it)."""
 
 
 class RaySystemError(RayError):

@@ -14,6 +14,7 @@ applies queued drops at its next synchronisation point.
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
 import itertools
@@ -66,6 +67,12 @@ def waiting():
 def current() -> "Context | None":
     """This process's context, or None outside a runtime."""
     return _current
+
+
+def context_of(ref: Any) -> "Context | None":
+    """The runtime of `ref`: its own for shoal's refs; the current one for
+    Ray's (on a Ray cluster)."""
+    return ref._ctx if type(ref) is ObjectRef else _current
 
 
 def set_current(ctx: "Context | None") -> None:
@@ -149,21 +156,37 @@ def call_site() -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
-class ObjectRef:
+def _is_ray(cls: type, *names: str) -> bool:
+    """Whether `cls` is (or derives from) one of Ray's classes `names`
+    (checked by name: Ray is not imported for it)."""
+    return any(c.__name__ in names and c.__module__.split(".")[0] == "ray" for c in cls.__mro__)
+
+
+class ObjectRef(metaclass=abc.ABCMeta):
     """A reference to an object in the store: the future result of a task,
     or a value that was put. Hashable and compared by ID; pickles by ID
     (the receiving process then holds the object too); ``await ref`` and
-    ``ref.future()`` wait for the value."""
+    ``ref.future()`` wait for the value.
+
+    On a Ray cluster (init(address=...)) refs are Ray's own, and count as
+    instances of this class too."""
 
     __slots__ = ("_id", "_ctx", "__weakref__")
 
     def __init__(self, object_id: bytes, ctx: "Context | None" = None):
         if type(object_id) is not bytes or len(object_id) != ids.ID_SIZE:
+            self._ctx = None  # (for __del__, which runs even so)
             raise ValueError(f"an object ID is {ids.ID_SIZE} bytes, not {object_id!r}")
         self._id = object_id
         self._ctx = ctx
         if ctx is not None:
             ctx.refs.incref(object_id)
+
+    @classmethod
+    def __subclasshook__(cls, other: type):
+        if cls is ObjectRef and _is_ray(other, "ObjectRef", "ClientObjectRef"):
+            return True
+        return NotImplemented
 
     def __del__(self) -> None:
         ctx = self._ctx
@@ -298,12 +321,18 @@ def _rebuild_ref(object_id: bytes) -> ObjectRef:
     return ObjectRef(object_id, _current)
 
 
-class ObjectRefGenerator:
+class ObjectRefGenerator(metaclass=abc.ABCMeta):
     """The refs a generator task yields, each as soon as the worker seals it
     (``num_returns="streaming"``, the default for generator functions).
     Iterate it (``for ref in gen``, or ``async for``); ``completed()`` is a
     ref that resolves when the generator has finished (or raises its
-    error)."""
+    error). On a Ray cluster, Ray's generators count as instances."""
+
+    @classmethod
+    def __subclasshook__(cls, other: type):
+        if cls is ObjectRefGenerator and _is_ray(other, "ObjectRefGenerator"):
+            return True
+        return NotImplemented
 
     def __init__(self, task_id: bytes, ctx: "Context"):
         self._task_id = task_id

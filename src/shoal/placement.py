@@ -13,7 +13,10 @@ unschedulable.
 
 from __future__ import annotations
 
+import abc
 from typing import Any, NamedTuple
+
+from shoal.objectref import _is_ray
 
 from shoal.scheduler.devices import UNIT
 from shoal.scheduler.state import group_shape
@@ -46,9 +49,16 @@ class PlacementGroupID:
         return f"PlacementGroupID({self._hex})"
 
 
-class PlacementGroup:
+class PlacementGroup(metaclass=abc.ABCMeta):
     """A handle to a placement group (Ray's ray.util.placement_group.PlacementGroup).
-    Pickles; a copy in a task refers to the same group."""
+    Pickles; a copy in a task refers to the same group. On a Ray cluster
+    (init(address=...)) groups are Ray's, and count as instances too."""
+
+    @classmethod
+    def __subclasshook__(cls, other: type):
+        if cls is PlacementGroup and _is_ray(other, "PlacementGroup"):
+            return True
+        return NotImplemented
 
     def __init__(self, id: PlacementGroupID, bundle_cache: list[dict] | None = None):
         self.id = id

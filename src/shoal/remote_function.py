@@ -105,6 +105,8 @@ class RemoteFunction:
         ctx = current_context()
         ctx.check_open()
         arguments.check_call(self._params, args, kwargs, f"{opts.name}()")
+        if getattr(ctx, "cluster", False):  # a Ray task (shoal.cluster)
+            return ctx.submit_function(self, opts.options, args, kwargs)
         if getattr(ctx, "local", False):
             return ctx.run_task(self._function, opts.name, args, kwargs, opts.num_returns)
         fid = self._function_id(ctx)

@@ -308,10 +308,14 @@ _runtime_lock = threading.Lock()
 def start(**kwargs) -> Context:
     """Start a runtime in this process and make it current."""
     local_mode = kwargs.pop("local_mode", False)
-    if local_mode:
+    if "cluster" in kwargs:  # init(address=...): Ray's runtime
+        from shoal.cluster import ClusterRuntime
+
+        rt: Context = ClusterRuntime(**kwargs["cluster"])
+    elif local_mode:
         from shoal.local_mode import LocalRuntime
 
-        rt: Context = LocalRuntime(**kwargs)
+        rt = LocalRuntime(**kwargs)
     else:
         rt = Runtime(**kwargs)
     objectref.set_current(rt)

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from shoal import config, ids, serialization
 from shoal import exceptions as exc
-from shoal._store._core import ID_SIZE, ObjectBuffer, Store, WritableBuffer
+from shoal._store._core import ID_SIZE, MAX_CLIENTS, ObjectBuffer, Store, WritableBuffer  # noqa: F401
 from shoal.spill.files import DISK_FULL, SpillFiles
 
 #: Seconds a put waits for one spill round before it stops waiting and

@@ -688,8 +688,8 @@ cdef class Store:
                 check(rc, self)
                 for k in range(n):
                     o = &infos[k]
-                    slots = [w * 64 + b for w in range(4) for b in range(64) if (o.pins[w] >> b) & 1] \
-                        if o.npins else []
+                    slots = [w * 64 + b for w in range(lib.STORE_MAX_CLIENTS // 64) for b in range(64)
+                             if (o.pins[w] >> b) & 1] if o.npins else []
                     out.append((PyBytes_FromStringAndSize(<char *>o.id, lib.STORE_ID_SIZE),
                                 names[o.state] if o.state < 5 else "?", o.flags, o.npins,
                                 o.data_size, o.metadata_size, o.block_size,
@@ -702,7 +702,7 @@ cdef class Store:
 
     def client_pids(self):
         """{client slot: pid} of every process attached now."""
-        cdef int32_t pids[256]
+        cdef int32_t pids[lib.STORE_MAX_CLIENTS]
         self._enter()
         try:
             check(lib.store_client_pids(self._s, pids), self)

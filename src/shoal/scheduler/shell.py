@@ -26,8 +26,8 @@ import threading
 import time
 from time import perf_counter as _clock
 
+from shoal import config, ids, words
 from shoal import exceptions as exc
-from shoal import ids, words
 from shoal.scheduler import protocol as P
 from shoal.scheduler import actors as A
 from shoal.scheduler.actor_calls import ActorCalls
@@ -39,14 +39,12 @@ from shoal.scheduler.state import (
     CancelActorCall, CancelQueued, CancelRunning, Dispatch, FailTask, KillActor, PlaceActor, Revoke, Scheduler,
     StartWorker, StopWorker, Surplus, Task, Warn, make_shape,
 )
+from shoal.store import MAX_CLIENTS
 
 #: Workers that die before saying READY this many times in a row stop the
 #: pool from starting more (something in the environment is broken).
 MAX_START_FAILURES = 3
 
-#: The pool's ceiling (blocked tasks make it grow past its target). Every
-#: process takes one of the store's client slots; leave room for actors.
-MAX_POOL_WORKERS = 192
 
 #: An idle worker beyond the pool's size exits after this many seconds idle
 #: (Ray keeps idle workers for one second too): bursts of nested or
@@ -87,7 +85,15 @@ class Shell(ActorCalls):
         self.validate = validate
         self.lock = threading.RLock()
         self.process_exited = threading.Condition(self.lock)  # notified when a worker or actor exits
-        self.sched = Scheduler(resources, target_workers=num_workers, max_workers=MAX_POOL_WORKERS)
+        # The pool's ceiling (blocked tasks make it grow past its target):
+        # grows with the machine, within the store's client slots.
+        ceiling = config.max_pool_workers(None, MAX_CLIENTS)
+        if num_workers > ceiling:
+            words.warn(f"{num_workers} CPUs asked for, but the pool runs at most {ceiling} worker processes: "
+                       f"the store admits {MAX_CLIENTS} processes (and keeps {config.RESERVED_CLIENT_SLOTS} "
+                       f"for others). Reinstall with SHOAL_MAX_CLIENTS=<a multiple of 64> to use them all "
+                       f"(docs/cluster.md).")
+        self.sched = Scheduler(resources, target_workers=num_workers, max_workers=ceiling)
         self.refs = ReferenceTable()
         self.shared: set[bytes] = set()  # objects another process may refer to
         self.drop_when_sealed: set[bytes] = set()

@@ -27,6 +27,7 @@ shell hands to the process as CUDA_VISIBLE_DEVICES, as Ray does.
 from __future__ import annotations
 
 import collections
+import heapq
 from typing import Any, NamedTuple
 
 from shoal import words
@@ -178,18 +179,92 @@ class Task:
 
 
 class Worker:
-    __slots__ = ("wid", "state", "shape", "queue", "gpus", "cpu_lent")
+    __slots__ = ("wid", "_state", "_table", "shape", "queue", "gpus", "cpu_lent")
 
     def __init__(self, wid: int):
         self.wid = wid
-        self.state = "starting"  # idle | busy | blocked | stopping | dead
+        self._table: WorkerTable | None = None  # the table it is in, which indexes it by state
+        self._state = "starting"  # idle | busy | blocked | stopping | dead
         self.shape: Shape | None = None  # the lease it holds while busy (or blocked)
         self.queue: collections.deque[Task] = collections.deque()  # head: running
         self.gpus: list[tuple[int, int]] = []  # (device, units) of its lease
         self.cpu_lent = 0  # CPU units of its lease given back while blocked
 
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, new: str) -> None:
+        table = self._table
+        if table is not None and new != self._state:
+            del table.by_state[self._state][self.wid]
+            table.by_state[new][self.wid] = self
+            if new == "idle":
+                heapq.heappush(table._idle_heap, self.wid)
+        self._state = new
+
     def gpu_ids(self) -> tuple:
         return tuple(i for i, _ in self.gpus)
+
+
+class WorkerTable(dict):
+    """The workers by id (a dict), also indexed by state, so that the pool's
+    counts and the search for an idle worker cost the same at 2 workers and
+    at 1,000 (bench/bench_scheduler.py)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_state: collections.defaultdict[str, dict[int, Worker]] = collections.defaultdict(dict)
+        self._idle_heap: list[int] = []  # ids of workers that went idle (see lowest_idle)
+
+    def __setitem__(self, wid: int, w: Worker) -> None:
+        if wid in self:
+            del self[wid]
+        super().__setitem__(wid, w)
+        w._table = self
+        self.by_state[w._state][wid] = w
+        if w._state == "idle":
+            heapq.heappush(self._idle_heap, wid)
+
+    def __delitem__(self, wid: int) -> None:
+        w = self[wid]
+        super().__delitem__(wid)
+        del self.by_state[w._state][wid]
+        w._table = None
+
+    def pop(self, wid: int, *default: Any) -> Any:
+        if wid not in self:
+            if default:
+                return default[0]
+            raise KeyError(wid)
+        w = self[wid]
+        del self[wid]
+        return w
+
+    def count(self, state: str) -> int:
+        """How many workers are in `state`."""
+        bucket = self.by_state.get(state)
+        return len(bucket) if bucket else 0
+
+    def lowest_idle(self) -> Worker | None:
+        """The idle worker with the lowest id (None: none is idle), as a scan
+        of the table in id order would find it, in O(log n): a heap of the
+        ids that went idle, whose stale entries (no longer idle, or gone)
+        are dropped as they come up."""
+        idle = self.by_state.get("idle")
+        if not idle:
+            return None
+        heap = self._idle_heap
+        if len(heap) > 2 * len(self) + 64:  # too many stale entries: rebuild
+            heap[:] = sorted(idle)
+        while heap:
+            w = idle.get(heap[0])
+            if w is not None:
+                return w
+            heapq.heappop(heap)
+        heap[:] = sorted(idle)  # (cannot happen: every idle worker pushed its id)
+        return idle[heap[0]]
 
 
 class _Stats:
@@ -229,7 +304,7 @@ class Scheduler(PlacementGroups):
         self.target_workers = target_workers
         self.max_workers = max_workers
         self.tasks: dict[int, Task] = {}
-        self.workers: dict[int, Worker] = {}
+        self.workers = WorkerTable()
         self.ready: dict[Shape, collections.deque[Task]] = {}
         self.waiting_on: dict[bytes, list[Task]] = {}
         self.sealed: set[bytes] = set()  # recently sealed ids a waiter may still ask about
@@ -263,7 +338,7 @@ class Scheduler(PlacementGroups):
         return {k: v / UNIT for k, v in self.total.items()}
 
     def idle_workers(self) -> list[int]:
-        return [w.wid for w in self.workers.values() if w.state == "idle"]
+        return list(self.workers.by_state.get("idle", ()))
 
     def running_on(self, wid: int) -> list[Task]:
         return list(self.workers[wid].queue)
@@ -627,18 +702,18 @@ class Scheduler(PlacementGroups):
         t.state = "ready"
         # An idle worker, if the resources allow.
         if self._fits_now(t.shape):
-            for w in self.workers.values():
-                if w.state == "idle":
-                    self._acquire(w, t.shape)
-                    w.state = "busy"
-                    self._assign(w, t, actions)
-                    return
+            w = self.workers.lowest_idle()
+            if w is not None:
+                self._acquire(w, t.shape)
+                w.state = "busy"
+                self._assign(w, t, actions)
+                return
         # A busy worker of the same shape with room in its prefetch window.
         if not self.ready.get(t.shape):
             limit = self._prefetch_limit(t.function_id)
             if limit > 1:
-                for w in self.workers.values():
-                    if (w.state == "busy" and w.shape == t.shape and len(w.queue) < limit
+                for w in self.workers.by_state.get("busy", {}).values():
+                    if (w.shape == t.shape and len(w.queue) < limit
                             and self._is_short(w.queue[0]) and self._is_short(w.queue[-1])):
                         self._assign(w, t, actions)
                         return
@@ -654,8 +729,9 @@ class Scheduler(PlacementGroups):
     def _maybe_grow(self, actions: list) -> None:
         """Start workers up to the target size, and more whenever ready work
         could run (its resources are free) but no worker is idle for it."""
-        alive = sum(1 for w in self.workers.values() if w.state != "stopping")
-        spare = sum(1 for w in self.workers.values() if w.state in ("idle", "starting"))
+        workers = self.workers
+        alive = len(workers) - workers.count("stopping")
+        spare = workers.count("idle") + workers.count("starting")
         need = max(0, self.target_workers - alive)
         if need == 0:
             need = max(0, self._runnable_now(limit=spare + 64) - spare)
@@ -681,21 +757,20 @@ class Scheduler(PlacementGroups):
     def _surplus_count(self) -> int:
         """Workers beyond the target size plus one per blocked worker (the
         extra ones ran work in the blocked ones' place)."""
-        blocked = sum(1 for w in self.workers.values() if w.state == "blocked")
-        alive = sum(1 for w in self.workers.values() if w.state != "stopping")
-        return alive - (self.target_workers + blocked)
+        workers = self.workers
+        alive = len(workers) - workers.count("stopping")
+        return alive - (self.target_workers + workers.count("blocked"))
 
     def _reap_idle(self, actions: list) -> None:
         """Report idle workers the pool could do without (Surplus); they
         stop only if still idle later, so a pool that needs them again
         soon keeps them (as Ray keeps idle workers for a second)."""
         extra = self._surplus_count()
-        for w in self.workers.values():
+        for w in self.workers.by_state.get("idle", {}).values():
             if extra <= 0:
                 break
-            if w.state == "idle":
-                actions.append(Surplus(w.wid))
-                extra -= 1
+            actions.append(Surplus(w.wid))
+            extra -= 1
 
     def stop_if_surplus(self, wid: int) -> list:
         """Worker wid was reported Surplus a while ago: stop it if it is
@@ -786,6 +861,8 @@ class Scheduler(PlacementGroups):
         """Assert the invariants (tests and validate mode)."""
         used: dict[str, int] = collections.defaultdict(int)
         grants = list(self.actor_gpus.values())
+        indexed = {wid: w.state for bucket in self.workers.by_state.values() for wid, w in bucket.items()}
+        assert indexed == {wid: w.state for wid, w in self.workers.items()}, "the workers' state index is stale"
         for w in self.workers.values():
             if w.state in ("busy", "blocked"):
                 assert w.shape is not None, w.wid

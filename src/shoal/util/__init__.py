@@ -16,7 +16,13 @@ from shoal.util.helpers import as_completed, map_unordered
 from shoal.util.placement_group import (
     get_current_placement_group, get_placement_group, placement_group, placement_group_table, remove_placement_group,
 )
-from shoal.util.serialization import deregister_serializer, inspect_serializability, register_serializer
+from shoal.cluster import on_ray
+from shoal.util import serialization as _serialization
+from shoal.util.serialization import inspect_serializability
+
+#: On a Ray cluster, Ray's registry is the one its workers read.
+register_serializer = on_ray("")(_serialization.register_serializer)
+deregister_serializer = on_ray("")(_serialization.deregister_serializer)
 
 
 def memory_summary(**kwargs: Any) -> str:
@@ -24,6 +30,9 @@ def memory_summary(**kwargs: Any) -> str:
     (see shoal.util.memory.memory_summary)."""
     from shoal.util.memory import memory_summary as summary
 
+    if getattr(objectref.current(), "cluster", False):
+        raise RuntimeError("memory_summary() describes shoal's own object store; on a Ray cluster, "
+                           "run `ray memory` (or ray.util.state.list_objects) instead")
     return summary(**kwargs)
 
 

@@ -89,7 +89,7 @@ class _Future(cf.Future):
             if self._state != "PENDING":
                 return self._state in ("CANCELLED", "CANCELLED_AND_NOTIFIED")
             ref = getattr(self, "_shoal_ref", None)
-            take_back = getattr(ref._ctx, "cancel_if_queued", None) if ref is not None else None
+            take_back = getattr(objectref.context_of(ref), "cancel_if_queued", None) if ref is not None else None
             if take_back is None or not take_back(ref):
                 return False
             super().cancel()
@@ -194,8 +194,7 @@ class Executor(cf.Executor):
         with self._lock:
             self._pending.add(fut)
         fut.add_done_callback(self._on_done)
-        ctx = ref._ctx
-        ctx.future_for(ref, fut)
+        objectref.context_of(ref).future_for(ref, fut)
         return fut
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None,

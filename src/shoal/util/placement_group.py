@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 from shoal import objectref
+from shoal.cluster import on_ray
 from shoal.placement import STRATEGIES, PlacementGroup, PlacementGroupID
 from shoal.remote_function import current_context
 
@@ -52,6 +53,7 @@ def _check_bundles(bundles: Any) -> list[dict]:
     return out
 
 
+@on_ray("placement_group")
 def placement_group(bundles: list[dict], strategy: str = "PACK", name: str = "", lifetime: str | None = None,
                     _soft_target_node_id: str | None = None, bundle_label_selector: Any = None) -> PlacementGroup:
     """Reserve bundles of resources; returns the group at once (ready()
@@ -82,6 +84,7 @@ def placement_group(bundles: list[dict], strategy: str = "PACK", name: str = "",
     return PlacementGroup(PlacementGroupID(gid), checked)
 
 
+@on_ray("placement_group")
 def remove_placement_group(placement_group: PlacementGroup) -> None:
     """Release the group's resources: its queued tasks fail with
     TaskPlacementGroupRemoved, its running tasks are killed (and fail the
@@ -91,6 +94,7 @@ def remove_placement_group(placement_group: PlacementGroup) -> None:
     _driver("remove_placement_group()").remove_placement_group(placement_group.id.hex())
 
 
+@on_ray("placement_group")
 def get_placement_group(placement_group_name: str) -> PlacementGroup:
     """The living group of that name (ValueError if there is none)."""
     for gid, info in _driver("get_placement_group()").placement_group_table().items():
@@ -99,6 +103,7 @@ def get_placement_group(placement_group_name: str) -> PlacementGroup:
     raise ValueError(f"Failed to look up placement group with name: {placement_group_name}")
 
 
+@on_ray("placement_group")
 def placement_group_table(placement_group: PlacementGroup | None = None) -> dict:
     """Ray's table of a group (or of all groups, by id): its id, name,
     bundles, strategy, state (PENDING, CREATED or REMOVED), the node of
@@ -129,6 +134,7 @@ def _row(gid: str, info: dict, node: str) -> dict:
     }
 
 
+@on_ray("placement_group")
 def get_current_placement_group() -> PlacementGroup | None:
     """The group the running task or actor was scheduled in (None in the
     driver, or outside any group), as in Ray."""

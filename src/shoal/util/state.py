@@ -16,6 +16,7 @@ import collections
 from typing import Any
 
 from shoal import api, config, objectref
+from shoal.cluster import on_ray
 from shoal.scheduler import introspect
 
 __all__ = ["list_actors", "list_tasks", "list_workers", "list_nodes", "get_actor", "summarize_tasks"]
@@ -53,30 +54,35 @@ def _select(rows: list[dict], filters: list | None, limit: int) -> list[Row]:
     return [Row(r) for r in rows[:limit]]
 
 
+@on_ray("state")
 def list_actors(filters: list | None = None, limit: int = 100, **_: Any) -> list[dict]:
     """The runtime's actors (alive, pending, restarting and dead)."""
     rt = _runtime()
     return _select(introspect.actors(rt.shell, rt.session, rt.node_id), filters, limit)
 
 
+@on_ray("state")
 def get_actor(id: str, **_: Any) -> dict | None:  # noqa: A002 - Ray's parameter name
     """One actor by its hex id (None if there is no such actor)."""
     rows = list_actors(filters=[("actor_id", "=", id)], limit=1)
     return rows[0] if rows else None
 
 
+@on_ray("state")
 def list_tasks(filters: list | None = None, limit: int = 100, **_: Any) -> list[dict]:
     """Unfinished tasks and actor calls, then the ended ones kept."""
     rt = _runtime()
     return _select(introspect.tasks(rt.shell, rt.session, rt.node_id), filters, limit)
 
 
+@on_ray("state")
 def list_workers(filters: list | None = None, limit: int = 100, **_: Any) -> list[dict]:
     """The worker and actor processes."""
     rt = _runtime()
     return _select(introspect.workers(rt.shell, rt.node_id), filters, limit)
 
 
+@on_ray("state")
 def list_nodes(filters: list | None = None, limit: int = 100, **_: Any) -> list[dict]:
     """The one node (this machine)."""
     rt = _runtime()
@@ -85,6 +91,7 @@ def list_nodes(filters: list | None = None, limit: int = 100, **_: Any) -> list[
     return _select([row], filters, limit)
 
 
+@on_ray("state")
 def summarize_tasks(**_: Any) -> dict:
     """{function name: {state: count}} over the unfinished tasks and the ended ones kept."""
     summary: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
