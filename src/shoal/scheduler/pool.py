@@ -112,9 +112,28 @@ class WorkerHandle:
             pass
 
 
+def exit_code_of(pidfd: int) -> int | None:
+    """Reap the exited child behind `pidfd` and return its exit code as
+    Popen does (negative: the signal); None if it is not this process's
+    child (another process reaped it)."""
+    try:
+        res = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if res is None:
+        return None
+    if res.si_code == os.CLD_EXITED:
+        return res.si_status
+    return -res.si_status
+
+
 class WorkerPool:
     """Starts workers through a fork server; must be created by a thread
-    that lives as long as the pool (the fork server dies with it)."""
+    that lives as long as the pool (the fork server dies with it).
+
+    When the fork server dies its workers live on, adopted by this process
+    (a child subreaper); `restart()` starts another fork server and asks
+    it again for the workers whose start was not reported."""
 
     def __init__(self, store_fd: int, driver_fd: int, session: str, spin: float,
                  preload: list[str], ring_capacity: int = RING_CAPACITY, namespace: str = "",
@@ -125,17 +144,53 @@ class WorkerPool:
         self.worker_cfg = dict(worker_cfg or {})  # passed to every worker (node id, environment)
         self.spin = spin
         self.ring_capacity = ring_capacity
+        self.store_fd = store_fd
+        self.remove_on_driver_death = list(remove_on_driver_death)
+        self.preloaded = list(preload)
+        self.pending: dict[int, tuple[WorkerHandle, dict]] = {}  # spawns not reported yet, by wid
+        self.servers = 0  # fork servers started
+        self.sock: socket.socket
+        self.proc: subprocess.Popen
+        self._launch()
+
+    def _launch(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "shoal.worker.forkserver", str(theirs.fileno()), str(self.store_fd),
+                 f"--driver={os.getpid()}",
+                 *(f"--remove-on-driver-death={p}" for p in self.remove_on_driver_death), *self.preloaded],
+                pass_fds=(theirs.fileno(), self.store_fd),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # the terminal's Ctrl-C goes to the driver alone
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         self.sock = ours
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal.worker.forkserver", str(theirs.fileno()), str(store_fd),
-             *(f"--remove-on-driver-death={p}" for p in remove_on_driver_death), *preload],
-            pass_fds=(theirs.fileno(), store_fd),
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # the terminal's Ctrl-C goes to the driver alone
-        )
-        theirs.close()
         self.server_pid: int | None = None
+        self.servers += 1
+
+    def restart(self) -> None:
+        """The fork server died (its socket closed): reap it, start another
+        and send it again every spawn it did not report."""
+        self.sock.close()
+        self.proc.wait()  # dead already: its socket closed when it exited
+        self._launch()
+        for h, cfg in self.pending.values():
+            self._send_spawn(h, cfg)
+
+    def spawned(self, wid: int) -> None:
+        """The fork server reported worker wid's process: its channel's
+        descriptor is no longer needed here."""
+        entry = self.pending.pop(wid, None)
+        if entry is not None:
+            h = entry[0]
+            if h.channel_fd >= 0:
+                os.close(h.channel_fd)  # the mapping stays; the worker has its own copy
+                h.channel_fd = -1
 
     def start(self, wid: int, actor: bool = False, gpu_ids: tuple = ()) -> WorkerHandle:
         """Ask for a worker (an actor's process if `actor`); it reports
@@ -152,13 +207,22 @@ class WorkerPool:
             **self.worker_cfg,
             "gpu_ids": list(gpu_ids),  # an actor's devices, for its whole life
         }
-        protocol.send_with_fds(self.sock, ("spawn", cfg), [h.channel_fd, h.wake_fd, h.room_fd, self.driver_fd])
-        os.close(h.channel_fd)  # the mapping stays; the worker has its own copy
-        h.channel_fd = -1
+        self.pending[wid] = (h, cfg)
+        self._send_spawn(h, cfg)
         return h
 
+    def _send_spawn(self, h: WorkerHandle, cfg: dict) -> None:
+        try:
+            protocol.send_with_fds(self.sock, ("spawn", cfg), [h.channel_fd, h.wake_fd, h.room_fd, self.driver_fd])
+        except OSError:
+            pass  # the fork server is dead: its socket's end tells the I/O thread, which restarts it
+
     def preload(self, modules: list[str]) -> None:
-        protocol.send_with_fds(self.sock, ("preload", modules))
+        self.preloaded.extend(modules)
+        try:
+            protocol.send_with_fds(self.sock, ("preload", modules))
+        except OSError:
+            pass  # (the next fork server gets them on its command line)
 
     def receive(self) -> tuple[object, list[int]]:
         """The fork server's next report: ("ready", pid), ("spawned", wid,

@@ -33,7 +33,9 @@ from shoal.scheduler import actors as A
 from shoal.scheduler.actor_calls import ActorCalls
 from shoal.scheduler.events import TaskEvents
 from shoal.scheduler.output import OutputRouter
+from shoal._channel import child_subreaper, set_child_subreaper
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
+from shoal.scheduler.respawn import Respawn
 from shoal.scheduler.refs import DRIVER, ReferenceTable
 from shoal.scheduler.state import (
     CancelActorCall, CancelQueued, CancelRunning, Dispatch, FailTask, KillActor, PlaceActor, Revoke, Scheduler,
@@ -54,7 +56,7 @@ MAX_POOL_WORKERS = 192
 IDLE_STOP_S = 1.0
 
 
-class Shell(ActorCalls):
+class Shell(ActorCalls, Respawn):
     """Args:
         store: the driver's ObjectStore.
         local_refs: the driver's LocalRefs (its ObjectRef counts).
@@ -113,6 +115,9 @@ class Shell(ActorCalls):
         self.broken: BaseException | None = None  # set when the runtime cannot go on
         self._seq = itertools.count(1)
         self._start_failures = 0
+        self._server_failures = 0
+        self._was_subreaper = False
+        self.adopted: set[int] = set()  # workers whose fork server died (now this process's children)
         # While a worker's death is handled: how it died, and its fault report.
         self._dying: tuple[str, str | None] | None = None
         self._started = threading.Event()
@@ -131,6 +136,11 @@ class Shell(ActorCalls):
 
     def _run(self) -> None:
         try:
+            # Workers outlive their fork server's death: the kernel then
+            # gives them to this process, which must ask for them first
+            # (before the fork server is started, as the kernel requires).
+            self._was_subreaper = child_subreaper()
+            set_child_subreaper(True)
             self.pool = WorkerPool(self.store.fd, self.doorbell, self.session, self.spin, self.preload,
                                    namespace=self.namespace, worker_cfg=self.worker_cfg,
                                    remove_on_driver_death=self.remove_on_driver_death)
@@ -170,6 +180,9 @@ class Shell(ActorCalls):
             self._thread.join(timeout)
         if self.pool is not None:
             self.pool.close(timeout)
+        self._kill_adopted()
+        if not self._was_subreaper:
+            set_child_subreaper(False)
         self.output.close()
         for h in self.workers.values():
             h.close()
@@ -217,6 +230,8 @@ class Shell(ActorCalls):
                             pass
                     elif what == "pool":
                         self._on_pool_message()
+                    elif type(what) is int:  # an adopted worker exited
+                        self._on_adopted_exit(what)
                     elif key.fd in self.output.streams and self.output.read(key.fd) is False:
                         self.sel.unregister(key.fd)  # (a pipe may have closed earlier in this batch)
 
@@ -557,15 +572,12 @@ class Shell(ActorCalls):
         msg, fds = self.pool.receive()
         if msg is None:
             if not self.closed:
-                self.broken = exc.RaySystemError(
-                    "the process that starts workers (the fork server) died; the runtime cannot "
-                    "continue: call shutdown() and init() again")
-                self._fail_everything(self.broken)
-                self.sel.unregister(self.pool.sock)
+                self._fork_server_died()
             return
         kind = msg[0]
         if kind == "spawned":
             _, wid, pid = msg
+            self.pool.spawned(wid)
             h = self.workers.get(wid)
             if h is not None:
                 h.spawned(pid)
@@ -578,11 +590,15 @@ class Shell(ActorCalls):
             self._on_worker_exit(msg[1], msg[3])
         elif kind == "ready":
             self.pool.server_pid = msg[1]
+            self._server_failures = 0
 
     def _on_worker_exit(self, wid: int, code: int | None) -> None:
         h = self.workers.get(wid)
         if h is None:
             return
+        if wid in self.adopted:  # (its fork server reported the exit before dying)
+            self.adopted.discard(wid)
+            self.sel.unregister(h.pidfd)
         if h.to_driver is not None:  # what it said before dying counts
             self._reading = True
             try:
