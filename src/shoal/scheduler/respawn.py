@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import subprocess
 import sys
 
 from shoal import exceptions as exc
@@ -36,7 +37,11 @@ class Respawn:
         self.sel.unregister(self.pool.sock)
         if self.pool.server_pid is None:
             self._server_failures += 1
-        code = self.pool.proc.poll()
+        try:
+            code = self.pool.proc.wait(5)  # its socket closed as it exited: reaped at once
+        except subprocess.TimeoutExpired:  # (closed it without exiting: a bug; it is killed)
+            self.pool.proc.kill()
+            code = self.pool.proc.wait()
         if self._server_failures >= MAX_SERVER_FAILURES:
             self.broken = exc.RaySystemError(
                 f"{self._server_failures} fork servers in a row died while starting (the last one: "
