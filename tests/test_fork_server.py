@@ -180,3 +180,18 @@ def test_driver_death_after_a_fork_server_death_leaves_nothing():
     c.kill()
     wait_until(lambda: all(process_gone(p) for p in pids), timeout=20, what="every process of the runtime to exit")
     assert shm_entries() == before
+
+
+def test_a_hung_fork_server_is_replaced(ray, monkeypatch):
+    """A fork server that leaves a spawn unreported too long (here stopped
+    for good) is killed and replaced; the actor it was asked for starts."""
+    from shoal.scheduler import pool
+
+    monkeypatch.setattr(pool, "SPAWN_TIMEOUT_S", 1.0)
+    _, inc, Counter, _ = define(ray)
+    assert ray.get(inc.remote(1), timeout=30) == 2
+    pid = server_pid()
+    os.kill(pid, signal.SIGSTOP)  # and never continued
+    c = Counter.remote()
+    assert ray.get(c.inc.remote(), timeout=60) == 1
+    assert objectref.current().shell.pool.server_pid != pid

@@ -15,11 +15,17 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 from shoal._channel import Ring, footprint
 from shoal.scheduler import protocol
 
 RING_CAPACITY = 1 << 20
+
+#: A spawn the fork server has not reported after this many seconds means
+#: it hangs (stopped, or stuck): the driver kills it and starts another.
+#: Long, because a fork server first imports what workers need.
+SPAWN_TIMEOUT_S = 30.0
 
 
 def describe_exit(code: int | None) -> str:
@@ -148,6 +154,7 @@ class WorkerPool:
         self.remove_on_driver_death = list(remove_on_driver_death)
         self.preloaded = list(preload)
         self.pending: dict[int, tuple[WorkerHandle, dict]] = {}  # spawns not reported yet, by wid
+        self.asked_at: dict[int, float] = {}  # wid -> time.monotonic() of its spawn's last sending
         self.servers = 0  # fork servers started
         self.sock: socket.socket
         self.proc: subprocess.Popen
@@ -182,10 +189,23 @@ class WorkerPool:
         for h, cfg in self.pending.values():
             self._send_spawn(h, cfg)
 
+    def spawn_deadline(self) -> float | None:
+        """time.monotonic() by which the oldest unreported spawn must be
+        reported (None: none pending)."""
+        if not self.asked_at:
+            return None
+        return min(self.asked_at.values()) + SPAWN_TIMEOUT_S
+
+    def kill_server(self) -> None:
+        """The fork server hangs: kill it (its socket's end then tells the
+        I/O thread, which starts another)."""
+        self.proc.kill()
+
     def spawned(self, wid: int) -> None:
         """The fork server reported worker wid's process: its channel's
         descriptor is no longer needed here."""
         entry = self.pending.pop(wid, None)
+        self.asked_at.pop(wid, None)
         if entry is not None:
             h = entry[0]
             if h.channel_fd >= 0:
@@ -212,6 +232,7 @@ class WorkerPool:
         return h
 
     def _send_spawn(self, h: WorkerHandle, cfg: dict) -> None:
+        self.asked_at[cfg["wid"]] = time.monotonic()
         try:
             protocol.send_with_fds(self.sock, ("spawn", cfg), [h.channel_fd, h.wake_fd, h.room_fd, self.driver_fd])
         except OSError:

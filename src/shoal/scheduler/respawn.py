@@ -17,8 +17,10 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
 
 from shoal import exceptions as exc
+from shoal.scheduler import pool as worker_pool
 from shoal.scheduler.pool import describe_exit, exit_code_of
 
 #: Fork servers that die before saying they are ready this many times in a
@@ -60,6 +62,15 @@ class Respawn:
         self.sel.register(self.pool.sock, selectors.EVENT_READ, "pool")
         sys.stderr.write(f"shoal: the fork server died ({describe_exit(code)}); "
                          f"started another; {len(self.adopted)} workers it had started go on\n")
+
+    def _check_fork_server(self) -> None:
+        """A fork server that leaves a spawn unreported for SPAWN_TIMEOUT_S
+        hangs: kill it, and the death's path starts another."""
+        due = self.pool.spawn_deadline()
+        if due is not None and time.monotonic() >= due and self.pool.proc.poll() is None:
+            sys.stderr.write(f"shoal: the fork server (pid {self.pool.proc.pid}) did not start a worker within "
+                             f"{worker_pool.SPAWN_TIMEOUT_S:g} s; it is killed and another started\n")
+            self.pool.kill_server()
 
     def _on_adopted_exit(self, wid: int) -> None:
         """A worker whose fork server had died exited: reap it here."""

@@ -221,6 +221,7 @@ class Shell(ActorCalls, Respawn):
                     return
                 if self._surplus:
                     self._stop_surplus()
+                self._check_fork_server()
                 for key, _ in events:
                     what = key.data
                     if what == "doorbell":
@@ -236,10 +237,12 @@ class Shell(ActorCalls, Respawn):
                         self.sel.unregister(key.fd)  # (a pipe may have closed earlier in this batch)
 
     def _select_timeout(self) -> float | None:
-        """Sleep until the next surplus worker is due (None: no deadline)."""
-        if not self._surplus:
+        """Sleep until the next surplus worker is due, or a spawn is overdue
+        (None: no deadline)."""
+        due = [d for d in (min(self._surplus.values(), default=None), self.pool.spawn_deadline()) if d is not None]
+        if not due:
             return None
-        return max(0.0, min(self._surplus.values()) - time.monotonic())
+        return max(0.0, min(due) - time.monotonic())
 
     def _stop_surplus(self) -> None:
         now = time.monotonic()
