@@ -288,7 +288,8 @@ def run_round(index: int, seed: int, args) -> dict:
                     out["typed"][name] += 1
                 else:
                     out["untyped"][type(e).__name__] += 1
-                    out["notes"].append(f"{kind}: {type(e).__name__}: {str(e)[:300]}")
+                    last = [line for line in str(e).splitlines() if line.strip()][-1:] or [""]
+                    out["notes"].append(f"{kind}: {type(e).__name__}: {last[0][:400]}")
             else:
                 out["ok" if good else "wrong"] += 1
                 if not good:
@@ -326,7 +327,7 @@ def chaos(args) -> dict:
     notes = []
     print(f"{'round':>5} {'s':>5} {'faults':>6} {'refs':>5} {'ok':>5} {'typed':>5} {'hangs':>5} {'wrong':>5} "
           f"{'untyped':>7} {'leaks':>5}", flush=True)
-    for i in range(args.rounds):
+    for i in range(args.first, args.first + args.rounds):
         r = run_round(i, args.seed * 100_003 + i, args)
         totals["rounds"] += 1
         for k in ("refs", "ok", "wrong", "hangs", "seconds"):
@@ -448,6 +449,7 @@ def kill_driver(point: str, seed: int, size: int, timeout: float = 60.0) -> dict
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
         shutil.rmtree(spill, ignore_errors=True)
 
 
@@ -480,6 +482,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--first", type=int, default=0, help="index of the first round (its seed follows)")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--store-mb", type=int, default=96)
     ap.add_argument("--size", type=int, default=2 << 20, help="bytes of each array (default 2 MiB)")

@@ -195,3 +195,17 @@ def test_a_hung_fork_server_is_replaced(ray, monkeypatch):
     c = Counter.remote()
     assert ray.get(c.inc.remote(), timeout=60) == 1
     assert objectref.current().shell.pool.server_pid != pid
+
+
+def test_a_worker_dead_before_it_is_released_does_not_stop_the_fork_server():
+    """A worker killed as soon as the driver learnt its pid may be gone
+    before the fork server lets it run: the fork server goes on (it once
+    took the broken pipe for the driver's death and removed its files)."""
+    from shoal.worker.forkserver import release
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        release(w)  # no BrokenPipeError
+    finally:
+        os.close(w)

@@ -49,6 +49,20 @@ recv = protocol.recv_with_fds
 PARENT_DEATH_SIGNAL = signal.SIGRTMAX - 2
 
 
+def release(go_w: int) -> None:
+    """Let a new worker run (it waits for a byte on its pipe). It may be
+    dead already, killed as soon as the driver learnt its pid: its exit is
+    reported like any other, and the fork server goes on."""
+    try:
+        os.write(go_w, b"g")
+    except BrokenPipeError:
+        pass
+
+
+class _DriverDied(BaseException):
+    """The driver died while the fork server was starting."""
+
+
 class ForkServer:
     def __init__(self, sock: socket.socket, store_fd: int, signalled: int = -1, driver_pid: int | None = None):
         self.sock = sock
@@ -146,7 +160,7 @@ class ForkServer:
         self.sel.register(pidfd, selectors.EVENT_READ)
         try:
             send(self.sock, ("spawned", cfg["wid"], pid), [out_r, err_r])
-            os.write(go_w, b"g")
+            release(go_w)
         finally:
             for fd in (out_r, err_r, go_w):
                 os.close(fd)
@@ -203,16 +217,25 @@ def main() -> None:
     # SIGTERM keeps its default action: the fork server dies, its workers
     # live on and the driver starts another.
     signalled, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.signal(PARENT_DEATH_SIGNAL, lambda signum, frame: None)
+    starting = True
+
+    def on_parent_death(signum, frame):
+        # While it starts (imports take a while) it has no worker to kill:
+        # the driver's death ends it at once. Afterwards the serving loop
+        # sees the signal's byte on the pipe and cleans up.
+        if starting and os.getppid() != driver_pid:
+            raise _DriverDied()
+
+    signal.signal(PARENT_DEATH_SIGNAL, on_parent_death)
     signal.set_wakeup_fd(wake)
-    set_parent_death_signal(PARENT_DEATH_SIGNAL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     sock = socket.socket(fileno=sock_fd)
     server = ForkServer(sock, store_fd, signalled, driver_pid)
-    if os.getppid() != driver_pid:  # the driver died before the prctl
-        os.write(wake, b"\0")
     died = True
     try:
+        set_parent_death_signal(PARENT_DEATH_SIGNAL)
+        if os.getppid() != driver_pid:  # the driver died before the prctl
+            raise _DriverDied()
         # Import what every worker needs once, here, so that forks start warm.
         import shoal.worker.main  # noqa: F401
 
@@ -221,10 +244,18 @@ def main() -> None:
                 importlib.import_module(name)
             except Exception:
                 pass
+        starting = False
+        if os.getppid() != driver_pid:
+            raise _DriverDied()
         send(sock, ("ready", os.getpid()))
         died = not server.serve()
-    except (BrokenPipeError, ConnectionResetError):
+    except (BrokenPipeError, ConnectionResetError, _DriverDied):
         pass  # the driver went away before or while we served it
+    except BaseException:
+        # A failure of our own: only the driver's death may remove its files
+        # (it starts another fork server, and its workers live on).
+        died = os.getppid() != driver_pid
+        raise
     finally:
         server.shutdown()
         if died:
