@@ -209,3 +209,22 @@ def test_a_worker_dead_before_it_is_released_does_not_stop_the_fork_server():
         release(w)  # no BrokenPipeError
     finally:
         os.close(w)
+
+
+def test_a_failure_inside_the_fork_server_leaves_the_workers_running(ray, capfd):
+    """A message the fork server cannot handle ends it with a traceback
+    (a bug there), but not its workers: the driver adopts them and starts
+    another fork server."""
+    from shoal.scheduler import protocol
+
+    _, inc, Counter, _ = define(ray)
+    c = Counter.remote()
+    actor_pid = ray.get(c.pid.remote(), timeout=30)
+    shell = objectref.current().shell
+    dead = server_pid()
+    protocol.send_with_fds(shell.pool.sock, ("spawn", {}))  # no descriptors: it fails
+    wait_until(lambda: shell.pool.server_pid not in (None, dead), timeout=30, what="another fork server")
+    assert ray.get(c.pid.remote(), timeout=30) == actor_pid
+    assert ray.get(c.inc.remote(), timeout=30) == 1
+    assert ray.get(inc.remote(1), timeout=30) == 2
+    assert "the fork server died (it exited with code 1)" in capfd.readouterr().err

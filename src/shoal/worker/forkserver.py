@@ -232,6 +232,7 @@ def main() -> None:
     sock = socket.socket(fileno=sock_fd)
     server = ForkServer(sock, store_fd, signalled, driver_pid)
     died = True
+    failed = False
     try:
         set_parent_death_signal(PARENT_DEATH_SIGNAL)
         if os.getppid() != driver_pid:  # the driver died before the prctl
@@ -252,12 +253,15 @@ def main() -> None:
     except (BrokenPipeError, ConnectionResetError, _DriverDied):
         pass  # the driver went away before or while we served it
     except BaseException:
-        # A failure of our own: only the driver's death may remove its files
-        # (it starts another fork server, and its workers live on).
+        # A failure of our own: the driver adopts the workers and starts
+        # another fork server, so they live on, and only the driver's death
+        # may remove its files.
         died = os.getppid() != driver_pid
+        failed = not died
         raise
     finally:
-        server.shutdown()
+        if not failed:
+            server.shutdown()
         if died:
             for path in remove:
                 shutil.rmtree(path, ignore_errors=True)
