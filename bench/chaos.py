@@ -366,35 +366,59 @@ def _point_code(point: str):
             "actor_creation": actor.ActorClass._create.__code__, "shutdown": api.shutdown.__code__}[point]
 
 
-def child_main(point: str, seed: int, size: int, spill: str) -> None:
-    """A driver that runs the workload and stops itself at a random moment
-    inside `point` (its nth call, then m profiled events deeper)."""
+#: How the driver dies at its point: a signal the parent sends (the child
+#: stops itself there first), or what the child does itself when told to.
+DEATHS = ("SIGKILL", "SIGSEGV", "exit", "exception")
+
+
+def child_main(point: str, how: str, seed: int, size: int, spill: str) -> None:
+    """A driver that runs the workload and dies at a random moment inside
+    `point` (its nth call, then m profiled events deeper), `how` says.
+    Point "lock": with the store's lock held, half way through."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGSEGV: no core file
     rng = random.Random(seed)
-    code = _point_code(point)
+    code = _point_code(point) if point != "lock" else None
     nth = 1 if point == "shutdown" else rng.randint(1, 3)
     deeper = rng.randint(0, 400)
     state = {"calls": 0, "events": -1}
 
-    def stop_here():
+    def die_here():
         sys.setprofile(None)
         os.write(1, f"at {point}\n".encode())
-        os.kill(os.getpid(), signal.SIGSTOP)
+        if how in ("SIGKILL", "SIGSEGV"):
+            os.kill(os.getpid(), signal.SIGSTOP)  # the parent's signal comes now
+        sys.stdin.readline()  # the parent has seen every process: go
+        if how == "exit":
+            os._exit(3)
+        raise RuntimeError(f"the driver fails inside {point}")
 
     def hook(frame, event, arg):
         if state["events"] >= 0:
             state["events"] += 1
             if state["events"] >= deeper or (event == "return" and frame.f_code is code):
-                stop_here()
+                die_here()
         elif event == "call" and frame.f_code is code:
             state["calls"] += 1
             if state["calls"] >= nth:
                 state["events"] = 0
                 if deeper == 0:
-                    stop_here()
+                    die_here()
 
     ray.init(num_cpus=2, object_store_memory=128 << 20, object_spilling_directory=spill, log_to_driver=False)
-    sys.setprofile(hook)
-    for _, resolve in submit_workload(rng, size):
+    if point != "lock":
+        sys.setprofile(hook)
+    checks = submit_workload(rng, size)
+    if point == "lock":
+        for _, resolve in checks[: len(checks) // 2]:
+            try:
+                resolve(30)
+            except Exception:  # noqa: BLE001 - only the death matters here
+                pass
+        objectref.current().store.raw._debug_lock_and_hold()
+        die_here()
+    for _, resolve in checks:
         try:
             resolve(30)
         except Exception:  # noqa: BLE001 - only the death matters here
@@ -404,13 +428,15 @@ def child_main(point: str, seed: int, size: int, spill: str) -> None:
     os.write(1, b"finished\n")
 
 
-def kill_driver(point: str, seed: int, size: int, timeout: float = 60.0) -> dict:
-    """Run a child driver to `point`, SIGKILL it there, and measure how
-    long until its processes have exited and its spill folder is gone."""
+def kill_driver(point: str, seed: int, size: int, timeout: float = 60.0, how: str = "SIGKILL") -> dict:
+    """Run a child driver to `point`, end it there `how` (see DEATHS), and
+    measure how long until its processes have exited and its spill folder
+    is gone."""
     spill = tempfile.mkdtemp(prefix="chaos-driver-spill-")
     shm_before = shm_entries()
-    proc = subprocess.Popen([sys.executable, __file__, "--child", point, "--seed", str(seed), "--size", str(size),
-                             "--spill", spill], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, __file__, "--child", point, "--how", how, "--seed", str(seed),
+                             "--size", str(size), "--spill", spill], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         line = b""
         ready, _, _ = select.select([proc.stdout], [], [], timeout)
@@ -419,7 +445,7 @@ def kill_driver(point: str, seed: int, size: int, timeout: float = 60.0) -> dict
         if not line.startswith(b"at "):
             proc.kill()
             proc.wait()
-            return {"point": point, "seed": seed, "reached": False, "left": []}
+            return {"point": point, "how": how, "seed": seed, "reached": False, "left": []}
         kin = psutil.Process(proc.pid).children(recursive=True)
         pidfds = []
         for p in kin:
@@ -428,8 +454,15 @@ def kill_driver(point: str, seed: int, size: int, timeout: float = 60.0) -> dict
             except ProcessLookupError:
                 pass
         t0 = time.monotonic()
-        proc.kill()
-        proc.wait()
+        if how == "SIGKILL":
+            proc.kill()
+        elif how == "SIGSEGV":
+            proc.send_signal(signal.SIGSEGV)
+            proc.send_signal(signal.SIGCONT)  # (it is stopped: the signal acts once it runs)
+        else:
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+        code = proc.wait(timeout)
         for fd in pidfds:  # each becomes readable when its process exits
             select.select([fd], [], [], timeout)
             os.close(fd)
@@ -443,13 +476,17 @@ def kill_driver(point: str, seed: int, size: int, timeout: float = 60.0) -> dict
         left = [f"process {p.pid}" for p in kin if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         left += [f"spill {n}" for n in os.listdir(spill)]
         left += [f"/dev/shm/{n}" for n in sorted(shm_entries() - shm_before)]
-        return {"point": point, "seed": seed, "reached": True, "processes": len(kin), "procs_gone_s": t_procs,
-                "clean_s": t_clean, "left": left}
+        return {"point": point, "how": how, "seed": seed, "reached": True, "exit_code": code,
+                "processes": len(kin), "procs_gone_s": t_procs, "clean_s": t_clean, "left": left}
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        proc.stdout.close()
+        for f in (proc.stdin, proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
         shutil.rmtree(spill, ignore_errors=True)
 
 
@@ -494,9 +531,10 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true", help="show the workers' output")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--spill", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--how", default="SIGKILL", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child_main(args.child, args.seed, args.size, args.spill)
+        child_main(args.child, args.how, args.seed, args.size, args.spill)
         return
     if args.driver_deaths:
         result = {"driver_deaths": driver_deaths(args)}
