@@ -374,12 +374,13 @@ DEATHS = ("SIGKILL", "SIGSEGV", "exit", "exception")
 def child_main(point: str, how: str, seed: int, size: int, spill: str) -> None:
     """A driver that runs the workload and dies at a random moment inside
     `point` (its nth call, then m profiled events deeper), `how` says.
-    Point "lock": with the store's lock held, half way through."""
+    Point "lock": with the store's lock held, half way through; "idle":
+    once every result is in, before shutdown."""
     import resource
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGSEGV: no core file
     rng = random.Random(seed)
-    code = _point_code(point) if point != "lock" else None
+    code = _point_code(point) if point not in ("lock", "idle") else None
     nth = 1 if point == "shutdown" else rng.randint(1, 3)
     deeper = rng.randint(0, 400)
     state = {"calls": 0, "events": -1}
@@ -407,7 +408,7 @@ def child_main(point: str, how: str, seed: int, size: int, spill: str) -> None:
                     die_here()
 
     ray.init(num_cpus=2, object_store_memory=128 << 20, object_spilling_directory=spill, log_to_driver=False)
-    if point != "lock":
+    if code is not None:
         sys.setprofile(hook)
     checks = submit_workload(rng, size)
     if point == "lock":
@@ -423,6 +424,8 @@ def child_main(point: str, how: str, seed: int, size: int, spill: str) -> None:
             resolve(30)
         except Exception:  # noqa: BLE001 - only the death matters here
             pass
+    if point == "idle":
+        die_here()
     ray.shutdown()
     sys.setprofile(None)
     os.write(1, b"finished\n")

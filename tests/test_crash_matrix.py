@@ -192,15 +192,15 @@ def test_actor(ray, how, moment):
 
 # -- the driver ------------------------------------------------------------------------------
 
-DRIVER_POINTS = {"running": "submit", "in_get": "get", "in_put": "put", "holding_lock": "lock"}
+DRIVER_POINTS = {"idle": "idle", "running": "submit", "in_get": "get", "in_put": "put", "holding_lock": "lock"}
 
 
 def driver_cells():
-    """SIGKILL inside put, get and submit is tests/test_chaos.py's; idle
-    deaths are tests/test_api_lifecycle.py's."""
+    """SIGKILL inside put, get and submit is tests/test_chaos.py's, and
+    idle deaths are tests/test_api_lifecycle.py's too."""
     for moment, point in DRIVER_POINTS.items():
         for how in ("SIGKILL", "SIGSEGV", "exit", "exception"):
-            if how == "SIGKILL" and point != "lock":
+            if how == "SIGKILL" and point in ("submit", "get", "put"):
                 continue  # test_chaos.py::test_driver_killed_inside
             if how == "exception" and point == "lock":
                 continue  # user code never runs inside the lock
