@@ -310,10 +310,11 @@ def run_round(index: int, seed: int, args) -> dict:
 def leaks(spill: str, shm_before: set[str]) -> list[str]:
     """What the round left behind: child processes, /dev/shm entries, spill files."""
     found = []
-    children = psutil.Process().children(recursive=True)
-    if children:
-        _, alive = psutil.wait_procs(children, timeout=5)  # exiting ones get a moment
-        found += [f"process {p.pid} ({p.status()})" for p in alive]
+    for p in psutil.Process().children(recursive=True):  # shutdown() waits for each: none may be left, zombie or not
+        try:
+            found.append(f"process {p.pid} ({p.status()})")
+        except psutil.NoSuchProcess:
+            pass
     found += [f"/dev/shm/{n}" for n in sorted(shm_entries() - shm_before)]
     for root, dirs, files in os.walk(spill):
         found += [os.path.join(root, f) for f in files]

@@ -228,3 +228,32 @@ def test_a_failure_inside_the_fork_server_leaves_the_workers_running(ray, capfd)
     assert ray.get(c.inc.remote(), timeout=30) == 1
     assert ray.get(inc.remote(1), timeout=30) == 2
     assert "the fork server died (it exited with code 1)" in capfd.readouterr().err
+
+
+def test_what_a_dead_workers_task_left_running_goes_at_shutdown():
+    """A process a task started and left behind when its worker died is
+    adopted by the driver (a subreaper): shutdown kills and reaps it."""
+    import shoal as ray
+
+    ray.init(num_cpus=1, object_store_memory=64 << 20)
+    try:
+        @ray.remote(max_retries=0)
+        def leave_one_behind():
+            import subprocess
+
+            p = subprocess.Popen(["sleep", "1000"])
+            print(p.pid, flush=True)
+            return p.pid
+
+        @ray.remote(max_retries=0)
+        def die():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        left = ray.get(leave_one_behind.remote(), timeout=60)
+        with pytest.raises(ray.exceptions.WorkerCrashedError):
+            ray.get(die.remote(), timeout=60)  # (the worker that started it)
+        wait_until(lambda: psutil.Process(left).ppid() == os.getpid(), timeout=30, what="the driver to adopt it")
+    finally:
+        ray.shutdown()
+    assert process_gone(left)
+    assert not psutil.Process().children(recursive=True)

@@ -133,6 +133,60 @@ def exit_code_of(pidfd: int) -> int | None:
     return -res.si_status
 
 
+def _children() -> list[int]:
+    """This process's children (those of each of its threads)."""
+    pids: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def _state_and_session(pid: int) -> tuple[str, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[3])  # state, ppid, pgrp, session
+
+
+def reap_strays(sessions: set[int], known: set[int], kill: bool = False) -> int:
+    """Reap this process's children that belong to the runtime but that it
+    does not track: workers a dead fork server forked but never reported,
+    and processes that tasks started and left behind when their worker
+    died (adopted here, a child subreaper). They are told apart from the
+    program's own children by their session: each fork server leads one.
+    kill: kill the live ones too (at shutdown). Returns how many were reaped."""
+    reaped = 0
+    for pid in _children():
+        if pid in known:
+            continue
+        info = _state_and_session(pid)
+        if info is None or info[1] not in sessions:
+            continue
+        if info[0] != "Z":
+            if not kill:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(pid, 0)
+            reaped += 1
+        except ChildProcessError:
+            pass
+    return reaped
+
+
 class WorkerPool:
     """Starts workers through a fork server; must be created by a thread
     that lives as long as the pool (the fork server dies with it).
@@ -156,6 +210,7 @@ class WorkerPool:
         self.pending: dict[int, tuple[WorkerHandle, dict]] = {}  # spawns not reported yet, by wid
         self.asked_at: dict[int, float] = {}  # wid -> time.monotonic() of its spawn's last sending
         self.servers = 0  # fork servers started
+        self.sessions: set[int] = set()  # the session of each (its pid), which its workers share
         self.sock: socket.socket
         self.proc: subprocess.Popen
         self._launch()
@@ -179,6 +234,7 @@ class WorkerPool:
         self.sock = ours
         self.server_pid: int | None = None
         self.servers += 1
+        self.sessions.add(self.proc.pid)  # (start_new_session: it leads its own)
 
     def restart(self) -> None:
         """The fork server died (its socket closed): reap it, start another

@@ -21,7 +21,7 @@ import time
 
 from shoal import exceptions as exc
 from shoal.scheduler import pool as worker_pool
-from shoal.scheduler.pool import describe_exit, exit_code_of
+from shoal.scheduler.pool import describe_exit, exit_code_of, reap_strays
 
 #: Fork servers that die before saying they are ready this many times in a
 #: row end the runtime (one that cannot start is not coming back).
@@ -80,6 +80,16 @@ class Respawn:
             return
         self.sel.unregister(h.pidfd)
         self._on_worker_exit(wid, exit_code_of(h.pidfd))
+
+    def _reap_strays(self, kill: bool = False) -> None:
+        """Reap (kill: and kill) the runtime's processes this process adopted
+        but does not track (see pool.reap_strays)."""
+        pool = self.pool
+        if pool is None:
+            return
+        known = {h.pid for h in self.workers.values() if h.pid is not None}
+        known.add(pool.proc.pid)
+        reap_strays(pool.sessions, known, kill)
 
     def _kill_adopted(self) -> None:
         """At shutdown: kill and reap the workers this process adopted."""

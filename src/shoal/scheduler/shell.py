@@ -181,6 +181,7 @@ class Shell(ActorCalls, Respawn):
         if self.pool is not None:
             self.pool.close(timeout)
         self._kill_adopted()
+        self._reap_strays(kill=True)
         if not self._was_subreaper:
             set_child_subreaper(False)
         self.output.close()
@@ -594,6 +595,8 @@ class Shell(ActorCalls, Respawn):
         elif kind == "ready":
             self.pool.server_pid = msg[1]
             self._server_failures = 0
+            if self.pool.servers > 1:
+                self._reap_strays()  # what the dead one forked and never reported
 
     def _on_worker_exit(self, wid: int, code: int | None) -> None:
         h = self.workers.get(wid)
@@ -624,6 +627,7 @@ class Shell(ActorCalls, Respawn):
         self.output.forget(wid)
         h.close()
         self.process_exited.notify_all()
+        self._reap_strays()  # what its tasks started and left behind, if they ended
         try:
             self.store.raw.reap_dead_clients()  # its pins and unsealed objects
         except exc.StoreClosedError:
