@@ -528,7 +528,7 @@ def main() -> None:
     ap.add_argument("--store-mb", type=int, default=96)
     ap.add_argument("--size", type=int, default=2 << 20, help="bytes of each array (default 2 MiB)")
     ap.add_argument("--scale", type=int, default=2, help="copies of the workload submitted per round")
-    ap.add_argument("--interval", type=float, default=0.1, help="mean seconds between faults")
+    ap.add_argument("--interval", type=float, default=0.05, help="mean seconds between faults")
     ap.add_argument("--deadline", type=float, default=60.0, help="seconds every ref of a round has to resolve")
     ap.add_argument("--driver-deaths", type=int, default=0, help="run N driver deaths instead of rounds")
     ap.add_argument("--json", default=None)

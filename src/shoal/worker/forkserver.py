@@ -15,9 +15,11 @@ never runs (the fork server's death closes the pipe, and the worker exits).
 
 Lifetimes:
 - The driver dies (its end of the socket closes, whatever killed it, or
-  PARENT_DEATH_SIGNAL arrives first): the fork server kills its workers,
-  removes the folders named with --remove-on-driver-death (its spill files)
-  and exits.
+  PARENT_DEATH_SIGNAL arrives first) or shuts down ("bye"): the fork
+  server kills its workers, removes the folders named with
+  --remove-on-driver-death (its spill files) and exits. (After a "bye"
+  the driver removes them too; the fork server doing it covers a driver
+  killed in the rest of its shutdown.)
 - The fork server dies (any signal, SIGTERM included): its workers live on.
   The driver is a child subreaper, so the kernel makes it their parent, and
   it starts another fork server. Each worker got PARENT_DEATH_SIGNAL for its
@@ -78,7 +80,8 @@ class ForkServer:
 
     def serve(self) -> bool:
         """Serve until the driver goes; True if it said goodbye first (a
-        shutdown), False if its socket just closed or SIGTERM came (it died)."""
+        shutdown), False if its socket just closed or its death's signal
+        came."""
         while True:
             for key, _ in self.sel.select():
                 if key.fd == self.signalled:
@@ -231,7 +234,6 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     sock = socket.socket(fileno=sock_fd)
     server = ForkServer(sock, store_fd, signalled, driver_pid)
-    died = True
     failed = False
     try:
         set_parent_death_signal(PARENT_DEATH_SIGNAL)
@@ -249,20 +251,20 @@ def main() -> None:
         if os.getppid() != driver_pid:
             raise _DriverDied()
         send(sock, ("ready", os.getpid()))
-        died = not server.serve()
+        server.serve()
     except (BrokenPipeError, ConnectionResetError, _DriverDied):
         pass  # the driver went away before or while we served it
     except BaseException:
         # A failure of our own: the driver adopts the workers and starts
-        # another fork server, so they live on, and only the driver's death
-        # may remove its files.
-        died = os.getppid() != driver_pid
-        failed = not died
+        # another fork server, so they live on, with the driver's files.
+        failed = os.getppid() == driver_pid
         raise
     finally:
         if not failed:
+            # The driver's death or its shutdown: the workers go, then the
+            # spill folders (also after a goodbye: a driver killed later in
+            # its shutdown must not leave them).
             server.shutdown()
-        if died:
             for path in remove:
                 shutil.rmtree(path, ignore_errors=True)
 
