@@ -257,3 +257,21 @@ def test_what_a_dead_workers_task_left_running_goes_at_shutdown():
         ray.shutdown()
     assert process_gone(left)
     assert not psutil.Process().children(recursive=True)
+
+
+def test_shutdown_with_a_stopped_fork_server_leaves_nothing():
+    """shutdown() kills a fork server that does not answer its goodbye
+    (stopped): its workers, adopted by the driver then, go too."""
+    import shoal as ray
+
+    ray.init(num_cpus=2, object_store_memory=64 << 20)
+    try:
+        _, inc, Counter, _ = define(ray)
+        c = Counter.remote()
+        actor_pid = ray.get(c.pid.remote(), timeout=30)
+        assert ray.get(inc.remote(1), timeout=30) == 2
+        os.kill(server_pid(), signal.SIGSTOP)
+    finally:
+        ray.shutdown()
+    assert process_gone(actor_pid)
+    assert not psutil.Process().children(recursive=True)

@@ -17,6 +17,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from shoal import exceptions as exc
@@ -81,15 +82,24 @@ class Respawn:
         self.sel.unregister(h.pidfd)
         self._on_worker_exit(wid, exit_code_of(h.pidfd))
 
-    def _reap_strays(self, kill: bool = False) -> None:
+    def _reap_strays(self, kill: bool = False, everyone: bool = False) -> None:
         """Reap (kill: and kill) the runtime's processes this process adopted
-        but does not track (see pool.reap_strays)."""
+        but does not track (see pool.reap_strays); everyone: the workers it
+        tracks too (at shutdown, once the fork server is gone: a fork server
+        that had to be killed leaves its workers to this process)."""
         pool = self.pool
         if pool is None:
             return
-        known = {h.pid for h in self.workers.values() if h.pid is not None}
-        known.add(pool.proc.pid)
+        known = {pool.proc.pid}
+        if not everyone:
+            known.update(h.pid for h in self.workers.values() if h.pid is not None)
         reap_strays(pool.sessions, known, kill)
+
+    def _watch_spawn(self) -> None:
+        """A spawn was asked for: the I/O thread must wake by its deadline
+        (see _check_fork_server), so tell it if another thread asked."""
+        if threading.current_thread() is not self._thread:
+            self.wake()
 
     def _kill_adopted(self) -> None:
         """At shutdown: kill and reap the workers this process adopted."""

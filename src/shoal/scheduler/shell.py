@@ -181,7 +181,7 @@ class Shell(ActorCalls, Respawn):
         if self.pool is not None:
             self.pool.close(timeout)
         self._kill_adopted()
-        self._reap_strays(kill=True)
+        self._reap_strays(kill=True, everyone=True)
         if not self._was_subreaper:
             set_child_subreaper(False)
         self.output.close()
@@ -694,6 +694,7 @@ class Shell(ActorCalls, Respawn):
         elif t is StartWorker:
             h = self.workers[a.worker] = self.pool.start(a.worker)
             h.to_driver.prepare_sleep()  # its first message rings the doorbell
+            self._watch_spawn()
         elif t is StopWorker:
             h = self.workers.get(a.worker)
             if h is not None:
@@ -733,6 +734,7 @@ class Shell(ActorCalls, Respawn):
             wid = self.sched.new_process_id()
             h = self.workers[wid] = self.pool.start(wid, actor=True, gpu_ids=self._gpu_names(a.gpu_ids))
             h.to_driver.prepare_sleep()
+            self._watch_spawn()
             self.actors.placed(actor, wid)
         else:
             self._execute_actor(a)
