@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -218,3 +219,30 @@ uint64_t ring_user_word(const ring_t *r) {
 }
 
 int proc_set_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0 ? 0 : errno; }
+
+static volatile sig_atomic_t keeper_pid;
+
+static void on_parent_death(int sig) {
+    (void)sig;
+    if (getppid() != (pid_t)keeper_pid)
+        kill(getpid(), SIGKILL);
+}
+
+int proc_die_with(int keeper, int sig) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_parent_death;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    keeper_pid = keeper;
+    if (sigaction(sig, &sa, NULL))
+        return errno;
+    return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0 ? 0 : errno;
+}
+
+int proc_set_child_subreaper(int on) { return prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0) == 0 ? 0 : errno; }
+
+int proc_child_subreaper(void) {
+    int on = 0;
+    return prctl(PR_GET_CHILD_SUBREAPER, (unsigned long)&on, 0, 0, 0) == 0 ? on : -errno;
+}

@@ -71,4 +71,18 @@ uint64_t ring_user_word(const ring_t *r);
 /* Make this process receive `sig` when its parent dies (0 on success). */
 int proc_set_parent_death_signal(int sig);
 
+/* Outlive the parent, not `keeper`: when the parent dies the kernel
+ * sends `sig` (PR_SET_PDEATHSIG), whose handler kills this process with
+ * SIGKILL unless its new parent is `keeper` (a subreaper that adopted it).
+ * The signal fires again at each later parent death, so the process dies
+ * with the keeper too. The handler is async-signal-safe C: it acts even
+ * while the process runs native code. 0 on success, else an errno. */
+int proc_die_with(int keeper, int sig);
+
+/* prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are reparented to
+ * this process instead of init. proc_child_subreaper returns the current
+ * setting (0 or 1), or -errno. */
+int proc_set_child_subreaper(int on);
+int proc_child_subreaper(void);
+
 #endif

@@ -225,3 +225,31 @@ def test_a_spilled_object_read_back_returns_to_the_store(spilling):
     assert location() == before  # back to the same file: not written again
     assert ray.get(first)[-1] == refs.index(first)
     del more
+
+
+def test_a_read_back_object_keeps_its_file_when_a_reader_pins_it_during_a_spill(spilling):
+    """A spill round that picked an object read back before (its file is
+    kept) and found it pinned by a reader when marking it spilled leaves
+    its file alone: the object still owns it, and reads it back later."""
+    from shoal.util.memory import memory_objects
+
+    ray = spilling
+    refs = [ray.put(np.full(MiB // 8 * 4, k)) for k in range(12)]
+    settle(ray)
+    where = {o.object_id: o.where for o in memory_objects()}
+    first = next(r for r in refs if where[r.hex()] == "spilled")
+    del refs[refs.index(first) + 1:]
+    settle(ray)
+    assert ray.get(first)[0] == refs.index(first)  # read back
+    rt = ray.objectref.current()
+    picked = rt.store.raw.get(first.binary(), 0)  # as the spiller pins what it chose
+    path = rt.store.spill_files.path_of(picked.location)
+    reader = ray.get(first)  # a reader comes first: the round must keep it in memory
+    assert rt.spiller._commit([(first.binary(), picked, picked.nbytes)], [picked.location]) == 0
+    assert os.path.exists(path)
+    del reader
+    more = [ray.put(np.full(MiB // 8 * 4, -1)) for _ in range(6)]  # it goes again, to the same file
+    settle(ray)
+    assert {o.object_id: o.where for o in memory_objects()}[first.hex()] == "spilled"
+    assert ray.get(first)[-1] == refs.index(first)
+    del more

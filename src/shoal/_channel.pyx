@@ -31,6 +31,9 @@ cdef extern from "channel.h" nogil:
     void ring_set_user_word(ring_t *r, uint64_t value)
     uint64_t ring_user_word(const ring_t *r)
     int proc_set_parent_death_signal(int sig)
+    int proc_die_with(int keeper, int sig)
+    int proc_set_child_subreaper(int on)
+    int proc_child_subreaper()
 
 
 def footprint(uint32_t capacity):
@@ -43,6 +46,31 @@ def set_parent_death_signal(int sig):
     cdef int rc = proc_set_parent_death_signal(sig)
     if rc:
         raise OSError(rc, "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def die_with(int keeper, int sig):
+    """Die (SIGKILL) when the parent dies, unless the process that adopts
+    this one is `keeper` (a pid); then die when the keeper dies. `sig` is
+    the signal the kernel sends at a parent's death (its handler is C)."""
+    cdef int rc = proc_die_with(keeper, sig)
+    if rc:
+        raise OSError(rc, "sigaction or prctl(PR_SET_PDEATHSIG) failed")
+
+
+def set_child_subreaper(bint on):
+    """Make orphaned descendants of this process its children (on) or
+    init's (off)."""
+    cdef int rc = proc_set_child_subreaper(on)
+    if rc:
+        raise OSError(rc, "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def child_subreaper():
+    """Whether this process adopts its orphaned descendants."""
+    cdef int rc = proc_child_subreaper()
+    if rc < 0:
+        raise OSError(-rc, "prctl(PR_GET_CHILD_SUBREAPER) failed")
+    return bool(rc)
 
 
 cdef int64_t to_ns(object seconds) except? -2:

@@ -15,11 +15,17 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 from shoal._channel import Ring, footprint
 from shoal.scheduler import protocol
 
 RING_CAPACITY = 1 << 20
+
+#: A spawn the fork server has not reported after this many seconds means
+#: it hangs (stopped, or stuck): the driver kills it and starts another.
+#: Long, because a fork server first imports what workers need.
+SPAWN_TIMEOUT_S = 30.0
 
 
 def describe_exit(code: int | None) -> str:
@@ -112,9 +118,82 @@ class WorkerHandle:
             pass
 
 
+def exit_code_of(pidfd: int) -> int | None:
+    """Reap the exited child behind `pidfd` and return its exit code as
+    Popen does (negative: the signal); None if it is not this process's
+    child (another process reaped it)."""
+    try:
+        res = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if res is None:
+        return None
+    if res.si_code == os.CLD_EXITED:
+        return res.si_status
+    return -res.si_status
+
+
+def _children() -> list[int]:
+    """This process's children (those of each of its threads)."""
+    pids: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def _state_and_session(pid: int) -> tuple[str, int] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[3])  # state, ppid, pgrp, session
+
+
+def reap_strays(sessions: set[int], known: set[int], kill: bool = False) -> int:
+    """Reap this process's children that belong to the runtime but that it
+    does not track: workers a dead fork server forked but never reported,
+    and processes that tasks started and left behind when their worker
+    died (adopted here, a child subreaper). They are told apart from the
+    program's own children by their session: each fork server leads one.
+    kill: kill the live ones too (at shutdown). Returns how many were reaped."""
+    reaped = 0
+    for pid in _children():
+        if pid in known:
+            continue
+        info = _state_and_session(pid)
+        if info is None or info[1] not in sessions:
+            continue
+        if info[0] != "Z":
+            if not kill:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(pid, 0)
+            reaped += 1
+        except ChildProcessError:
+            pass
+    return reaped
+
+
 class WorkerPool:
     """Starts workers through a fork server; must be created by a thread
-    that lives as long as the pool (the fork server dies with it)."""
+    that lives as long as the pool (the fork server dies with it).
+
+    When the fork server dies its workers live on, adopted by this process
+    (a child subreaper); `restart()` starts another fork server and asks
+    it again for the workers whose start was not reported."""
 
     def __init__(self, store_fd: int, driver_fd: int, session: str, spin: float,
                  preload: list[str], ring_capacity: int = RING_CAPACITY, namespace: str = "",
@@ -125,17 +204,69 @@ class WorkerPool:
         self.worker_cfg = dict(worker_cfg or {})  # passed to every worker (node id, environment)
         self.spin = spin
         self.ring_capacity = ring_capacity
+        self.store_fd = store_fd
+        self.remove_on_driver_death = list(remove_on_driver_death)
+        self.preloaded = list(preload)
+        self.pending: dict[int, tuple[WorkerHandle, dict]] = {}  # spawns not reported yet, by wid
+        self.asked_at: dict[int, float] = {}  # wid -> time.monotonic() of its spawn's last sending
+        self.servers = 0  # fork servers started
+        self.sessions: set[int] = set()  # the session of each (its pid), which its workers share
+        self.sock: socket.socket
+        self.proc: subprocess.Popen
+        self._launch()
+
+    def _launch(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "shoal.worker.forkserver", str(theirs.fileno()), str(self.store_fd),
+                 f"--driver={os.getpid()}",
+                 *(f"--remove-on-driver-death={p}" for p in self.remove_on_driver_death), *self.preloaded],
+                pass_fds=(theirs.fileno(), self.store_fd),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # the terminal's Ctrl-C goes to the driver alone
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         self.sock = ours
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal.worker.forkserver", str(theirs.fileno()), str(store_fd),
-             *(f"--remove-on-driver-death={p}" for p in remove_on_driver_death), *preload],
-            pass_fds=(theirs.fileno(), store_fd),
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # the terminal's Ctrl-C goes to the driver alone
-        )
-        theirs.close()
         self.server_pid: int | None = None
+        self.servers += 1
+        self.sessions.add(self.proc.pid)  # (start_new_session: it leads its own)
+
+    def restart(self) -> None:
+        """The fork server died (its socket closed): reap it, start another
+        and send it again every spawn it did not report."""
+        self.sock.close()
+        self.proc.wait()  # dead already: its socket closed when it exited
+        self._launch()
+        for h, cfg in self.pending.values():
+            self._send_spawn(h, cfg)
+
+    def spawn_deadline(self) -> float | None:
+        """time.monotonic() by which the oldest unreported spawn must be
+        reported (None: none pending)."""
+        if not self.asked_at:
+            return None
+        return min(self.asked_at.values()) + SPAWN_TIMEOUT_S
+
+    def kill_server(self) -> None:
+        """The fork server hangs: kill it (its socket's end then tells the
+        I/O thread, which starts another)."""
+        self.proc.kill()
+
+    def spawned(self, wid: int) -> None:
+        """The fork server reported worker wid's process: its channel's
+        descriptor is no longer needed here."""
+        entry = self.pending.pop(wid, None)
+        self.asked_at.pop(wid, None)
+        if entry is not None:
+            h = entry[0]
+            if h.channel_fd >= 0:
+                os.close(h.channel_fd)  # the mapping stays; the worker has its own copy
+                h.channel_fd = -1
 
     def start(self, wid: int, actor: bool = False, gpu_ids: tuple = ()) -> WorkerHandle:
         """Ask for a worker (an actor's process if `actor`); it reports
@@ -152,13 +283,23 @@ class WorkerPool:
             **self.worker_cfg,
             "gpu_ids": list(gpu_ids),  # an actor's devices, for its whole life
         }
-        protocol.send_with_fds(self.sock, ("spawn", cfg), [h.channel_fd, h.wake_fd, h.room_fd, self.driver_fd])
-        os.close(h.channel_fd)  # the mapping stays; the worker has its own copy
-        h.channel_fd = -1
+        self.pending[wid] = (h, cfg)
+        self._send_spawn(h, cfg)
         return h
 
+    def _send_spawn(self, h: WorkerHandle, cfg: dict) -> None:
+        self.asked_at[cfg["wid"]] = time.monotonic()
+        try:
+            protocol.send_with_fds(self.sock, ("spawn", cfg), [h.channel_fd, h.wake_fd, h.room_fd, self.driver_fd])
+        except OSError:
+            pass  # the fork server is dead: its socket's end tells the I/O thread, which restarts it
+
     def preload(self, modules: list[str]) -> None:
-        protocol.send_with_fds(self.sock, ("preload", modules))
+        self.preloaded.extend(modules)
+        try:
+            protocol.send_with_fds(self.sock, ("preload", modules))
+        except OSError:
+            pass  # (the next fork server gets them on its command line)
 
     def receive(self) -> tuple[object, list[int]]:
         """The fork server's next report: ("ready", pid), ("spawned", wid,

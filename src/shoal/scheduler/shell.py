@@ -33,7 +33,9 @@ from shoal.scheduler import actors as A
 from shoal.scheduler.actor_calls import ActorCalls
 from shoal.scheduler.events import TaskEvents
 from shoal.scheduler.output import OutputRouter
+from shoal._channel import child_subreaper, set_child_subreaper
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
+from shoal.scheduler.respawn import Respawn
 from shoal.scheduler.refs import DRIVER, ReferenceTable
 from shoal.scheduler.state import (
     CancelActorCall, CancelQueued, CancelRunning, Dispatch, FailTask, KillActor, PlaceActor, Revoke, Scheduler,
@@ -52,7 +54,7 @@ MAX_START_FAILURES = 3
 IDLE_STOP_S = 1.0
 
 
-class Shell(ActorCalls):
+class Shell(ActorCalls, Respawn):
     """Args:
         store: the driver's ObjectStore.
         local_refs: the driver's LocalRefs (its ObjectRef counts).
@@ -119,6 +121,9 @@ class Shell(ActorCalls):
         self.broken: BaseException | None = None  # set when the runtime cannot go on
         self._seq = itertools.count(1)
         self._start_failures = 0
+        self._server_failures = 0
+        self._was_subreaper = False
+        self.adopted: set[int] = set()  # workers whose fork server died (now this process's children)
         # While a worker's death is handled: how it died, and its fault report.
         self._dying: tuple[str, str | None] | None = None
         self._started = threading.Event()
@@ -137,6 +142,11 @@ class Shell(ActorCalls):
 
     def _run(self) -> None:
         try:
+            # Workers outlive their fork server's death: the kernel then
+            # gives them to this process, which must ask for them first
+            # (before the fork server is started, as the kernel requires).
+            self._was_subreaper = child_subreaper()
+            set_child_subreaper(True)
             self.pool = WorkerPool(self.store.fd, self.doorbell, self.session, self.spin, self.preload,
                                    namespace=self.namespace, worker_cfg=self.worker_cfg,
                                    remove_on_driver_death=self.remove_on_driver_death)
@@ -176,6 +186,10 @@ class Shell(ActorCalls):
             self._thread.join(timeout)
         if self.pool is not None:
             self.pool.close(timeout)
+        self._kill_adopted()
+        self._reap_strays(kill=True, everyone=True)
+        if not self._was_subreaper:
+            set_child_subreaper(False)
         self.output.close()
         for h in self.workers.values():
             h.close()
@@ -214,6 +228,7 @@ class Shell(ActorCalls):
                     return
                 if self._surplus:
                     self._stop_surplus()
+                self._check_fork_server()
                 for key, _ in events:
                     what = key.data
                     if what == "doorbell":
@@ -223,14 +238,18 @@ class Shell(ActorCalls):
                             pass
                     elif what == "pool":
                         self._on_pool_message()
+                    elif type(what) is int:  # an adopted worker exited
+                        self._on_adopted_exit(what)
                     elif key.fd in self.output.streams and self.output.read(key.fd) is False:
                         self.sel.unregister(key.fd)  # (a pipe may have closed earlier in this batch)
 
     def _select_timeout(self) -> float | None:
-        """Sleep until the next surplus worker is due (None: no deadline)."""
-        if not self._surplus:
+        """Sleep until the next surplus worker is due, or a spawn is overdue
+        (None: no deadline)."""
+        due = [d for d in (min(self._surplus.values(), default=None), self.pool.spawn_deadline()) if d is not None]
+        if not due:
             return None
-        return max(0.0, min(self._surplus.values()) - time.monotonic())
+        return max(0.0, min(due) - time.monotonic())
 
     def _stop_surplus(self) -> None:
         now = time.monotonic()
@@ -563,15 +582,12 @@ class Shell(ActorCalls):
         msg, fds = self.pool.receive()
         if msg is None:
             if not self.closed:
-                self.broken = exc.RaySystemError(
-                    "the process that starts workers (the fork server) died; the runtime cannot "
-                    "continue: call shutdown() and init() again")
-                self._fail_everything(self.broken)
-                self.sel.unregister(self.pool.sock)
+                self._fork_server_died()
             return
         kind = msg[0]
         if kind == "spawned":
             _, wid, pid = msg
+            self.pool.spawned(wid)
             h = self.workers.get(wid)
             if h is not None:
                 h.spawned(pid)
@@ -584,11 +600,17 @@ class Shell(ActorCalls):
             self._on_worker_exit(msg[1], msg[3])
         elif kind == "ready":
             self.pool.server_pid = msg[1]
+            self._server_failures = 0
+            if self.pool.servers > 1:
+                self._reap_strays()  # what the dead one forked and never reported
 
     def _on_worker_exit(self, wid: int, code: int | None) -> None:
         h = self.workers.get(wid)
         if h is None:
             return
+        if wid in self.adopted:  # (its fork server reported the exit before dying)
+            self.adopted.discard(wid)
+            self.sel.unregister(h.pidfd)
         if h.to_driver is not None:  # what it said before dying counts
             self._reading = True
             try:
@@ -611,6 +633,7 @@ class Shell(ActorCalls):
         self.output.forget(wid)
         h.close()
         self.process_exited.notify_all()
+        self._reap_strays()  # what its tasks started and left behind, if they ended
         try:
             self.store.raw.reap_dead_clients()  # its pins and unsealed objects
         except exc.StoreClosedError:
@@ -677,6 +700,7 @@ class Shell(ActorCalls):
         elif t is StartWorker:
             h = self.workers[a.worker] = self.pool.start(a.worker)
             h.to_driver.prepare_sleep()  # its first message rings the doorbell
+            self._watch_spawn()
         elif t is StopWorker:
             h = self.workers.get(a.worker)
             if h is not None:
@@ -716,6 +740,7 @@ class Shell(ActorCalls):
             wid = self.sched.new_process_id()
             h = self.workers[wid] = self.pool.start(wid, actor=True, gpu_ids=self._gpu_names(a.gpu_ids))
             h.to_driver.prepare_sleep()
+            self._watch_spawn()
             self.actors.placed(actor, wid)
         else:
             self._execute_actor(a)

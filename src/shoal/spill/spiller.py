@@ -338,11 +338,13 @@ class Spiller:
     def _commit(self, chosen: list, locations: list[int]) -> int:
         """Mark each written object spilled (freeing its memory). One that a
         reader pinned, or the runtime deleted, meanwhile is not: its written
-        bytes are dropped."""
+        bytes are dropped, unless they were its copy from before (an object
+        read back keeps its file: the object owns it still)."""
         raw = self.store.raw
         freed = 0
         error = None
         for (oid, buf, size), location in zip(chosen, locations):
+            written_now = not buf.location
             try:
                 spilled = raw.mark_spilled(buf, location)
             except Exception as e:  # a bug: keep the object, go on with the others
@@ -352,7 +354,8 @@ class Spiller:
                 self.stats.objects_spilled += 1
             else:
                 self._release_all([(oid, buf, size)])
-                self.files.forget(location)
+                if written_now:
+                    self.files.forget(location)
                 self.stats.objects_kept += 1
         if error is not None:
             raise error
