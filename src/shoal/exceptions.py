@@ -383,7 +383,46 @@ class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
 
 
 class OutOfMemoryError(RayError):
-    """The task's worker was killed because the machine ran out of memory."""
+    """The task's worker was killed because the machine ran out of memory:
+    the memory monitor stopped it before the kernel's OOM killer would pick
+    a process (Ray's name and base class).
+
+    Attributes: ``task_name``, ``pid``, ``rss_bytes`` (its memory of its own:
+    resident minus shared pages), ``used_bytes`` and ``total_bytes`` (the
+    machine's, or its container's), ``threshold`` (share of total),
+    ``detail`` (why this worker, what happens next); all None when made
+    from a message alone, as Ray's ``OutOfMemoryError(message)``.
+    """
+
+    def __init__(self, message: str = "", task_name: str | None = None, pid: int | None = None,
+                 rss_bytes: int | None = None, used_bytes: int | None = None, total_bytes: int | None = None,
+                 threshold: float | None = None, detail: str = ""):
+        RayError.__init__(self, message, task_name, pid, rss_bytes, used_bytes, total_bytes, threshold, detail)
+        self.message = message
+        self.task_name = task_name
+        self.pid = pid
+        self.rss_bytes = rss_bytes
+        self.used_bytes = used_bytes
+        self.total_bytes = total_bytes
+        self.threshold = threshold
+        self.detail = detail
+
+    def __str__(self) -> str:
+        if self.message or self.used_bytes is None:
+            return self.message or "The task was killed because the machine ran low on memory."
+        used, total = self.used_bytes, self.total_bytes or 1
+        rss = f" using {_gib(self.rss_bytes)} of its own" if self.rss_bytes is not None else ""
+        return (
+            f"Task {self.task_name} was killed because the machine was running low on memory: "
+            f"{_gib(used)} of {_gib(total)} in use ({used / total:.3f}), above the memory usage "
+            f"threshold of {self.threshold}. Its worker (pid {self.pid}) was{rss}. "
+            + (self.detail + " " if self.detail else "")
+            + "To avoid this: run fewer such tasks at once (ask for more num_cpus or for memory=... "
+            "per task), make each use less memory, or raise the threshold "
+            "(RAY_memory_usage_threshold or _system_config={'memory_usage_threshold': ...}); "
+            "RAY_memory_monitor_refresh_ms=0 turns the monitor off (the kernel then kills processes "
+            "when memory runs out)."
+        )
 
 
 class OutOfDiskError(RayError):

@@ -15,7 +15,7 @@ _ACTOR_STATES = {
 }
 _TASK_STATES = {
     "new": "PENDING_ARGS_AVAIL", "waiting": "PENDING_ARGS_AVAIL", "ready": "PENDING_NODE_ASSIGNMENT",
-    "assigned": "SUBMITTED_TO_WORKER",
+    "assigned": "SUBMITTED_TO_WORKER", "backoff": "PENDING_NODE_ASSIGNMENT",
 }
 
 

@@ -32,12 +32,13 @@ from shoal.scheduler import protocol as P
 from shoal.scheduler import actors as A
 from shoal.scheduler.actor_calls import ActorCalls
 from shoal.scheduler.events import TaskEvents
+from shoal.scheduler.memory_guard import MemoryGuard
 from shoal.scheduler.output import OutputRouter
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
 from shoal.scheduler.refs import DRIVER, ReferenceTable
 from shoal.scheduler.state import (
-    CancelActorCall, CancelQueued, CancelRunning, Dispatch, FailTask, KillActor, PlaceActor, Revoke, Scheduler,
-    StartWorker, StopWorker, Surplus, Task, Warn, make_shape,
+    CancelActorCall, CancelQueued, CancelRunning, Dispatch, FailTask, KillActor, PlaceActor, RetryLater, Revoke,
+    Scheduler, StartWorker, StopWorker, Surplus, Task, Warn, make_shape,
 )
 
 #: Workers that die before saying READY this many times in a row stop the
@@ -54,7 +55,7 @@ MAX_POOL_WORKERS = 192
 IDLE_STOP_S = 1.0
 
 
-class Shell(ActorCalls):
+class Shell(ActorCalls, MemoryGuard):
     """Args:
         store: the driver's ObjectStore.
         local_refs: the driver's LocalRefs (its ObjectRef counts).
@@ -99,6 +100,8 @@ class Shell(ActorCalls):
         self._actions: collections.deque = collections.deque()  # see _execute
         self._executing = False
         self._surplus: dict[int, float] = {}  # worker -> time.monotonic() to stop it at
+        self._retry_due: dict[int, float] = {}  # task killed for memory -> time.monotonic() to retry it at
+        self._oom_error: BaseException | None = None  # while a task killed for memory is failed
         self._orphans: list = []  # calls to actors whose creation is not read yet
         self._late_cancels: list = []  # cancels from workers of tasks not read yet
         self.workers: dict[int, WorkerHandle] = {}
@@ -159,10 +162,12 @@ class Shell(ActorCalls):
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Fail what is unfinished, stop the I/O thread and the workers."""
+        self.stop_memory_monitor()
         with self.lock:
             if self.closed:
                 return
             self.closed = True
+            self._retry_due.clear()
             self._fail_everything(exc.RuntimeClosedError("the runtime was shut down before this task finished"))
             self.process_exited.notify_all()
         self.wake()
@@ -208,6 +213,8 @@ class Shell(ActorCalls):
                     return
                 if self._surplus:
                     self._stop_surplus()
+                if self._retry_due:
+                    self.retry_due()
                 for key, _ in events:
                     what = key.data
                     if what == "doorbell":
@@ -221,10 +228,12 @@ class Shell(ActorCalls):
                         self.sel.unregister(key.fd)  # (a pipe may have closed earlier in this batch)
 
     def _select_timeout(self) -> float | None:
-        """Sleep until the next surplus worker is due (None: no deadline)."""
-        if not self._surplus:
+        """Sleep until the next surplus worker or delayed retry is due (None:
+        no deadline)."""
+        due = [*self._surplus.values(), *self._retry_due.values()]
+        if not due:
             return None
-        return max(0.0, min(self._surplus.values()) - time.monotonic())
+        return max(0.0, min(due) - time.monotonic())
 
     def _stop_surplus(self) -> None:
         now = time.monotonic()
@@ -616,7 +625,7 @@ class Shell(ActorCalls):
         how = describe_exit(code)
         if h.exit_reason:
             how += f": {h.exit_reason}"
-        return how
+        return how + self.explain_kill(h, code)
 
     def _pool_worker_died(self, wid: int, h: WorkerHandle, code: int | None) -> None:
         w = self.sched.workers.get(wid)
@@ -634,9 +643,13 @@ class Shell(ActorCalls):
                 self._fail_everything(self.broken)
                 self.sched.workers.pop(wid, None)
             else:
-                self._execute(self.sched.worker_died(wid, started))
+                oom, delay = self.oom_verdict(h, started)
+                if oom == "fail":
+                    self._oom_error = self.oom_error(h, w.queue[0].payload)
+                self._execute(self.sched.worker_died(wid, started, oom, delay))
         finally:
             self._dying = None
+            self._oom_error = None
 
     # -- actions -------------------------------------------------------------------------
 
@@ -696,6 +709,8 @@ class Shell(ActorCalls):
             h = self.workers.get(a.worker)
             if h is not None:
                 h.send(P.encode((P.CANCEL, a.seq, False)))
+        elif t is RetryLater:
+            self.retry_later(a)
         elif t is Warn:
             words.warn(a.text, RuntimeWarning)
         elif t is KillActor:
@@ -730,6 +745,8 @@ class Shell(ActorCalls):
             err = exc.TaskPlacementGroupRemoved(f"task {spec.name} cannot run: {detail}")
         elif kind == "unschedulable":
             err = exc.TaskUnschedulableError(f"The task is not schedulable: {detail}.")
+        elif kind == "oom" and self._oom_error is not None:
+            err = self._oom_error
         else:
             how, report = self._dying or ("it exited", None)
             err = exc.WorkerCrashedError(
