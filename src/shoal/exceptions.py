@@ -298,6 +298,13 @@ class WorkerCrashedError(RayError):
         return super().__str__() or "The worker died unexpectedly while executing this task."
 
 
+class MalformedMessageError(RayError, ValueError):
+    """A message between the runtime's processes could not be read: a frame
+    longer than its ring, a truncated or corrupt pickle, an unknown kind or
+    the wrong number of fields. The process that sent it is stopped (its
+    task fails with WorkerCrashedError naming this) and the runtime goes on."""
+
+
 class TaskCancelledError(RayError):
     """The task was cancelled with cancel() before it produced its result."""
 

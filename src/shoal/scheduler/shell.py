@@ -202,7 +202,8 @@ class Shell(ActorCalls, MemoryGuard):
                     return
                 if self._drain():
                     continue
-                ready = any(h.to_driver.prepare_sleep() for h in self.workers.values() if h.to_driver)
+                ready = any(h.to_driver.prepare_sleep() for h in self.workers.values()
+                            if h.to_driver and not h.malformed)
                 if ready or self.local_refs.pending():
                     self._end_sleep()
                     continue
@@ -265,12 +266,18 @@ class Shell(ActorCalls, MemoryGuard):
         try:
             for h in list(self.workers.values()):
                 ring = h.to_driver
-                if ring is None:
+                if ring is None or h.malformed:
                     continue
-                msgs = ring.recv_many(h.room_fd)
+                try:
+                    msgs = ring.recv_many(h.room_fd)
+                except exc.MalformedMessageError as e:
+                    self._reject(h, e)
+                    continue
                 if msgs:
                     got = True
                     for data in msgs:
+                        if h.malformed:
+                            break
                         self._handle(h, data)
                 if h.outbox:
                     h.flush()
@@ -420,11 +427,31 @@ class Shell(ActorCalls, MemoryGuard):
 
     # -- messages from workers ---------------------------------------------------------
 
+    def _reject(self, h: WorkerHandle, e: exc.MalformedMessageError) -> None:
+        """A worker sent what cannot be read: nothing more is read from it,
+        and it is stopped (its task fails, or is retried, as for a crash)."""
+        if h.malformed:
+            return
+        h.malformed = str(e)
+        h.exit_reason = f"it sent the driver a malformed message, and was stopped ({e})"
+        sys.stderr.write(f"shoal: worker {h.wid} (pid {h.pid}) sent a malformed message: {e}. "
+                         f"It is stopped; the runtime goes on.\n")
+        if h.pid is None:
+            h.kill_when_spawned = True
+        else:
+            h.signal(signal.SIGKILL)
+
     def _handle(self, h: WorkerHandle, data: bytes) -> None:
-        """Handle one message; a failure in a handler is reported and
-        contained to that message, so the runtime goes on."""
+        """Handle one message; a malformed one stops its worker (_reject); a
+        failure in a handler is reported and contained to that message, so
+        the runtime goes on."""
         try:
-            self._on_message(h, P.decode(data))
+            msg = P.decode_from_worker(data)
+        except exc.MalformedMessageError as e:
+            self._reject(h, e)
+            return
+        try:
+            self._on_message(h, msg)
         except Exception:
             import traceback
 
@@ -592,11 +619,15 @@ class Shell(ActorCalls, MemoryGuard):
         h = self.workers.get(wid)
         if h is None:
             return
-        if h.to_driver is not None:  # what it said before dying counts
+        if h.to_driver is not None and not h.malformed:  # what it said before dying counts
             self._reading = True
             try:
                 for data in h.to_driver.recv_many():
+                    if h.malformed:
+                        break
                     self._handle(h, data)
+            except exc.MalformedMessageError as e:
+                self._reject(h, e)
             finally:
                 self._reading = False
         for fd in self.output.read_worker(wid):
