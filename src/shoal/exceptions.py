@@ -155,6 +155,38 @@ class RaySystemError(RayError):
     """An internal invariant broke. This is a bug in shoal: please report it."""
 
 
+class ObjectDeserializationError(RaySystemError):
+    """An object (a value, a task's arguments) could not be rebuilt in the
+    process that read it. A RaySystemError, as Ray raises for this; the
+    original exception is its ``__cause__``.
+
+    Attributes: ``what`` (which object, with its ID), ``cause`` (the
+    original error's type and text), ``pid`` (the reading process).
+    """
+
+    def __init__(self, what: str, cause: str, pid: int | None = None, kind: str = "other"):
+        RaySystemError.__init__(self, what, cause, pid, kind)
+        self.what = what
+        self.cause = cause
+        self.pid = pid
+        self.kind = kind
+
+    def __str__(self) -> str:
+        where = f" in process {self.pid}" if self.pid is not None else ""
+        hint = {
+            "missing": "It refers to a module, class or function that this process cannot import, though "
+                       "the process that stored it could: a module on the driver's sys.path but not on the "
+                       "workers', or installed after they started. Make the module importable in every "
+                       "process (install it, or set PYTHONPATH before init(), or runtime_env={'env_vars': "
+                       "{'PYTHONPATH': ...}}), or define the class in __main__ so that it travels by value.",
+            "corrupt": "Its bytes are not a valid pickle: they were written over after the object was "
+                       "stored (a stray write through a writable view, or native code), or come from an "
+                       "incompatible version. Store the value again.",
+        }.get(self.kind, "The value's own code failed while it was rebuilt (its __setstate__, __reduce__ "
+                         "or a registered deserializer); see the cause below.")
+        return f"{self.what} could not be deserialized{where}: {self.cause}. {hint}"
+
+
 class RuntimeClosedError(RayError):
     """The runtime was shut down, or a call needs a runtime that is not there."""
 
