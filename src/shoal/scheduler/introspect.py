@@ -22,7 +22,7 @@ _TASK_STATES = {
 def actors(shell, job_id: str, node_id: str) -> list[dict]:
     with shell.lock:
         out = []
-        for a in shell.actors.actors.values():
+        for a in [*shell.actors.retired, *shell.actors.actors.values()]:
             h = shell.workers.get(a.wid) if a.wid is not None else None
             state = _ACTOR_STATES.get(a.state, a.state.upper())
             if a.state == "placing" and a.restarts:

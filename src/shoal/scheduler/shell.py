@@ -105,7 +105,6 @@ class Shell(ActorCalls, MemoryGuard):
         self._orphans: list = []  # calls to actors whose creation is not read yet
         self._late_cancels: list = []  # cancels from workers of tasks not read yet
         self.workers: dict[int, WorkerHandle] = {}
-        self.exit_codes: dict[int, int] = {}
         self.output = OutputRouter(log_to_driver)
         self.output.arrived = threading.Condition(self.lock)
         self.events: TaskEvents | None = TaskEvents(task_events) if task_events > 0 else None
@@ -632,7 +631,6 @@ class Shell(ActorCalls, MemoryGuard):
                 self._reading = False
         for fd in self.output.read_worker(wid):
             self.sel.unregister(fd)
-        self.exit_codes[wid] = code
         self._surplus.pop(wid, None)
         actor = self.actors.by_wid.get(wid)
         if actor is not None:
