@@ -136,6 +136,7 @@ def workload(ray, minutes: float, seed: int, counts: dict, progress, sampler: Sa
     `minutes`) is met and the time is up."""
     import numpy as np
 
+    rt = sampler.rt
     rng = random.Random(seed)
     scale = minutes / 10.0
     targets = {k: max(1, int(v * scale)) for k, v in TARGETS.items()}
@@ -205,6 +206,7 @@ def workload(ray, minutes: float, seed: int, counts: dict, progress, sampler: Sa
             a = Churn.remote()
             ray.get(a.ping.remote())
             ray.kill(a)
+            rt.wait_actor_gone(a._actor_id, 30)  # its process is gone before the next sample
             del a
             counts["actors"] += 1
         sampler.maybe_sample()

@@ -4,6 +4,7 @@ than a threshold set just above what the machine uses now."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import pickle
@@ -227,6 +228,53 @@ def test_a_task_that_takes_too_much_memory_gets_out_of_memory_error(low_threshol
     assert "memory is low" in capfd.readouterr().err
     # The runtime goes on.
     assert ray.get(ray.remote(lambda: 7).remote(), timeout=60) == 7
+
+
+@pytest.fixture
+def two_tasks_threshold():
+    """A runtime whose monitor kills once ~2.5 GB more than now are in use:
+    one task holding 1.5 GB fits, two do not."""
+    import shoal
+
+    shoal.init(num_cpus=2, object_store_memory=128 << 20, _system_config={
+        "memory_usage_threshold": _threshold_above_now(2500 << 20), "memory_monitor_refresh_ms": 50,
+        "task_oom_retry_delay_base_ms": 10})
+    try:
+        yield shoal
+    finally:
+        shoal.shutdown()
+
+
+def test_a_task_killed_while_its_owner_has_others_running_is_retried(two_tasks_threshold, tmp_path, capfd):
+    ray = two_tasks_threshold
+    log = tmp_path / "starts"
+
+    @ray.remote(num_cpus=0)
+    class Gate:
+        def __init__(self):
+            self.event = asyncio.Event()
+
+        async def wait(self):
+            await self.event.wait()
+
+        async def open(self):
+            self.event.set()
+
+    @ray.remote(max_retries=1)  # retriable; the retries for memory do not count against it
+    def hold(name, gate, path):
+        with open(path, "a") as f:
+            f.write(name + "\n")
+        block = b"x" * (1536 << 20)
+        ray.get(gate.wait.remote())
+        return name, len(block)
+
+    gate = Gate.remote()
+    refs = [hold.remote(n, gate, str(log)) for n in ("a", "b")]
+    wait_until(lambda: log.exists() and len(log.read_text().split()) >= 4, 90, "a task killed twice and started again")
+    ray.get(gate.open.remote())
+    assert sorted(ray.get(refs, timeout=90)) == [("a", 1536 << 20), ("b", 1536 << 20)]
+    err = capfd.readouterr().err
+    assert "memory is low" in err and "will be retried" in err
 
 
 def test_an_actor_killed_for_memory_dies_with_the_reason(low_threshold):

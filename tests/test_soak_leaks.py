@@ -1,5 +1,7 @@
 """What the soak (bench/soak.py) found growing, kept from coming back: dead
-actors stay in the driver's tables only while a handle can name them."""
+actors stay in the driver's tables only while a handle can name them, and
+killing an actor just after its call sealed its result (before the driver
+read its DONE) stores no error object that nothing frees."""
 
 from __future__ import annotations
 
@@ -68,3 +70,26 @@ def test_actors_created_and_killed_leave_nothing_growing(ray):
     dead = [a for a in state.list_actors() if a["state"] == "DEAD"]
     assert len(dead) == 16  # still listed, as Ray lists destroyed actors
     assert not hasattr(shell, "exit_codes")
+
+
+def test_killing_an_actor_right_after_its_result_leaves_no_object(ray):
+    import os
+
+    from shoal import objectref
+
+    @ray.remote
+    class Churn:
+        def ping(self):
+            return os.getpid()
+
+    rt = objectref.current()
+    for _ in range(30):
+        a = Churn.remote()
+        ray.get(a.ping.remote())  # wakes on the seal: the DONE may still be on its way
+        ray.kill(a)  # often lands before it is read
+        del a
+    rt.shell.sync()
+    from tests._child import wait_until
+
+    # Only the class's definition stays (errors stored for freed results used to pile up).
+    wait_until(lambda: (rt.shell.sync(), rt.store.statistics().num_objects)[1] <= 1, 30, "the objects freed")

@@ -92,6 +92,10 @@ class Shell(ActorCalls, MemoryGuard):
         self.refs = ReferenceTable()
         self.shared: set[bytes] = set()  # objects another process may refer to
         self.drop_when_sealed: set[bytes] = set()
+        # Results sealed and already freed (their refs dropped) while their
+        # task or call had not reported DONE: a death now must not store an
+        # error under their ID, which nothing would ever free.
+        self._gone_results: set[bytes] = set()
         self.by_task_id: dict[bytes, int] = {}
         self.actors = A.ActorTable()
         self.calls: dict[int, A.Actor] = {}  # seq of an actor call -> its actor
@@ -581,7 +585,10 @@ class Shell(ActorCalls, MemoryGuard):
         """Task or actor call `seq` sealed its results (values or errors)."""
         self.refs.release_task(seq)
         self.by_task_id.pop(spec.task_id, None)
+        gone = self._gone_results
         for rid in P.return_ids(spec):
+            if gone:
+                gone.discard(rid)
             self._execute(self.sched.object_sealed(rid))
             self._execute(self.actors.object_sealed(rid))
             if rid in self.drop_when_sealed:
@@ -782,8 +789,16 @@ class Shell(ActorCalls, MemoryGuard):
                 f"the worker process running task {spec.name} died: {how}. The task was tried "
                 f"{detail} (max_retries={spec.max_retries}). "
                 + (report or "Check the worker's output above."))
-        self.store.put_error(P.return_ids(spec), err)
+        self.put_error(spec, err)
         self._task_ended(task)
+
+    def put_error(self, spec, err: BaseException) -> None:
+        """Seal err as the results of a failed task or call, except those
+        it sealed and that were freed since (see _gone_results)."""
+        rids = P.return_ids(spec)
+        if self._gone_results:
+            rids = [r for r in rids if r not in self._gone_results]
+        self.store.put_error(rids, err)
 
     def _cancel_running(self, a: CancelRunning) -> None:
         h = self.workers.get(a.worker)
@@ -843,6 +858,9 @@ class Shell(ActorCalls, MemoryGuard):
             return
         try:
             self.store.delete(oid)
+            task = ids.task_of(oid)
+            if task is not None and task in self.by_task_id:  # sealed before its DONE was read
+                self._gone_results.add(oid)
         except (exc.ObjectNotFoundError, exc.ObjectStateError):
             task = ids.task_of(oid)
             if task is not None and task in self.by_task_id:
