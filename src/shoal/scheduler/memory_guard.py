@@ -55,7 +55,7 @@ class MemoryGuard:
                 out.append(M.Candidate(wid, h.pid, task.name, owner, retriable, task.seq))
             for actor in self.actors.actors.values():
                 h = self.workers.get(actor.wid) if actor.wid is not None else None
-                if actor.state != "alive" or h is None or h.pid is None or getattr(h, "oom", None) is not None:
+                if actor.state not in ("constructing", "alive") or h is None or h.pid is None or getattr(h, "oom", None) is not None:
                     continue
                 out.append(M.Candidate(actor.wid, h.pid, f"actor {actor.describe()}", ("actor", actor.actor_id),
                                        actor.max_restarts != 0, 0, True))

@@ -308,10 +308,11 @@ class MonitorThread:
             self._thread = threading.Thread(target=self._run, name="shoal-memory-monitor", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop looking; waits up to `timeout` seconds for a look in progress."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.wait(self.refresh_s):  # a sampling period, not a synchronisation
