@@ -68,11 +68,11 @@ uint32_t ring_capacity(const void *mem) {
     return __atomic_load_n(&r->magic, __ATOMIC_ACQUIRE) == RING_MAGIC ? r->capacity : 0;
 }
 
-uint32_t ring_max_message(const ring_t *r) { return r->capacity / 2 - FRAME; }
+uint32_t ring_max_message(uint32_t cap) { return cap / 2 - FRAME; }
 
-int ring_send(ring_t *r, const void *msg, uint32_t len, int wake_fd) {
-    if (len > ring_max_message(r)) return EMSGSIZE;
-    uint32_t cap = r->capacity, need = frame_size(len);
+int ring_send(ring_t *r, uint32_t cap, const void *msg, uint32_t len, int wake_fd) {
+    if (len > ring_max_message(cap)) return EMSGSIZE;
+    uint32_t need = frame_size(len);
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
     uint32_t idx = (uint32_t)(tail & (cap - 1));
@@ -91,30 +91,34 @@ int ring_send(ring_t *r, const void *msg, uint32_t len, int wake_fd) {
     return 0;
 }
 
-int ring_peek(ring_t *r, const uint8_t **msg, uint32_t *len) {
-    uint32_t cap = r->capacity;
+/* The producer's words (tail, lengths) are read once each and checked
+ * against the capacity the consumer trusts, so that a producer that wrote
+ * garbage into the ring cannot make the consumer read outside it. */
+int ring_peek(ring_t *r, uint32_t cap, const uint8_t **msg, uint32_t *len) {
     uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
     if (head == tail) return EAGAIN;
+    if (tail - head > cap || ((head | tail) & (FRAME - 1))) return EBADMSG;
     uint32_t idx = (uint32_t)(head & (cap - 1));
-    uint32_t n = *(uint32_t *)(r->data + idx);
+    uint32_t n = __atomic_load_n((uint32_t *)(r->data + idx), __ATOMIC_RELAXED);
     if (n == WRAP) {
         head += cap - idx;
+        if (head > tail) return EBADMSG;
         atomic_store_explicit(&r->head, head, memory_order_release);
         if (head == tail) return EAGAIN;
         idx = 0;
-        n = *(uint32_t *)(r->data);
+        n = __atomic_load_n((uint32_t *)(r->data), __ATOMIC_RELAXED);
     }
+    if (n > ring_max_message(cap) || frame_size(n) > tail - head || frame_size(n) > cap - idx)
+        return EBADMSG;
     *msg = r->data + idx + FRAME;
     *len = n;
     return 0;
 }
 
-void ring_consume(ring_t *r, int wake_fd) {
-    uint32_t cap = r->capacity;
+void ring_consume(ring_t *r, uint32_t len, int wake_fd) {
     uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-    uint32_t n = *(uint32_t *)(r->data + (head & (cap - 1)));
-    atomic_store_explicit(&r->head, head + frame_size(n), memory_order_release);
+    atomic_store_explicit(&r->head, head + frame_size(len), memory_order_release);
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&r->producer_waiting, memory_order_relaxed)) wake(wake_fd);
 }
@@ -167,8 +171,8 @@ int ring_wait_readable(ring_t *r, int own_fd, int64_t spin_ns, int64_t timeout_n
     return 0;
 }
 
-static int has_room(ring_t *r, uint32_t len) {
-    uint32_t cap = r->capacity, need = frame_size(len);
+static int has_room(ring_t *r, uint32_t cap, uint32_t len) {
+    uint32_t need = frame_size(len);
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
     uint32_t idx = (uint32_t)(tail & (cap - 1));
@@ -176,17 +180,17 @@ static int has_room(ring_t *r, uint32_t len) {
     return cap - (tail - head) >= (uint64_t)skip + need;
 }
 
-int ring_wait_writable(ring_t *r, uint32_t len, int own_fd, int64_t timeout_ns) {
-    if (len > ring_max_message(r)) return EMSGSIZE;
+int ring_wait_writable(ring_t *r, uint32_t cap, uint32_t len, int own_fd, int64_t timeout_ns) {
+    if (len > ring_max_message(cap)) return EMSGSIZE;
     int64_t deadline = deadline_after(now_ns(), timeout_ns);
     for (;;) {
         atomic_store_explicit(&r->producer_waiting, 1, memory_order_relaxed);
         atomic_thread_fence(memory_order_seq_cst);
-        if (has_room(r, len)) break;
+        if (has_room(r, cap, len)) break;
         int rc = sleep_on(own_fd, deadline);
         if (rc != 0) { /* EINTR, ETIMEDOUT, or a broken descriptor */
             atomic_store_explicit(&r->producer_waiting, 0, memory_order_relaxed);
-            return has_room(r, len) ? 0 : rc;
+            return has_room(r, cap, len) ? 0 : rc;
         }
     }
     atomic_store_explicit(&r->producer_waiting, 0, memory_order_relaxed);

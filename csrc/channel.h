@@ -32,19 +32,27 @@ int ring_init(void *mem, uint32_t capacity);
 /* Check that `mem` holds a formatted ring; its capacity, or 0 if not. */
 uint32_t ring_capacity(const void *mem);
 
+/* Every call below takes `cap`, the capacity that the caller read once when
+ * it formatted or attached the ring: the copy in shared memory may have been
+ * overwritten by the other process, and is never trusted after attaching. */
+
 /* Largest message a ring of this capacity takes. */
-uint32_t ring_max_message(const ring_t *r);
+uint32_t ring_max_message(uint32_t cap);
 
 /* Append a message; wakes the consumer through wake_fd (>= 0) if it sleeps.
  * Returns 0, EAGAIN if there is no room now, or EMSGSIZE if it can never fit. */
-int ring_send(ring_t *r, const void *msg, uint32_t len, int wake_fd);
+int ring_send(ring_t *r, uint32_t cap, const void *msg, uint32_t len, int wake_fd);
 
-/* The oldest message, without removing it: 0 and (*msg, *len), or EAGAIN. */
-int ring_peek(ring_t *r, const uint8_t **msg, uint32_t *len);
+/* The oldest message, without removing it: 0 and (*msg, *len), EAGAIN, or
+ * EBADMSG if the producer's words are inconsistent (a frame longer than the
+ * ring or than what was written, a tail behind the head): the ring is
+ * corrupt and nothing more can be read from it. *msg..*msg+*len is always
+ * inside the ring. */
+int ring_peek(ring_t *r, uint32_t cap, const uint8_t **msg, uint32_t *len);
 
-/* Remove the message ring_peek returned; wakes a producer waiting for room
- * through wake_fd (>= 0) if it sleeps. */
-void ring_consume(ring_t *r, int wake_fd);
+/* Remove the message of `len` bytes that ring_peek returned; wakes a
+ * producer waiting for room through wake_fd (>= 0) if it sleeps. */
+void ring_consume(ring_t *r, uint32_t len, int wake_fd);
 
 /* Wait until a message is readable: spin up to spin_ns, then sleep on
  * own_fd up to timeout_ns (< 0: forever). Returns 0, ETIMEDOUT or EINTR.
@@ -52,7 +60,7 @@ void ring_consume(ring_t *r, int wake_fd);
 int ring_wait_readable(ring_t *r, int own_fd, int64_t spin_ns, int64_t timeout_ns);
 
 /* Wait until `len` bytes of message fit, sleeping on own_fd. As above. */
-int ring_wait_writable(ring_t *r, uint32_t len, int own_fd, int64_t timeout_ns);
+int ring_wait_writable(ring_t *r, uint32_t cap, uint32_t len, int own_fd, int64_t timeout_ns);
 
 /* For a consumer that sleeps in its own poll loop: announce the sleep
  * (returns 1 if a message is already there, in which case do not sleep),

@@ -8,7 +8,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.exc cimport PyErr_CheckSignals
 import os
 
-from libc.errno cimport EAGAIN, EINTR, EMSGSIZE, ETIMEDOUT
+from libc.errno cimport EAGAIN, EBADMSG, EINTR, EMSGSIZE, ETIMEDOUT
+
+from shoal.exceptions import MalformedMessageError
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 
@@ -19,12 +21,12 @@ cdef extern from "channel.h" nogil:
     uint64_t ring_footprint(uint32_t capacity)
     int ring_init(void *mem, uint32_t capacity)
     uint32_t ring_capacity(const void *mem)
-    uint32_t ring_max_message(const ring_t *r)
-    int ring_send(ring_t *r, const void *msg, uint32_t len, int wake_fd)
-    int ring_peek(ring_t *r, const uint8_t **msg, uint32_t *len)
-    void ring_consume(ring_t *r, int wake_fd)
+    uint32_t ring_max_message(uint32_t cap)
+    int ring_send(ring_t *r, uint32_t cap, const void *msg, uint32_t len, int wake_fd)
+    int ring_peek(ring_t *r, uint32_t cap, const uint8_t **msg, uint32_t *len)
+    void ring_consume(ring_t *r, uint32_t len, int wake_fd)
     int ring_wait_readable(ring_t *r, int own_fd, int64_t spin_ns, int64_t timeout_ns)
-    int ring_wait_writable(ring_t *r, uint32_t len, int own_fd, int64_t timeout_ns)
+    int ring_wait_writable(ring_t *r, uint32_t cap, uint32_t len, int own_fd, int64_t timeout_ns)
     int ring_prepare_sleep(ring_t *r)
     void ring_end_sleep(ring_t *r)
     uint64_t ring_used(const ring_t *r)
@@ -90,6 +92,7 @@ cdef class Ring:
     """One direction of a channel, over shared memory that the caller maps
     (a buffer of ring_footprint(capacity) bytes at `offset`)."""
     cdef ring_t *_r
+    cdef uint32_t _cap  # read once: the copy in shared memory is the other process's to spoil
     cdef Py_buffer _view
     cdef bint _has_view
 
@@ -98,14 +101,23 @@ cdef class Ring:
         self._has_view = True
         if offset < 0 or offset % 64:
             raise ValueError(f"ring offset must be a non-negative multiple of 64, not {offset}")
+        if <uint64_t>offset + RING_HEADER_BYTES > <uint64_t>self._view.len:
+            raise ValueError("the buffer is too small for a ring at this offset")
         cdef uint8_t *base = <uint8_t *>self._view.buf + offset
         if init:
             if <uint64_t>offset + ring_footprint(capacity) > <uint64_t>self._view.len:
                 raise ValueError("the buffer is too small for a ring of this capacity")
             if ring_init(base, capacity):
                 raise ValueError(f"ring capacity must be a power of two >= 4096, not {capacity}")
-        elif ring_capacity(base) == 0:
-            raise ValueError("no ring at this offset")
+        else:
+            capacity = ring_capacity(base)
+            if capacity == 0:
+                raise ValueError("no ring at this offset")
+            if capacity < 4096 or capacity & (capacity - 1) or \
+                    <uint64_t>offset + ring_footprint(capacity) > <uint64_t>self._view.len:
+                raise ValueError(f"the ring at this offset claims a capacity of {capacity} bytes, "
+                                 f"which the buffer cannot hold")
+        self._cap = capacity
         self._r = <ring_t *>base
 
     def __dealloc__(self):
@@ -115,7 +127,7 @@ cdef class Ring:
     @property
     def max_message(self):
         """Largest message in bytes."""
-        return ring_max_message(self._r)
+        return ring_max_message(self._cap)
 
     @property
     def used(self):
@@ -133,13 +145,13 @@ cdef class Ring:
     def send(self, bytes msg, int wake_fd=-1):
         """Append `msg`; False if the ring has no room now. Wakes the
         consumer through wake_fd if it sleeps."""
-        cdef int rc = ring_send(self._r, PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), wake_fd)
+        cdef int rc = ring_send(self._r, self._cap, PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), wake_fd)
         if rc == 0:
             return True
         if rc == EAGAIN:
             return False
         raise ValueError(f"a {len(msg)}-byte message exceeds the ring's limit of "
-                         f"{ring_max_message(self._r)} bytes")
+                         f"{ring_max_message(self._cap)} bytes")
 
     def send_wait(self, bytes msg, int wake_fd, int own_fd, timeout=None):
         """Append `msg`, sleeping on own_fd while the ring is full. Returns
@@ -149,7 +161,7 @@ cdef class Ring:
         cdef int rc
         while not self.send(msg, wake_fd):
             with nogil:
-                rc = ring_wait_writable(self._r, n, own_fd, ns)
+                rc = ring_wait_writable(self._r, self._cap, n, own_fd, ns)
             if rc == EINTR:
                 PyErr_CheckSignals()
             elif rc == ETIMEDOUT:
@@ -159,24 +171,47 @@ cdef class Ring:
         return True
 
     def recv(self, int wake_fd=-1):
-        """The next message as bytes, or None if the ring is empty."""
+        """The next message as bytes, or None if the ring is empty.
+
+        Raises:
+            MalformedMessageError: the ring holds a frame that cannot be
+                (the producer wrote over its framing); nothing more can
+                be read from this ring.
+        """
         cdef const uint8_t *p
         cdef uint32_t n
-        if ring_peek(self._r, &p, &n):
+        cdef int rc = ring_peek(self._r, self._cap, &p, &n)
+        if rc == EBADMSG:
+            self._corrupt()
+        if rc:
             return None
         out = PyBytes_FromStringAndSize(<const char *>p, n)
-        ring_consume(self._r, wake_fd)
+        ring_consume(self._r, n, wake_fd)
         return out
 
     def recv_many(self, int wake_fd=-1, Py_ssize_t limit=1 << 30):
-        """Every message queued now (up to `limit`), oldest first."""
+        """Every message queued now (up to `limit`), oldest first. The
+        messages before a malformed frame are returned; the next call
+        raises MalformedMessageError (as recv)."""
         cdef const uint8_t *p
         cdef uint32_t n
+        cdef int rc = 0
         out = []
-        while len(out) < limit and ring_peek(self._r, &p, &n) == 0:
+        while len(out) < limit:
+            rc = ring_peek(self._r, self._cap, &p, &n)
+            if rc:
+                break
             out.append(PyBytes_FromStringAndSize(<const char *>p, n))
-            ring_consume(self._r, wake_fd)
+            ring_consume(self._r, n, wake_fd)
+        if rc == EBADMSG and not out:
+            self._corrupt()
         return out
+
+    cdef _corrupt(self):
+        raise MalformedMessageError(
+            f"a message ring holds a malformed frame ({ring_used(self._r)} bytes claimed queued in a "
+            f"{self._cap}-byte ring): the process writing to it wrote over the ring's framing "
+            f"(a stray write from native code, or a forged frame); nothing more is read from it")
 
     def wait_readable(self, int own_fd, double spin=0.0, timeout=None):
         """Block until a message is queued: spin up to `spin` seconds, then

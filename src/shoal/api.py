@@ -41,6 +41,8 @@ _UNIMPLEMENTED_INIT = {
 _SPILL_SYSTEM_CONFIG = {
     "object_spilling_config", "object_spilling_threshold", "min_spilling_size", "max_io_workers",
     "automatic_object_spilling_enabled",
+    # the memory monitor's (config.memory_monitor_config)
+    "memory_usage_threshold", "memory_monitor_refresh_ms", "min_memory_free_bytes", "task_oom_retry_delay_base_ms",
 }
 
 
@@ -121,7 +123,12 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             free one: see the returned context's dashboard_url).
         _system_config (keyword): Ray's; "object_spilling_config",
             "object_spilling_threshold" (default 0.8), "min_spilling_size",
-            "max_io_workers" and "automatic_object_spilling_enabled" apply.
+            "max_io_workers" and "automatic_object_spilling_enabled" apply,
+            and the memory monitor's "memory_usage_threshold" (default
+            0.95: above that share of the machine's memory in use, a worker
+            is killed and its task fails with OutOfMemoryError or is
+            retried), "memory_monitor_refresh_ms" (250; 0 turns it off),
+            "min_memory_free_bytes" and "task_oom_retry_delay_base_ms".
         kwargs: Ray's other init keywords. Those that change nothing here
             (logging, temp directory, ...) are accepted silently; those
             shoal does not implement (labels, ...) warn once.
@@ -165,6 +172,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
 
     spilling = config.spill_config(kwargs.get("object_spilling_directory", config._UNSET),
                                    kwargs.get("_system_config"))
+    memory_monitor = config.memory_monitor_config(kwargs.get("_system_config"))
     dashboard = None
     if kwargs.get("include_dashboard"):
         try:
@@ -175,6 +183,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     runtime.start(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                   object_store_memory=object_store_memory, log_to_driver=log_to_driver,
                   namespace=namespace, local_mode=local_mode, env_vars=env, spilling=spilling,
+                  **({} if local_mode else {"memory_monitor": memory_monitor}),
                   **({"dashboard": dashboard} if dashboard else {}))
     return RayContext(_info())
 

@@ -221,6 +221,70 @@ def _flag(value) -> bool:
     return bool(value)
 
 
+#: Ray's memory monitor defaults: kill a worker when more than 95% of the
+#: machine's memory is in use, checked every 250 ms; a task it kills is
+#: retried after 1 s, doubling up to 60 s.
+DEFAULT_MEMORY_USAGE_THRESHOLD = 0.95
+DEFAULT_MEMORY_MONITOR_REFRESH_MS = 250
+DEFAULT_OOM_RETRY_DELAY_BASE_MS = 1000
+OOM_RETRY_DELAY_MAX_S = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryMonitorConfig:
+    """How the memory monitor guards the machine (see scheduler/memory_monitor.py)."""
+
+    #: share of the machine's memory (or of the container's limit) in use
+    #: beyond which a worker is killed
+    threshold: float = DEFAULT_MEMORY_USAGE_THRESHOLD
+    #: seconds between two looks at memory; 0: the monitor is off
+    refresh_s: float = DEFAULT_MEMORY_MONITOR_REFRESH_MS / 1000
+    #: when > 0, also kill once fewer than this many bytes are free (Ray's
+    #: min_memory_free_bytes; the larger of the two limits applies)
+    min_free_bytes: int = -1
+    #: seconds before the first retry of a task the monitor killed (doubles
+    #: each time, at most OOM_RETRY_DELAY_MAX_S)
+    retry_delay_base_s: float = DEFAULT_OOM_RETRY_DELAY_BASE_MS / 1000
+
+    @property
+    def enabled(self) -> bool:
+        return self.refresh_s > 0
+
+
+def memory_monitor_config(system_config: dict | None = None) -> MemoryMonitorConfig:
+    """The memory monitor's settings, as in Ray: _system_config's
+    "memory_usage_threshold", "memory_monitor_refresh_ms" (0: off),
+    "min_memory_free_bytes" and "task_oom_retry_delay_base_ms" first, then
+    the environment (SHOAL_MEMORY_USAGE_THRESHOLD, SHOAL_MEMORY_MONITOR_REFRESH_MS,
+    or Ray's RAY_memory_usage_threshold, RAY_memory_monitor_refresh_ms,
+    RAY_min_memory_free_bytes, RAY_task_oom_retry_delay_base_ms)."""
+    sc = dict(system_config or {})
+    env = os.environ
+
+    def pick(key: str, shoal_env: str | None, default):
+        if key in sc:
+            return sc[key]
+        for name in ((shoal_env,) if shoal_env else ()) + (f"RAY_{key}",):
+            if env.get(name, "") != "":
+                return env[name]
+        return default
+
+    try:
+        threshold = float(pick("memory_usage_threshold", "SHOAL_MEMORY_USAGE_THRESHOLD",
+                               DEFAULT_MEMORY_USAGE_THRESHOLD))
+        refresh_ms = float(pick("memory_monitor_refresh_ms", "SHOAL_MEMORY_MONITOR_REFRESH_MS",
+                                DEFAULT_MEMORY_MONITOR_REFRESH_MS))
+        min_free = int(pick("min_memory_free_bytes", None, -1))
+        delay_ms = float(pick("task_oom_retry_delay_base_ms", None, DEFAULT_OOM_RETRY_DELAY_BASE_MS))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"a memory monitor setting is not a number: {e}") from None
+    if not 0 < threshold <= 1:
+        raise ValueError(f"memory_usage_threshold must be in (0, 1], not {threshold}")
+    if refresh_ms < 0 or delay_ms < 0:
+        raise ValueError("memory_monitor_refresh_ms and task_oom_retry_delay_base_ms must be >= 0")
+    return MemoryMonitorConfig(threshold, refresh_ms / 1000, min_free, delay_ms / 1000)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Runtime tunables. Build with Config.from_env() so SHOAL_* variables apply."""

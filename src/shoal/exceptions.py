@@ -161,6 +161,38 @@ class RaySystemError(RayError):
     """An internal invariant broke. This is a bug in shoal: please report it."""
 
 
+class ObjectDeserializationError(RaySystemError):
+    """An object (a value, a task's arguments) could not be rebuilt in the
+    process that read it. A RaySystemError, as Ray raises for this; the
+    original exception is its ``__cause__``.
+
+    Attributes: ``what`` (which object, with its ID), ``cause`` (the
+    original error's type and text), ``pid`` (the reading process).
+    """
+
+    def __init__(self, what: str, cause: str, pid: int | None = None, kind: str = "other"):
+        RaySystemError.__init__(self, what, cause, pid, kind)
+        self.what = what
+        self.cause = cause
+        self.pid = pid
+        self.kind = kind
+
+    def __str__(self) -> str:
+        where = f" in process {self.pid}" if self.pid is not None else ""
+        hint = {
+            "missing": "It refers to a module, class or function that this process cannot import, though "
+                       "the process that stored it could: a module on the driver's sys.path but not on the "
+                       "workers', or installed after they started. Make the module importable in every "
+                       "process (install it, or set PYTHONPATH before init(), or runtime_env={'env_vars': "
+                       "{'PYTHONPATH': ...}}), or define the class in __main__ so that it travels by value.",
+            "corrupt": "Its bytes are not a valid pickle: they were written over after the object was "
+                       "stored (a stray write through a writable view, or native code), or come from an "
+                       "incompatible version. Store the value again.",
+        }.get(self.kind, "The value's own code failed while it was rebuilt (its __setstate__, __reduce__ "
+                         "or a registered deserializer); see the cause below.")
+        return f"{self.what} could not be deserialized{where}: {self.cause}. {hint}"
+
+
 class RuntimeClosedError(RayError):
     """The runtime was shut down, or a call needs a runtime that is not there."""
 
@@ -304,6 +336,13 @@ class WorkerCrashedError(RayError):
         return super().__str__() or "The worker died unexpectedly while executing this task."
 
 
+class MalformedMessageError(RayError, ValueError):
+    """A message between the runtime's processes could not be read: a frame
+    longer than its ring, a truncated or corrupt pickle, an unknown kind or
+    the wrong number of fields. The process that sent it is stopped (its
+    task fails with WorkerCrashedError naming this) and the runtime goes on."""
+
+
 class TaskCancelledError(RayError):
     """The task was cancelled with cancel() before it produced its result."""
 
@@ -389,7 +428,46 @@ class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
 
 
 class OutOfMemoryError(RayError):
-    """The task's worker was killed because the machine ran out of memory."""
+    """The task's worker was killed because the machine ran out of memory:
+    the memory monitor stopped it before the kernel's OOM killer would pick
+    a process (Ray's name and base class).
+
+    Attributes: ``task_name``, ``pid``, ``rss_bytes`` (its memory of its own:
+    resident minus shared pages), ``used_bytes`` and ``total_bytes`` (the
+    machine's, or its container's), ``threshold`` (share of total),
+    ``detail`` (why this worker, what happens next); all None when made
+    from a message alone, as Ray's ``OutOfMemoryError(message)``.
+    """
+
+    def __init__(self, message: str = "", task_name: str | None = None, pid: int | None = None,
+                 rss_bytes: int | None = None, used_bytes: int | None = None, total_bytes: int | None = None,
+                 threshold: float | None = None, detail: str = ""):
+        RayError.__init__(self, message, task_name, pid, rss_bytes, used_bytes, total_bytes, threshold, detail)
+        self.message = message
+        self.task_name = task_name
+        self.pid = pid
+        self.rss_bytes = rss_bytes
+        self.used_bytes = used_bytes
+        self.total_bytes = total_bytes
+        self.threshold = threshold
+        self.detail = detail
+
+    def __str__(self) -> str:
+        if self.message or self.used_bytes is None:
+            return self.message or "The task was killed because the machine ran low on memory."
+        used, total = self.used_bytes, self.total_bytes or 1
+        rss = f" using {_gib(self.rss_bytes)} of its own" if self.rss_bytes is not None else ""
+        return (
+            f"Task {self.task_name} was killed because the machine was running low on memory: "
+            f"{_gib(used)} of {_gib(total)} in use ({used / total:.3f}), above the memory usage "
+            f"threshold of {self.threshold}. Its worker (pid {self.pid}) was{rss}. "
+            + (self.detail + " " if self.detail else "")
+            + "To avoid this: run fewer such tasks at once (ask for more num_cpus or for memory=... "
+            "per task), make each use less memory, or raise the threshold "
+            "(RAY_memory_usage_threshold or _system_config={'memory_usage_threshold': ...}); "
+            "RAY_memory_monitor_refresh_ms=0 turns the monitor off (the kernel then kills processes "
+            "when memory runs out)."
+        )
 
 
 class OutOfDiskError(RayError):

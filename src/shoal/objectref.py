@@ -464,7 +464,7 @@ class _ErrorScan:
                 except exc.ObjectNotFoundError:  # deleted since: nothing to report
                     continue
                 if buf.metadata == serialization.ERROR:
-                    ctx._value(buf)  # raises the object's error
+                    ctx._value(buf, oid)  # raises the object's error
                 buf.release()
             self.oids = pending
         self.seq = seq
@@ -539,7 +539,7 @@ class Context:
                         if timeout != 0:
                             blocked = self.before_wait([r._id for r in refs])
                     buf = self._wait_get(ref, scan, deadline, timeout)
-                values.append(self._value(buf))
+                values.append(self._value(buf, ref._id))
         finally:
             if blocked:
                 self.after_wait()
@@ -592,8 +592,8 @@ class Context:
             f"get timed out after {timeout} s: {ref!r} is not ready (its task is still queued "
             f"or running)")
 
-    def _value(self, buf) -> Any:
-        value = serialization.deserialize(buf, buf.metadata)
+    def _value(self, buf, oid: bytes) -> Any:
+        value = serialization.deserialize(buf, buf.metadata, oid)
         if buf.metadata == serialization.ERROR:
             if isinstance(value, exc.RayTaskError):
                 raise value.as_instanceof_cause()

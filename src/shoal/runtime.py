@@ -60,7 +60,8 @@ class Runtime(Context):
     def __init__(self, *, num_cpus: int | float | None = None, num_gpus: int | float | None = None,
                  resources: dict | None = None, object_store_memory: int | None = None,
                  log_to_driver: bool = True, namespace: str | None = None, env_vars: dict | None = None,
-                 spilling: cfg.SpillConfig | None = None, dashboard: tuple[str, int] | None = None):
+                 spilling: cfg.SpillConfig | None = None, dashboard: tuple[str, int] | None = None,
+                 memory_monitor: cfg.MemoryMonitorConfig | None = None):
         self.started_at = time.time()
         config = cfg.Config.from_env()
         cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
@@ -115,6 +116,7 @@ class Runtime(Context):
                            remove_on_driver_death=self.spill_folders.paths if self.spill_folders else ())
         try:
             self.shell.start()
+            self.shell.start_memory_monitor(memory_monitor or cfg.memory_monitor_config())
             if self.spill_folders is not None:
                 s = self.spilling
                 refs = self.shell.refs.count  # read without the lock: a stale answer only skips or

@@ -240,10 +240,41 @@ def serialize(value: Any, metadata: bytes = PICKLE) -> Serialized:
     return Serialized(offset, parts, metadata, nested, kind)
 
 
-def deserialize(data: Any, metadata: bytes = PICKLE) -> Any:
+def deserialize(data: Any, metadata: bytes = PICKLE, what: Any = None) -> Any:
     """Rebuild a value from an object's data (any buffer; zero copy: the
     value's arrays are views of `data`). An ERROR object comes back as the
-    exception instance; raising it is the caller's choice."""
+    exception instance; raising it is the caller's choice.
+
+    what: names the object, for errors: its ID (bytes), a description
+    (str), or a function giving one (made only on failure, off the hot
+    path). When given, any failure raises ObjectDeserializationError
+    naming it and the cause (None: the failure itself is raised)."""
+    if what is None:
+        return _deserialize(data)
+    try:
+        return _deserialize(data)
+    except Exception as e:
+        raise _deserialization_error(what, e) from e
+
+
+_MISSING = (ImportError, AttributeError)  # a class or function the reader cannot find
+_CORRUPT = (pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError, struct.error, OverflowError,
+            UnicodeDecodeError, MemoryError)
+
+
+def _deserialization_error(what: Any, e: Exception) -> exc.ObjectDeserializationError:
+    import os
+
+    if isinstance(what, bytes):
+        what = f"object {what.hex()}"
+    elif callable(what):
+        what = what()
+
+    kind = "missing" if isinstance(e, _MISSING) else "corrupt" if isinstance(e, _CORRUPT) else "other"
+    return exc.ObjectDeserializationError(what, f"{type(e).__name__}: {e}", os.getpid(), kind)
+
+
+def _deserialize(data: Any) -> Any:
     view = memoryview(data)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")

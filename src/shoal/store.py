@@ -311,7 +311,7 @@ class ObjectStore:
         buf = self._store.get(object_id, timeout)
         # Views in the value keep the buffer (and its pin) alive; without
         # any, dropping our reference releases the pin now.
-        return serialization.deserialize(buf, buf.metadata)
+        return serialization.deserialize(buf, buf.metadata, object_id)
 
     def put_error(self, object_ids: list[bytes], error: BaseException) -> None:
         """Seal `error` as the value of each object that does not exist yet

@@ -138,7 +138,7 @@ class ActorCalls:
             self.workers[actor.wid].send(P.encode((P.ACTOR_INIT, actor.spec, actor.restarts, assigned)))
         elif t is A.FailCalls:
             for call in a.calls:
-                self.store.put_error(P.return_ids(call.spec), a.error)
+                self.put_error(call.spec, a.error)
                 self._call_ended(actor, call)
         elif t is A.KillProcess:
             h = self.workers.get(actor.wid)

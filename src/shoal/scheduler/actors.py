@@ -39,6 +39,7 @@ class Actor:
         "actor_id", "spec", "name", "namespace", "placing", "living", "max_restarts",
         "max_task_retries", "max_pending", "restarts", "state", "wid", "queue", "inflight",
         "cause", "no_restart", "keep", "stopping", "creation_seq", "info", "held", "stop_when_released",
+        "unreferenced",
     )
 
     def __init__(self, actor_id: bytes, spec: Any, *, name: str | None = None, namespace: str = "",
@@ -69,6 +70,7 @@ class Actor:
         self.stopping = False  # stop once the calls sent so far are done
         self.creation_seq = creation_seq
         self.info = info  # what a handle needs (class name, methods): opaque here
+        self.unreferenced = False  # its last handle is gone: once dead, it is retired
 
     def describe(self) -> str:
         return f"{self.spec.class_name}" + (f" (name {self.name!r})" if self.name else "") + \
@@ -117,9 +119,15 @@ class StopProcess(NamedTuple):
     actor: Actor
 
 
+#: Dead actors that no handle refers to, kept for the state API (list_actors
+#: shows them DEAD, as Ray's GCS keeps destroyed actors, up to a bound).
+DEAD_ACTORS_KEPT = 1000
+
+
 class ActorTable:
     def __init__(self) -> None:
-        self.actors: dict[bytes, Actor] = {}
+        self.actors: dict[bytes, Actor] = {}  # every actor that lives or that a handle may still name
+        self.retired: collections.deque[Actor] = collections.deque(maxlen=DEAD_ACTORS_KEPT)
         self.names: dict[tuple[str, str], bytes] = {}
         self.by_wid: dict[int, Actor] = {}
         self.waiting_on: dict[bytes, list[tuple[Actor, Call]]] = {}  # object -> held calls needing it
@@ -332,8 +340,12 @@ class ActorTable:
 
     def handles_gone(self, actor: Actor) -> list:
         """No handle to the actor exists any more: stop it (unless named)
-        once the calls submitted so far are done."""
-        if actor.keep or actor.state == "dead":
+        once the calls submitted so far are done. Once dead, it is retired."""
+        actor.unreferenced = True
+        if actor.state == "dead":
+            self._retire(actor)
+            return []
+        if actor.keep:
             return []
         actor.stopping = True
         self._unname(actor)  # nobody can hold a handle to it now: the name is free
@@ -343,6 +355,13 @@ class ActorTable:
         if actor.state == "alive":
             return self._stop(actor)
         return []  # stopped as soon as it is built
+
+    def _retire(self, actor: Actor) -> None:
+        """A dead actor that nothing can name any more leaves the table
+        (the last DEAD_ACTORS_KEPT stay listed), so that creating and
+        killing actors all day takes no memory."""
+        if self.actors.pop(actor.actor_id, None) is not None:
+            self.retired.append(actor)
 
     def _unname(self, actor: Actor) -> None:
         if actor.name is not None and self.names.get((actor.namespace, actor.name)) == actor.actor_id:
@@ -361,4 +380,6 @@ class ActorTable:
         actions: list = [Release(actor)]
         if calls:
             actions.append(FailCalls(actor, calls, cause))
+        if actor.unreferenced:
+            self._retire(actor)
         return actions

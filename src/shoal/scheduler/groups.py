@@ -112,7 +112,7 @@ class PlacementGroups:
         for t in list(self.tasks.values()):
             if not in_group(t.shape) or t.cancelled:
                 continue
-            if t.state in ("new", "waiting", "ready"):
+            if t.state in ("new", "waiting", "ready", "backoff"):
                 t.cancelled = True
                 self._forget(t)
                 actions.append(FailTask(t, "pg_removed", detail))

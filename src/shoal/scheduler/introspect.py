@@ -15,14 +15,14 @@ _ACTOR_STATES = {
 }
 _TASK_STATES = {
     "new": "PENDING_ARGS_AVAIL", "waiting": "PENDING_ARGS_AVAIL", "ready": "PENDING_NODE_ASSIGNMENT",
-    "assigned": "SUBMITTED_TO_WORKER",
+    "assigned": "SUBMITTED_TO_WORKER", "backoff": "PENDING_NODE_ASSIGNMENT",
 }
 
 
 def actors(shell, job_id: str, node_id: str) -> list[dict]:
     with shell.lock:
         out = []
-        for a in shell.actors.actors.values():
+        for a in [*shell.actors.retired, *shell.actors.actors.values()]:
             h = shell.workers.get(a.wid) if a.wid is not None else None
             state = _ACTOR_STATES.get(a.state, a.state.upper())
             if a.state == "placing" and a.restarts:

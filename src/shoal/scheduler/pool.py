@@ -73,6 +73,8 @@ class WorkerHandle:
         self.pidfd = -1  # signals go through it: never to another process that reuses the pid
         self.gone = False  # it had exited before its pidfd could be opened
         self.exit_reason: str | None = None  # what it said (EXITING) before exiting on purpose
+        self.oom = None  # the memory monitor's Kill, once it chose this process
+        self.malformed: str | None = None  # what was wrong with a message it sent (it is stopped)
         self.last_end = 0.0  # when its last task ended (time.perf_counter(); kept with task events)
 
     def spawned(self, pid: int) -> None:

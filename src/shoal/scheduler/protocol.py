@@ -59,6 +59,8 @@ import pickle
 import socket
 from typing import Any, NamedTuple
 
+from shoal.exceptions import MalformedMessageError
+
 TASK, CANCEL, EXIT, REVOKE = 1, 2, 3, 4
 READY, DONE, SUBMIT, PUT, REFS, BLOCKED, UNBLOCKED, EXITING = 10, 11, 12, 13, 14, 15, 16, 17
 ACTOR_INIT, CONSTRUCTED, CREATE_ACTOR, CALL_ACTOR, GET_ACTOR, KILL_ACTOR = 20, 21, 22, 23, 24, 25
@@ -136,6 +138,40 @@ def encode(message: tuple) -> bytes:
 
 def decode(data: bytes) -> tuple:
     return _loads(data)
+
+
+#: How many items each kind of message from a worker has (kind included).
+FROM_WORKER_ARITY = {
+    DONE: (6,), REFS: (3,), SUBMIT: (6,), PUT: (3,), READY: (2,), CONSTRUCTED: (2,), CREATE_ACTOR: (5,),
+    CALL_ACTOR: (5, 6), GET_ACTOR: (4,), RESOURCES: (2,), CANCEL_TASK: (5,), KILL_ACTOR: (3,), BLOCKED: (2,),
+    UNBLOCKED: (1,), EXITING: (2,),
+}
+
+
+def decode_from_worker(data: bytes) -> tuple:
+    """A message a worker sent, checked for its shape: a tuple of a known
+    kind with that kind's number of items.
+
+    Raises:
+        MalformedMessageError: the bytes do not unpickle (truncated,
+            corrupt), or the result is not such a tuple.
+    """
+    try:
+        msg = _loads(data)
+    except Exception as e:  # pickle raises many kinds for garbage: each means "malformed"
+        head = bytes(data[:16]).hex()
+        raise MalformedMessageError(
+            f"a {len(data)}-byte message (starting {head}) does not unpickle: {type(e).__name__}: {e}") from e
+    if type(msg) is not tuple or not msg:
+        raise MalformedMessageError(f"a message must be a non-empty tuple, not {type(msg).__name__}")
+    kind = msg[0]
+    arity = FROM_WORKER_ARITY.get(kind) if type(kind) is int else None
+    if arity is None:
+        raise MalformedMessageError(f"unknown message kind {kind!r} ({len(msg)} items)")
+    if len(msg) not in arity:
+        raise MalformedMessageError(
+            f"a message of kind {kind} has {len(msg)} items, not {' or '.join(map(str, arity))}")
+    return msg
 
 
 MAX_FDS = 8

@@ -32,14 +32,15 @@ from shoal.scheduler import protocol as P
 from shoal.scheduler import actors as A
 from shoal.scheduler.actor_calls import ActorCalls
 from shoal.scheduler.events import TaskEvents
+from shoal.scheduler.memory_guard import MemoryGuard
 from shoal.scheduler.output import OutputRouter
 from shoal._channel import child_subreaper, set_child_subreaper
 from shoal.scheduler.pool import WorkerHandle, WorkerPool, describe_exit
 from shoal.scheduler.respawn import Respawn
 from shoal.scheduler.refs import DRIVER, ReferenceTable
 from shoal.scheduler.state import (
-    CancelActorCall, CancelQueued, CancelRunning, Dispatch, FailTask, KillActor, PlaceActor, Revoke, Scheduler,
-    StartWorker, StopWorker, Surplus, Task, Warn, make_shape,
+    CancelActorCall, CancelQueued, CancelRunning, Dispatch, FailTask, KillActor, PlaceActor, RetryLater, Revoke,
+    Scheduler, StartWorker, StopWorker, Surplus, Task, Warn, make_shape,
 )
 from shoal.store import MAX_CLIENTS
 
@@ -54,7 +55,7 @@ MAX_START_FAILURES = 3
 IDLE_STOP_S = 1.0
 
 
-class Shell(ActorCalls, Respawn):
+class Shell(ActorCalls, Respawn, MemoryGuard):
     """Args:
         store: the driver's ObjectStore.
         local_refs: the driver's LocalRefs (its ObjectRef counts).
@@ -99,6 +100,10 @@ class Shell(ActorCalls, Respawn):
         self.refs = ReferenceTable()
         self.shared: set[bytes] = set()  # objects another process may refer to
         self.drop_when_sealed: set[bytes] = set()
+        # Results sealed and already freed (their refs dropped) while their
+        # task or call had not reported DONE: a death now must not store an
+        # error under their ID, which nothing would ever free.
+        self._gone_results: set[bytes] = set()
         self.by_task_id: dict[bytes, int] = {}
         self.actors = A.ActorTable()
         self.calls: dict[int, A.Actor] = {}  # seq of an actor call -> its actor
@@ -107,10 +112,11 @@ class Shell(ActorCalls, Respawn):
         self._actions: collections.deque = collections.deque()  # see _execute
         self._executing = False
         self._surplus: dict[int, float] = {}  # worker -> time.monotonic() to stop it at
+        self._retry_due: dict[int, float] = {}  # task killed for memory -> time.monotonic() to retry it at
+        self._oom_error: BaseException | None = None  # while a task killed for memory is failed
         self._orphans: list = []  # calls to actors whose creation is not read yet
         self._late_cancels: list = []  # cancels from workers of tasks not read yet
         self.workers: dict[int, WorkerHandle] = {}
-        self.exit_codes: dict[int, int] = {}
         self.output = OutputRouter(log_to_driver)
         self.output.arrived = threading.Condition(self.lock)
         self.events: TaskEvents | None = TaskEvents(task_events) if task_events > 0 else None
@@ -175,10 +181,12 @@ class Shell(ActorCalls, Respawn):
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Fail what is unfinished, stop the I/O thread and the workers."""
+        self.stop_memory_monitor()
         with self.lock:
             if self.closed:
                 return
             self.closed = True
+            self._retry_due.clear()
             self._fail_everything(exc.RuntimeClosedError("the runtime was shut down before this task finished"))
             self.process_exited.notify_all()
         self.wake()
@@ -217,7 +225,8 @@ class Shell(ActorCalls, Respawn):
                     return
                 if self._drain():
                     continue
-                ready = any(h.to_driver.prepare_sleep() for h in self.workers.values() if h.to_driver)
+                ready = any(h.to_driver.prepare_sleep() for h in self.workers.values()
+                            if h.to_driver and not h.malformed)
                 if ready or self.local_refs.pending():
                     self._end_sleep()
                     continue
@@ -229,6 +238,8 @@ class Shell(ActorCalls, Respawn):
                 if self._surplus:
                     self._stop_surplus()
                 self._check_fork_server()
+                if self._retry_due:
+                    self.retry_due()
                 for key, _ in events:
                     what = key.data
                     if what == "doorbell":
@@ -244,9 +255,12 @@ class Shell(ActorCalls, Respawn):
                         self.sel.unregister(key.fd)  # (a pipe may have closed earlier in this batch)
 
     def _select_timeout(self) -> float | None:
-        """Sleep until the next surplus worker is due, or a spawn is overdue
-        (None: no deadline)."""
-        due = [d for d in (min(self._surplus.values(), default=None), self.pool.spawn_deadline()) if d is not None]
+        """Sleep until the next surplus worker or delayed retry is due, or a
+        spawn is overdue (None: no deadline)."""
+        due = [*self._surplus.values(), *self._retry_due.values()]
+        spawn_due = self.pool.spawn_deadline()
+        if spawn_due is not None:
+            due.append(spawn_due)
         if not due:
             return None
         return max(0.0, min(due) - time.monotonic())
@@ -281,12 +295,18 @@ class Shell(ActorCalls, Respawn):
         try:
             for h in list(self.workers.values()):
                 ring = h.to_driver
-                if ring is None:
+                if ring is None or h.malformed:
                     continue
-                msgs = ring.recv_many(h.room_fd)
+                try:
+                    msgs = ring.recv_many(h.room_fd)
+                except exc.MalformedMessageError as e:
+                    self._reject(h, e)
+                    continue
                 if msgs:
                     got = True
                     for data in msgs:
+                        if h.malformed:
+                            break
                         self._handle(h, data)
                 if h.outbox:
                     h.flush()
@@ -436,11 +456,31 @@ class Shell(ActorCalls, Respawn):
 
     # -- messages from workers ---------------------------------------------------------
 
+    def _reject(self, h: WorkerHandle, e: exc.MalformedMessageError) -> None:
+        """A worker sent what cannot be read: nothing more is read from it,
+        and it is stopped (its task fails, or is retried, as for a crash)."""
+        if h.malformed:
+            return
+        h.malformed = str(e)
+        h.exit_reason = f"it sent the driver a malformed message, and was stopped ({e})"
+        sys.stderr.write(f"shoal: worker {h.wid} (pid {h.pid}) sent a malformed message: {e}. "
+                         f"It is stopped; the runtime goes on.\n")
+        if h.pid is None:
+            h.kill_when_spawned = True
+        else:
+            h.signal(signal.SIGKILL)
+
     def _handle(self, h: WorkerHandle, data: bytes) -> None:
-        """Handle one message; a failure in a handler is reported and
-        contained to that message, so the runtime goes on."""
+        """Handle one message; a malformed one stops its worker (_reject); a
+        failure in a handler is reported and contained to that message, so
+        the runtime goes on."""
         try:
-            self._on_message(h, P.decode(data))
+            msg = P.decode_from_worker(data)
+        except exc.MalformedMessageError as e:
+            self._reject(h, e)
+            return
+        try:
+            self._on_message(h, msg)
         except Exception:
             import traceback
 
@@ -571,7 +611,10 @@ class Shell(ActorCalls, Respawn):
         """Task or actor call `seq` sealed its results (values or errors)."""
         self.refs.release_task(seq)
         self.by_task_id.pop(spec.task_id, None)
+        gone = self._gone_results
         for rid in P.return_ids(spec):
+            if gone:
+                gone.discard(rid)
             self._execute(self.sched.object_sealed(rid))
             self._execute(self.actors.object_sealed(rid))
             if rid in self.drop_when_sealed:
@@ -611,16 +654,19 @@ class Shell(ActorCalls, Respawn):
         if wid in self.adopted:  # (its fork server reported the exit before dying)
             self.adopted.discard(wid)
             self.sel.unregister(h.pidfd)
-        if h.to_driver is not None:  # what it said before dying counts
+        if h.to_driver is not None and not h.malformed:  # what it said before dying counts
             self._reading = True
             try:
                 for data in h.to_driver.recv_many():
+                    if h.malformed:
+                        break
                     self._handle(h, data)
+            except exc.MalformedMessageError as e:
+                self._reject(h, e)
             finally:
                 self._reading = False
         for fd in self.output.read_worker(wid):
             self.sel.unregister(fd)
-        self.exit_codes[wid] = code
         self._surplus.pop(wid, None)
         actor = self.actors.by_wid.get(wid)
         if actor is not None:
@@ -645,7 +691,7 @@ class Shell(ActorCalls, Respawn):
         how = describe_exit(code)
         if h.exit_reason:
             how += f": {h.exit_reason}"
-        return how
+        return how + self.explain_kill(h, code)
 
     def _pool_worker_died(self, wid: int, h: WorkerHandle, code: int | None) -> None:
         w = self.sched.workers.get(wid)
@@ -663,9 +709,13 @@ class Shell(ActorCalls, Respawn):
                 self._fail_everything(self.broken)
                 self.sched.workers.pop(wid, None)
             else:
-                self._execute(self.sched.worker_died(wid, started))
+                oom, delay = self.oom_verdict(h, started)
+                if oom == "fail":
+                    self._oom_error = self.oom_error(h, w.queue[0].payload)
+                self._execute(self.sched.worker_died(wid, started, oom, delay))
         finally:
             self._dying = None
+            self._oom_error = None
 
     # -- actions -------------------------------------------------------------------------
 
@@ -726,6 +776,8 @@ class Shell(ActorCalls, Respawn):
             h = self.workers.get(a.worker)
             if h is not None:
                 h.send(P.encode((P.CANCEL, a.seq, False)))
+        elif t is RetryLater:
+            self.retry_later(a)
         elif t is Warn:
             words.warn(a.text, RuntimeWarning)
         elif t is KillActor:
@@ -761,14 +813,24 @@ class Shell(ActorCalls, Respawn):
             err = exc.TaskPlacementGroupRemoved(f"task {spec.name} cannot run: {detail}")
         elif kind == "unschedulable":
             err = exc.TaskUnschedulableError(f"The task is not schedulable: {detail}.")
+        elif kind == "oom" and self._oom_error is not None:
+            err = self._oom_error
         else:
             how, report = self._dying or ("it exited", None)
             err = exc.WorkerCrashedError(
                 f"the worker process running task {spec.name} died: {how}. The task was tried "
                 f"{detail} (max_retries={spec.max_retries}). "
                 + (report or "Check the worker's output above."))
-        self.store.put_error(P.return_ids(spec), err)
+        self.put_error(spec, err)
         self._task_ended(task)
+
+    def put_error(self, spec, err: BaseException) -> None:
+        """Seal err as the results of a failed task or call, except those
+        it sealed and that were freed since (see _gone_results)."""
+        rids = P.return_ids(spec)
+        if self._gone_results:
+            rids = [r for r in rids if r not in self._gone_results]
+        self.store.put_error(rids, err)
 
     def _cancel_running(self, a: CancelRunning) -> None:
         h = self.workers.get(a.worker)
@@ -828,6 +890,9 @@ class Shell(ActorCalls, Respawn):
             return
         try:
             self.store.delete(oid)
+            task = ids.task_of(oid)
+            if task is not None and task in self.by_task_id:  # sealed before its DONE was read
+                self._gone_results.add(oid)
         except (exc.ObjectNotFoundError, exc.ObjectStateError):
             task = ids.task_of(oid)
             if task is not None and task in self.by_task_id:

@@ -126,6 +126,14 @@ class CancelActorCall(NamedTuple):
     task_id: bytes
 
 
+class RetryLater(NamedTuple):
+    """The memory monitor killed the task's worker: run it again after
+    `delay` seconds (call Scheduler.retry_now(seq) then)."""
+
+    seq: int
+    delay: float
+
+
 class Warn(NamedTuple):
     text: str
 
@@ -155,7 +163,7 @@ class Task:
 
     __slots__ = (
         "seq", "task_id", "function_id", "shape", "max_retries", "payload", "name",
-        "state", "missing", "worker", "attempts", "cancelled", "submitted",
+        "state", "missing", "worker", "attempts", "cancelled", "submitted", "owner", "oom_kills",
     )
 
     def __init__(self, seq: int, task_id: bytes, function_id: bytes, shape: Shape,
@@ -173,6 +181,8 @@ class Task:
         self.attempts = 0
         self.cancelled = False
         self.submitted = 0.0  # when it was submitted (the shell's clock; for task events)
+        self.owner: bytes | None = None  # the task (or call) that submitted it; None: the driver
+        self.oom_kills = 0  # times the memory monitor killed it (each retry waits longer)
 
     def __repr__(self) -> str:
         return f"Task({self.name}#{self.seq} {self.state})"
@@ -364,6 +374,7 @@ class Scheduler(PlacementGroups):
                 task.state = "ready"  # never queued: cancelled as it comes
                 return self.cancel(task.seq)
             self.children.setdefault(parent, []).append(task.seq)
+        task.owner = parent
         self.tasks[task.seq] = task
         actions: list = []
         doomed = self._doomed(task.shape, f"task {task.name}")
@@ -541,9 +552,13 @@ class Scheduler(PlacementGroups):
         self._reap_idle(actions)
         return actions
 
-    def worker_died(self, wid: int, started: bool = True) -> list:
+    def worker_died(self, wid: int, started: bool = True, oom: str | None = None,
+                    retry_delay: float = 0.0) -> list:
         """Worker wid is gone. Its running task (if `started`) failed once;
-        its unstarted ones go back to the queue."""
+        its unstarted ones go back to the queue. oom: the memory monitor
+        killed it ("retry": the task runs again after retry_delay seconds,
+        without spending one of its max_retries, as Ray retries tasks it
+        killed for memory; "fail": it fails with OutOfMemoryError)."""
         w = self.workers.pop(wid)
         actions: list = []
         if w.state in ("busy", "blocked"):
@@ -560,6 +575,14 @@ class Scheduler(PlacementGroups):
                 self._done(running)
                 kind, detail = self._fail_reasons.pop(running.seq, ("cancelled", "cancelled with force=True"))
                 actions.append(FailTask(running, kind, detail))
+            elif oom == "retry":
+                running.attempts -= 1  # not one of its max_retries
+                running.oom_kills += 1
+                running.state = "backoff"
+                actions.append(RetryLater(running.seq, retry_delay))
+            elif oom is not None:
+                self._done(running)
+                actions.append(FailTask(running, "oom", f"{running.attempts} time(s)"))
             elif running.max_retries < 0 or running.attempts <= running.max_retries:
                 running.state = "ready"
                 self._queue_ready(running, front=True)
@@ -567,6 +590,16 @@ class Scheduler(PlacementGroups):
                 self._done(running)
                 actions.append(FailTask(running, "crashed", f"{running.attempts} time(s)"))
         self._maybe_grow(actions)
+        self._schedule_all(actions)
+        return actions
+
+    def retry_now(self, seq: int) -> list:
+        """The delay of RetryLater(seq) is over: queue the task again."""
+        t = self.tasks.get(seq)
+        if t is None or t.state != "backoff":
+            return []  # cancelled meanwhile
+        actions: list = []
+        self._make_ready(t, actions)
         self._schedule_all(actions)
         return actions
 
@@ -580,7 +613,7 @@ class Scheduler(PlacementGroups):
         if t is None or t.state == "done" or t.cancelled:
             return []
         t.cancelled = True
-        if t.state in ("waiting", "ready", "new"):
+        if t.state in ("waiting", "ready", "new", "backoff"):
             self._forget(t)
             return [FailTask(t, "cancelled", "cancelled before it ran")]
         w = self.workers.get(t.worker)
@@ -598,7 +631,7 @@ class Scheduler(PlacementGroups):
         it (it may be running) or it ended. What concurrent.futures'
         Future.cancel() needs: a call that started is never interrupted."""
         t = self.tasks.get(seq)
-        if t is None or t.cancelled or t.state not in ("new", "waiting", "ready"):
+        if t is None or t.cancelled or t.state not in ("new", "waiting", "ready", "backoff"):
             return None
         return self.cancel(seq, recursive=False)
 

@@ -137,11 +137,11 @@ def _top(value: Any, deps: list) -> Any:
     return value
 
 
-def decode(data: Any, get_values) -> tuple[tuple, dict]:
+def decode(data: Any, get_values, what: Any = None) -> tuple[tuple, dict]:
     """(args, kwargs) from encoded bytes or a store buffer; `get_values`
     maps a list of ObjectRefs to their values (raising a dependency's
-    error)."""
-    args, kwargs = serialization.deserialize(data)
+    error). what: names the arguments for ObjectDeserializationError."""
+    args, kwargs = serialization.deserialize(data, what=what)
     tops = [a for a in args if type(a) is TopRef] + [v for v in kwargs.values() if type(v) is TopRef]
     if not tops:
         return args, kwargs

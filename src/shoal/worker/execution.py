@@ -331,7 +331,8 @@ class Executor:
         info = CALL_INFO.get()
         if info is not None:
             info.arg_bytes += len(data) if type(data) is bytes else data.nbytes
-        return arguments.decode(data, self._values)
+        return arguments.decode(data, self._values, lambda: f"the arguments of {spec.name}" + (
+            f" (object {spec.args_id.hex()})" if spec.args is None else ""))
 
     def _values(self, refs: list) -> list:
         """The values of a call's top-level ref arguments (their sizes count
