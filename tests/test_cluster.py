@@ -99,8 +99,14 @@ def test_a_ray_client_address_works_the_same(cluster):
             "    caught = isinstance(e, shoal.exceptions.RayTaskError)\n"
             "print(isinstance(ref, shoal.ObjectRef), shoal.get(ref) + 2, caught)\n"
             "shoal.shutdown()\n")
-    proc = subprocess.run([sys.executable, "-c", code, f"ray://127.0.0.1:{cluster.client_port}"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=100)
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", code, f"ray://127.0.0.1:{cluster.client_port}"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=100)
+        # Ray's client server starts a server process per client; on a loaded
+        # 2-core machine that start sometimes fails on Ray's side ("Initialization
+        # failure from server"), and a second client is served: try once more.
+        if "Initialization failure from server" not in proc.stderr:
+            break
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["True", "42", "True"]
 
