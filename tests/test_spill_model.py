@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from tests._child import wait_until
+
 pytestmark = pytest.mark.timeout(300)
 
 MiB = 1 << 20
@@ -99,10 +101,15 @@ class SpillingStore(RuleBasedStateMachine):
         self.model.clear()
         self.pinned.clear()
         rt = self.ray.objectref.current()
-        self.ray.util.memory_summary(stats_only=True)  # applies the drops
-        assert rt.spiller.settle()  # a round in progress drops what was deleted meanwhile
-        st_ = rt.store.statistics()
-        assert st_.num_spilled == 0, st_
+
+        def nothing_left() -> bool:
+            # The last task's result can be read before its worker's DONE
+            # arrives; until then the task's argument is still held.
+            self.ray.util.memory_summary(stats_only=True)  # applies the drops and what workers said
+            assert rt.spiller.settle()  # a round in progress drops what was deleted meanwhile
+            return rt.store.statistics().num_spilled == 0
+
+        wait_until(nothing_left, timeout=10, what=f"no spilled object ({rt.store.statistics()})")
         files = [n for f in rt.spill_folders.paths for n in os.listdir(f) if n != "lock"]
         assert files == []
 
