@@ -42,6 +42,17 @@ def descendants_gone(pids: list[int]) -> bool:
     return True
 
 
+def control_sockets(pid: int | None = None) -> list[str]:
+    """The control endpoint sockets of the runtime of process pid (None:
+    of every runtime of this user)."""
+    from shoal import config
+
+    folder = config.runtime_dir()
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    prefix = "" if pid is None else f"{pid}-"
+    return [os.path.join(folder, n) for n in names if n.startswith(prefix) and n.endswith(".sock")]
+
+
 def run_program(tail: str) -> tuple[subprocess.CompletedProcess, list[int]]:
     src = textwrap.dedent(PROGRAM) + textwrap.dedent(tail)
     proc = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=60)
@@ -61,11 +72,13 @@ def run_program(tail: str) -> tuple[subprocess.CompletedProcess, list[int]]:
 )
 def test_driver_exit_paths_leave_nothing(tail, code):
     before = shm_entries()
+    sockets_before = set(control_sockets())
     proc, workers = run_program(tail)
     assert proc.returncode == code, proc.stderr
     assert workers, proc.stdout + proc.stderr
     wait_until(lambda: descendants_gone(workers), timeout=20, what="workers to exit")
     assert shm_entries() == before
+    assert set(control_sockets()) <= sockets_before  # its own went with it
     if code == 0:
         assert "Traceback" not in proc.stderr, proc.stderr
 
@@ -78,9 +91,12 @@ def test_sigkill_of_the_driver_leaves_nothing():
     assert c.expect(timeout=30) == "ready"
     everyone = [p.pid for p in psutil.Process(c.pid).children(recursive=True)]
     assert set(workers) <= set(everyone)
+    sockets = control_sockets(c.pid)
+    assert len(sockets) == 1, sockets  # (its control endpoint, which `shoal status` finds)
     c.kill()
     wait_until(lambda: descendants_gone(everyone), timeout=20, what="the fork server and workers to exit")
     assert shm_entries() == before
+    assert not os.path.exists(sockets[0])  # removed by the fork server, not left for the next `shoal status`
 
 
 def test_ctrl_c_in_the_driver():

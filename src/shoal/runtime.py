@@ -113,7 +113,7 @@ class Runtime(Context):
                            namespace=self.namespace,
                            worker_cfg={"node_id": self.node_id, "env": dict(env_vars or {}), "spill": spill_cfg},
                            gpu_names=visible_gpus(), task_events=config.task_events,
-                           remove_on_driver_death=self.spill_folders.paths if self.spill_folders else ())
+                           remove_on_driver_death=self._left_after_death(config))
         try:
             self.shell.start()
             self.shell.start_memory_monitor(memory_monitor or cfg.memory_monitor_config())
@@ -151,6 +151,17 @@ class Runtime(Context):
         server = DashboardServer(lambda question, **args: answers(question, args), host, port)
         sys.stderr.write(f"shoal: the dashboard is at {server.url}\n")
         return server
+
+    def _left_after_death(self, config) -> list[str]:
+        """What the fork server removes if this driver dies without shutting
+        down: the spill folders, and the control endpoint's socket (made
+        later, at a path known now)."""
+        paths = list(self.spill_folders.paths) if self.spill_folders else []
+        if config.control_endpoint:
+            from shoal.control.endpoint import socket_path
+
+            paths.append(socket_path(self.session))
+        return paths
 
     def _start_control(self):
         """The control endpoint that `shoal status` and the dashboard ask

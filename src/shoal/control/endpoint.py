@@ -95,8 +95,7 @@ class ControlServer:
     def __init__(self, answer: Callable[[str, dict], Any], session: str, folder: str | None = None):
         self.answer = answer
         self.uid = os.getuid()  #: the only peer uid served
-        folder = ensure_runtime_dir(folder)
-        self.path = os.path.join(folder, f"{os.getpid()}-{session}{SUFFIX}")
+        self.path = socket_path(session, ensure_runtime_dir(folder))
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             self.sock.bind(self.path)
@@ -186,6 +185,12 @@ class ControlServer:
 
 def _send(conn: socket.socket, message: dict) -> None:
     conn.sendall(json.dumps(message, default=str).encode() + b"\n")
+
+
+def socket_path(session: str, folder: str | None = None) -> str:
+    """Where this process's runtime `session` answers (folder: None means
+    config.runtime_dir())."""
+    return os.path.join(folder or cfg.runtime_dir(), f"{os.getpid()}-{session}{SUFFIX}")
 
 
 # -- the client side ---------------------------------------------------------------

@@ -16,8 +16,8 @@ never runs (the fork server's death closes the pipe, and the worker exits).
 Lifetimes:
 - The driver dies (its end of the socket closes, whatever killed it, or
   PARENT_DEATH_SIGNAL arrives first) or shuts down ("bye"): the fork
-  server kills its workers, removes the folders named with
-  --remove-on-driver-death (its spill files) and exits. (After a "bye"
+  server kills its workers, removes the paths named with
+  --remove-on-driver-death (its spill files, its control socket) and exits. (After a "bye"
   the driver removes them too; the fork server doing it covers a driver
   killed in the rest of its shutdown.)
 - The fork server dies (any signal, SIGTERM included): its workers live on.
@@ -266,7 +266,13 @@ def main() -> None:
             # its shutdown must not leave them).
             server.shutdown()
             for path in remove:
-                shutil.rmtree(path, ignore_errors=True)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:  # the control endpoint's socket
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
 
 
 if __name__ == "__main__":
