@@ -247,6 +247,17 @@ class Killer(threading.Thread):
 # -- one round ----------------------------------------------------------------------------
 
 
+def control_sockets(pid: int) -> list[str]:
+    """The control endpoint sockets that driver pid's runtime left (`shoal
+    status` finds runtimes by them)."""
+    from shoal import config
+
+    try:
+        return [n for n in os.listdir(config.runtime_dir()) if n.startswith(f"{pid}-")]
+    except FileNotFoundError:
+        return []
+
+
 def shm_entries() -> set[str]:
     try:
         return {n for n in os.listdir("/dev/shm") if "shoal" in n.lower()}
@@ -435,7 +446,7 @@ def child_main(point: str, how: str, seed: int, size: int, spill: str) -> None:
 def kill_driver(point: str, seed: int, size: int, timeout: float = 60.0, how: str = "SIGKILL") -> dict:
     """Run a child driver to `point`, end it there `how` (see DEATHS), and
     measure how long until its processes have exited and its spill folder
-    is gone."""
+    and control socket are gone."""
     spill = tempfile.mkdtemp(prefix="chaos-driver-spill-")
     shm_before = shm_entries()
     proc = subprocess.Popen([sys.executable, __file__, "--child", point, "--how", how, "--seed", str(seed),
@@ -474,11 +485,12 @@ def kill_driver(point: str, seed: int, size: int, timeout: float = 60.0, how: st
         # The fork server removes the spill folder before it exits: it is
         # gone by now, unless something failed (poll a little to see).
         deadline = time.monotonic() + 5
-        while os.listdir(spill) and time.monotonic() < deadline:
+        while (os.listdir(spill) or control_sockets(proc.pid)) and time.monotonic() < deadline:
             time.sleep(0.001)
         t_clean = time.monotonic() - t0
         left = [f"process {p.pid}" for p in kin if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         left += [f"spill {n}" for n in os.listdir(spill)]
+        left += [f"control socket {n}" for n in control_sockets(proc.pid)]
         left += [f"/dev/shm/{n}" for n in sorted(shm_entries() - shm_before)]
         return {"point": point, "how": how, "seed": seed, "reached": True, "exit_code": code,
                 "processes": len(kin), "procs_gone_s": t_procs, "clean_s": t_clean, "left": left}
