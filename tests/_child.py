@@ -120,3 +120,22 @@ def process_gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def gate_actor(ray, value: str = "opened"):
+    """An actor whose wait() returns `value` once open() was called."""
+    import asyncio
+
+    @ray.remote(num_cpus=0)
+    class Gate:
+        def __init__(self):
+            self.event = asyncio.Event()
+
+        async def wait(self):
+            await self.event.wait()
+            return value
+
+        async def open(self):
+            self.event.set()
+
+    return Gate.remote()

@@ -15,7 +15,7 @@ import pytest
 import shoal
 from shoal import exceptions as exc
 
-from ._child import process_gone, wait_until
+from ._child import gate_actor, process_gone, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -490,18 +490,6 @@ def test_an_actor_being_built_leaves_its_cpu_to_tasks():
 def test_a_call_waiting_for_its_argument_holds_up_only_its_callers_calls(ray):
     # As in Ray: calls from one caller keep their order, but one that waits
     # for an argument does not hold up another caller's calls.
-    @ray.remote(num_cpus=0)
-    class Gate:
-        def __init__(self):
-            self.event = asyncio.Event()
-
-        async def wait(self):
-            await self.event.wait()
-            return "slow"
-
-        async def open(self):
-            self.event.set()
-
     @ray.remote
     class Echo:
         def echo(self, x):
@@ -511,7 +499,7 @@ def test_a_call_waiting_for_its_argument_holds_up_only_its_callers_calls(ray):
     def call_from_a_task(actor):
         return ray.get(actor.echo.remote("from a task"))
 
-    gate, echo = Gate.remote(), Echo.remote()
+    gate, echo = gate_actor(ray, "slow"), Echo.remote()
     held = echo.echo.remote(gate.wait.remote())
     behind = echo.echo.remote("after it")  # the driver's next call keeps its place
     assert ray.get(call_from_a_task.remote(echo), timeout=30) == "from a task"

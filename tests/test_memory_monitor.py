@@ -4,7 +4,6 @@ than a threshold set just above what the machine uses now."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import pickle
@@ -17,7 +16,7 @@ from shoal import config
 from shoal import exceptions as exc
 from shoal.scheduler import memory_monitor as M
 from shoal.scheduler.state import Dispatch, FailTask, RetryLater, Scheduler, Task, make_shape
-from tests._child import wait_until
+from tests._child import gate_actor, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -249,17 +248,6 @@ def test_a_task_killed_while_its_owner_has_others_running_is_retried(two_tasks_t
     ray = two_tasks_threshold
     log = tmp_path / "starts"
 
-    @ray.remote(num_cpus=0)
-    class Gate:
-        def __init__(self):
-            self.event = asyncio.Event()
-
-        async def wait(self):
-            await self.event.wait()
-
-        async def open(self):
-            self.event.set()
-
     @ray.remote(max_retries=1)  # retriable; the retries for memory do not count against it
     def hold(name, gate, path):
         with open(path, "a") as f:
@@ -268,7 +256,7 @@ def test_a_task_killed_while_its_owner_has_others_running_is_retried(two_tasks_t
         ray.get(gate.wait.remote())
         return name, len(block)
 
-    gate = Gate.remote()
+    gate = gate_actor(ray)
     refs = [hold.remote(n, gate, str(log)) for n in ("a", "b")]
     wait_until(lambda: log.exists() and len(log.read_text().split()) >= 4, 90, "a task killed twice and started again")
     ray.get(gate.open.remote())

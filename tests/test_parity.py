@@ -12,27 +12,9 @@ import pytest
 from shoal import exceptions as exc
 from shoal.util import ActorPool
 from shoal.util.queue import Queue
-from tests._child import process_gone, wait_until
+from tests._child import gate_actor, process_gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def gate_actor(ray):
-    """An actor whose wait() returns once open() was called."""
-
-    @ray.remote(num_cpus=0)
-    class Gate:
-        def __init__(self):
-            self.event = asyncio.Event()
-
-        async def wait(self):
-            await self.event.wait()
-            return "opened"
-
-        async def open(self):
-            self.event.set()
-
-    return Gate.remote()
 
 
 # -- ActorPool ---------------------------------------------------------------

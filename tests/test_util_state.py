@@ -7,6 +7,7 @@ import time
 import pytest
 
 from shoal.util import state
+from tests._child import gate_actor
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,19 +55,6 @@ def test_actors_tasks_and_workers_are_listed(ray, tmp_path):
 
 
 def test_actor_calls_are_listed_running_waiting_or_waiting_for_arguments(ray):
-    import asyncio
-
-    @ray.remote(num_cpus=0)
-    class Gate:
-        def __init__(self):
-            self.event = asyncio.Event()
-
-        async def wait(self):
-            await self.event.wait()
-
-        async def open(self):
-            self.event.set()
-
     @ray.remote
     class Worker:
         def work(self, gate_ref):
@@ -75,7 +63,7 @@ def test_actor_calls_are_listed_running_waiting_or_waiting_for_arguments(ray):
         def takes(self, value):
             return value
 
-    gate, worker = Gate.remote(), Worker.remote()
+    gate, worker = gate_actor(ray), Worker.remote()
     opened = gate.wait.remote()
     refs = [worker.work.remote([opened]), worker.work.remote([opened]), worker.takes.remote(opened)]
 
