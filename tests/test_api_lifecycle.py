@@ -162,3 +162,24 @@ def test_leak_checks_ignore_other_programs_shared_memory():
     finally:
         os.close(fd)
         os.unlink(f"/dev/shm/{name}")
+
+
+@pytest.mark.parametrize("ending", ["shutdown", "sigkill"])
+def test_the_runtime_folder_goes_with_the_last_runtime(tmp_path, ending):
+    """The per-user folder of control sockets is made by the first runtime
+    and removed with the last one's socket, whether it shut down or was
+    killed (then by its fork server)."""
+    folder = tmp_path / "runtimes"
+    tail = "ray.shutdown()\nsay('done'); hear()\n" if ending == "shutdown" else "say('ready'); hear()\n"
+    c = Child(PROGRAM + "\n" + tail, env={"SHOAL_RUNTIME_DIR": str(folder)})
+    c.expect(timeout=60)  # the workers' line: the runtime ran
+    everyone = [p.pid for p in psutil.Process(c.pid).children(recursive=True)]
+    if ending == "sigkill":
+        assert c.expect(timeout=30) == "ready"
+        assert len(list(folder.iterdir())) == 1  # its socket
+        c.kill()
+        wait_until(lambda: descendants_gone(everyone), timeout=20, what="the fork server and workers to exit")
+    else:
+        assert c.expect(timeout=30) == "done"
+        c.kill()
+    assert not folder.exists()

@@ -95,10 +95,16 @@ class ControlServer:
     def __init__(self, answer: Callable[[str, dict], Any], session: str, folder: str | None = None):
         self.answer = answer
         self.uid = os.getuid()  #: the only peer uid served
-        self.path = socket_path(session, ensure_runtime_dir(folder))
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            self.sock.bind(self.path)
+            for attempt in range(3):
+                self.path = socket_path(session, ensure_runtime_dir(folder))
+                try:
+                    self.sock.bind(self.path)
+                    break
+                except FileNotFoundError:  # another runtime's close removed the empty folder just now
+                    if attempt == 2:
+                        raise
             os.chmod(self.path, 0o600)
             self.sock.listen(MAX_CONNECTIONS)
         except BaseException:
@@ -125,10 +131,7 @@ class ControlServer:
         if threading.current_thread() is not self._thread:
             self._thread.join(5.0)
         self.sock.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        remove_socket(self.path)
 
     def _accept(self) -> None:
         while not self._closed:
@@ -193,6 +196,20 @@ def socket_path(session: str, folder: str | None = None) -> str:
     return os.path.join(folder or cfg.runtime_dir(), f"{os.getpid()}-{session}{SUFFIX}")
 
 
+def remove_socket(path: str) -> None:
+    """Remove a runtime's socket, and the runtime folder with it when no
+    other runtime of this user has a socket there (nothing is left in the
+    temp folder once the last runtime is gone)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    try:
+        os.rmdir(os.path.dirname(path))
+    except OSError:  # another runtime's socket is there (or it is gone already)
+        pass
+
+
 # -- the client side ---------------------------------------------------------------
 
 
@@ -213,10 +230,7 @@ def runtimes(folder: str | None = None) -> list[RuntimeInfo]:
             continue
         path = os.path.join(folder, name)
         if not _alive(int(pid_text)):
-            try:
-                os.unlink(path)  # its driver died without shutting down
-            except OSError:
-                pass
+            remove_socket(path)  # its driver died without shutting down
             continue
         found.append(RuntimeInfo(int(pid_text), session, path))
     return sorted(found, key=lambda r: r.pid)

@@ -268,9 +268,10 @@ def main() -> None:
             for path in remove:
                 if os.path.isdir(path):
                     shutil.rmtree(path, ignore_errors=True)
-                else:  # the control endpoint's socket
+                else:  # the control endpoint's socket (and its folder, if no other runtime uses it)
                     try:
                         os.unlink(path)
+                        os.rmdir(os.path.dirname(path))
                     except OSError:
                         pass
 
